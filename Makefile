@@ -1,0 +1,41 @@
+# The two commands of the README's Quickstart:
+#   make lab    set up .venv (once) and open JupyterLab on the course
+#   make test   set up .venv (once) and run the unit tests and every notebook (nbval)
+# Both are idempotent: the virtual environment is built once and reused.
+# A torch already installed in .venv is kept (pyproject asks only for torch>=2.2).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.tinydiff-installed
+
+.PHONY: lab test unit notebooks execute clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[course,test]"
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with .ci/nbval_sanitize.cfg -p no:cacheprovider
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+notebooks: $(STAMP)
+	$(BIN)/python -m pytest notebooks --nbval --nbval-current-env --nbval-sanitize-with .ci/nbval_sanitize.cfg -p no:cacheprovider
+
+# Re-execute every notebook in place (stores fresh outputs for nbval to compare).
+execute: $(STAMP)
+	for nb in notebooks/*.ipynb; do \
+		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 "$$nb" || exit 1; \
+	done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,97 @@
+"""Small tensor helpers shared by the whole package.
+
+Two rules make ``tinydiff`` run unchanged on CPU, CUDA and Apple MPS:
+
+1. New tensors are created on the device (and in the dtype) of the tensors
+   they will be combined with -- never with a hard-coded ``"cuda"`` or
+   ``float64``.
+2. Schedule constants live on the CPU in float64 (exact enough for
+   ``alpha_bar`` near 0) and are converted to the data's dtype *before* they
+   move to the data's device (MPS has no float64).
+
+Everything here is deliberately tiny; read it once and the rest of the
+package follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def as_timesteps(t: Tensor | int, batch_size: int, T: int, device: torch.device) -> Tensor:
+    """Validate 0-based timesteps and return them as a LongTensor of shape [B].
+
+    ``t`` may be a Python int (used for the whole batch) or an integer tensor
+    of shape [B]. Raises a ``ValueError`` that says what is wrong: a float
+    tensor, a shape that does not match the batch, or an index outside
+    ``0 .. T-1``.
+    """
+    if isinstance(t, bool):
+        raise TypeError("t must be an integer timestep or a LongTensor of shape [B], not a bool")
+    if isinstance(t, int):
+        if not 0 <= t < T:
+            raise ValueError(f"timestep t={t} is out of range: indices are 0-based, 0 <= t <= T-1 = {T - 1}")
+        return torch.full((batch_size,), t, dtype=torch.long, device=device)
+    if not isinstance(t, Tensor):
+        raise TypeError(f"t must be an int or a LongTensor of shape [B], got {type(t).__name__}")
+    if t.dtype.is_floating_point or t.dtype == torch.bool or t.dtype.is_complex:
+        raise TypeError(
+            f"t must hold integer timestep indices (torch.long), got dtype {t.dtype}; "
+            "use t.long() if you meant indices, or convert a continuous time to an index first"
+        )
+    if t.ndim == 0:
+        t = t.expand(batch_size)
+    if t.ndim != 1 or t.shape[0] != batch_size:
+        raise ValueError(
+            f"t must have shape [B] = [{batch_size}] to match the batch of x, got shape {list(t.shape)}"
+        )
+    if t.device.type != "meta" and t.numel() > 0:
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi >= T:
+            raise ValueError(
+                f"timesteps out of range: got min {lo}, max {hi}, but indices are 0-based, 0 <= t <= T-1 = {T - 1}"
+            )
+    return t.to(device=device, dtype=torch.long)
+
+
+def gather(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
+    """Pick ``values[t]`` per batch element and shape it to broadcast against ``like``.
+
+    Shapes: ``values`` [T] (a schedule constant), ``t`` [B] long, ``like``
+    [B, *data] -> result [B, 1, ..., 1] in ``like``'s dtype and device.
+    """
+    picked = values.to(dtype=like.dtype).to(like.device)[t.to(like.device)]
+    return picked.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def randn(
+    shape: Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Standard normal noise of ``shape`` on ``device``.
+
+    If ``generator`` lives on another device (say a CPU generator while the
+    model runs on CUDA or MPS), the noise is drawn on the generator's device
+    and moved: the same seed then gives the same numbers on every device.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    dtype = dtype or torch.get_default_dtype()
+    if generator is None or generator.device.type == device.type:
+        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
+
+
+def device_and_dtype(model: object, default: Tensor | None = None) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype to sample on: ``default``'s if given, else the model's parameters', else CPU float32."""
+    if default is not None:
+        return default.device, default.dtype
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            return p.device, p.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
