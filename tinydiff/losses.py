@@ -1,0 +1,94 @@
+"""The training loss, written once: denoising score matching in DDPM form.
+
+For x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, denoising score
+matching (Vincent 2011, eq. 9; Song & Ermon 2019, eq. 2) regresses the score
+onto -eps / sqrt(1 - alpha_bar_t). Writing the score as
+s_theta = -eps_theta / sqrt(1 - alpha_bar_t) turns that objective, up to a
+per-t weight, into Ho et al.'s simplified loss (2020, eq. 14):
+
+    L_simple = E_{t, x_0, eps} || eps - eps_theta(x_t, t) ||^2.
+
+The same function trains x_0- or v-predicting networks (``prediction=``);
+only the regression target changes (:func:`tinydiff.diffusion.training_target`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .diffusion import q_sample, training_target
+from .schedules import Schedule
+from .tensors import randn
+
+
+def sample_timesteps(batch_size: int, T: int, *, generator: torch.Generator | None = None, device=None) -> Tensor:
+    """Uniform 0-based timesteps t ~ U{0, ..., T-1}, LongTensor [B] (Ho et al. 2020, Algorithm 1, line 3)."""
+    gen_device = generator.device if generator is not None else device
+    t = torch.randint(0, T, (batch_size,), generator=generator, device=gen_device)
+    return t.to(device) if device is not None else t
+
+
+def diffusion_loss(
+    model: Callable[..., Tensor],
+    schedule: Schedule,
+    x0: Tensor,
+    *,
+    t: Tensor | None = None,
+    noise: Tensor | None = None,
+    prediction: str = "epsilon",
+    generator: torch.Generator | None = None,
+    reduction: str = "mean",
+    **model_kwargs,
+) -> Tensor:
+    """L_simple (Ho et al. 2020, eq. 14; Algorithm 1) for a batch of clean data x0 [B, *data].
+
+    Draws t ~ U{0..T-1} and eps ~ N(0, I) unless given, forms x_t with
+    :func:`~tinydiff.diffusion.q_sample`, and returns the squared error between
+    the model output ``model(x_t, t, **model_kwargs)`` and the target for
+    ``prediction`` (epsilon | x0 | v).
+
+    ``reduction="mean"`` gives a scalar; ``"none"`` gives the per-example loss [B]
+    (mean over data dimensions) -- useful for the loss-per-timestep diagnostic.
+    """
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    if x0.ndim < 2:
+        raise ValueError(f"x0 must have shape [B, *data], got {list(x0.shape)}")
+    B = x0.shape[0]
+    if t is None:
+        t = sample_timesteps(B, schedule.T, generator=generator, device=x0.device)
+    if noise is None:
+        noise = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    x_t = q_sample(schedule, x0, t, noise)
+    output = model(x_t, t, **model_kwargs)
+    if output.shape != x0.shape:
+        raise ValueError(f"the model must return a tensor shaped like its input {list(x0.shape)}, got {list(output.shape)}")
+    target = training_target(schedule, x0, noise, t, prediction)
+    per_example = (output.float() - target.float()).pow(2).flatten(1).mean(1)
+    return per_example.mean() if reduction == "mean" else per_example
+
+
+@torch.no_grad()
+def loss_per_timestep(
+    model: Callable[..., Tensor],
+    schedule: Schedule,
+    x0: Tensor,
+    timesteps: Tensor,
+    *,
+    prediction: str = "epsilon",
+    generator: torch.Generator | None = None,
+    **model_kwargs,
+) -> Tensor:
+    """Mean L_simple at each of the given 0-based ``timesteps`` [S], over the batch x0 [B, *data]; returns [S].
+
+    The diagnostic for "the loss goes down but the samples are noise": a model that
+    is good only at large t (easy) and poor at small t shows it here.
+    """
+    losses = []
+    for step in timesteps.tolist():
+        t = torch.full((x0.shape[0],), int(step), dtype=torch.long, device=x0.device)
+        losses.append(diffusion_loss(model, schedule, x0, t=t, prediction=prediction, generator=generator, **model_kwargs))
+    return torch.stack(losses)
