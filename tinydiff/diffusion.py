@@ -25,6 +25,12 @@ PREDICTION_TYPES = ("epsilon", "x0", "v")
 """What a network can be trained to predict (diffusers: epsilon, sample, v_prediction)."""
 
 
+def _sqrt_alpha_bars(schedule: Schedule, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    """sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t), computed in float64 and gathered to [B, 1, ..., 1] like ``like``."""
+    ab = schedule.alpha_bars
+    return gather(ab.sqrt(), t, like), gather((1.0 - ab).sqrt(), t, like)
+
+
 def _check_batch(x: Tensor, name: str) -> None:
     if x.ndim < 1:
         raise ValueError(f"{name} must have a batch dimension: shape [B, *data], got a scalar")
@@ -50,8 +56,8 @@ def q_step(schedule: Schedule, x_prev: Tensor, t: Tensor | int, noise: Tensor) -
     _check_batch(x_prev, "x_prev")
     _check_same_shape(x_prev, noise, "x_prev", "noise")
     t = as_timesteps(t, x_prev.shape[0], schedule.T, x_prev.device)
-    beta = gather(schedule.betas, t, x_prev)
-    return (1.0 - beta).sqrt() * x_prev + beta.sqrt() * noise
+    beta = schedule.betas
+    return gather((1.0 - beta).sqrt(), t, x_prev) * x_prev + gather(beta.sqrt(), t, x_prev) * noise
 
 
 def q_sample(schedule: Schedule, x0: Tensor, t: Tensor | int, noise: Tensor) -> Tensor:
@@ -65,8 +71,8 @@ def q_sample(schedule: Schedule, x0: Tensor, t: Tensor | int, noise: Tensor) -> 
     _check_batch(x0, "x0")
     _check_same_shape(x0, noise, "x0", "noise")
     t = as_timesteps(t, x0.shape[0], schedule.T, x0.device)
-    ab = gather(schedule.alpha_bars, t, x0)
-    return ab.sqrt() * x0 + (1.0 - ab).sqrt() * noise
+    sqrt_ab, sqrt_1mab = _sqrt_alpha_bars(schedule, t, x0)
+    return sqrt_ab * x0 + sqrt_1mab * noise
 
 
 def q_posterior(schedule: Schedule, x0: Tensor, x_t: Tensor, t: Tensor | int) -> tuple[Tensor, Tensor]:
@@ -83,12 +89,12 @@ def q_posterior(schedule: Schedule, x0: Tensor, x_t: Tensor, t: Tensor | int) ->
     _check_batch(x_t, "x_t")
     _check_same_shape(x0, x_t, "x0", "x_t")
     t = as_timesteps(t, x_t.shape[0], schedule.T, x_t.device)
-    beta = gather(schedule.betas, t, x_t)
-    ab = gather(schedule.alpha_bars, t, x_t)
-    ab_prev = gather(schedule.alpha_bars_prev, t, x_t)
-    coef_x0 = ab_prev.sqrt() * beta / (1.0 - ab)
-    coef_xt = (1.0 - beta).sqrt() * (1.0 - ab_prev) / (1.0 - ab)
-    variance = (1.0 - ab_prev) / (1.0 - ab) * beta
+    # Coefficients in float64 on the schedule first, then gathered: 1 - alpha_bar at t = 0 is
+    # ~1e-4 and would lose digits if computed in the data's float32.
+    beta, ab, ab_prev = schedule.betas, schedule.alpha_bars, schedule.alpha_bars_prev
+    coef_x0 = gather(ab_prev.sqrt() * beta / (1.0 - ab), t, x_t)
+    coef_xt = gather((1.0 - beta).sqrt() * (1.0 - ab_prev) / (1.0 - ab), t, x_t)
+    variance = gather((1.0 - ab_prev) / (1.0 - ab) * beta, t, x_t)
     return coef_x0 * x0 + coef_xt * x_t, variance
 
 
@@ -105,8 +111,8 @@ def training_target(schedule: Schedule, x0: Tensor, noise: Tensor, t: Tensor | i
     if prediction == "x0":
         return x0
     t = as_timesteps(t, x0.shape[0], schedule.T, x0.device)
-    ab = gather(schedule.alpha_bars, t, x0)
-    return ab.sqrt() * noise - (1.0 - ab).sqrt() * x0
+    sqrt_ab, sqrt_1mab = _sqrt_alpha_bars(schedule, t, x0)
+    return sqrt_ab * noise - sqrt_1mab * x0
 
 
 def predict_x0(schedule: Schedule, x_t: Tensor, t: Tensor | int, output: Tensor, prediction: str = "epsilon") -> Tensor:
@@ -122,10 +128,10 @@ def predict_x0(schedule: Schedule, x_t: Tensor, t: Tensor | int, output: Tensor,
     if prediction == "x0":
         return output
     t = as_timesteps(t, x_t.shape[0], schedule.T, x_t.device)
-    ab = gather(schedule.alpha_bars, t, x_t)
+    sqrt_ab, sqrt_1mab = _sqrt_alpha_bars(schedule, t, x_t)
     if prediction == "epsilon":
-        return (x_t - (1.0 - ab).sqrt() * output) / ab.sqrt()
-    return ab.sqrt() * x_t - (1.0 - ab).sqrt() * output
+        return (x_t - sqrt_1mab * output) / sqrt_ab
+    return sqrt_ab * x_t - sqrt_1mab * output
 
 
 def predict_eps(schedule: Schedule, x_t: Tensor, t: Tensor | int, output: Tensor, prediction: str = "epsilon") -> Tensor:
@@ -141,10 +147,10 @@ def predict_eps(schedule: Schedule, x_t: Tensor, t: Tensor | int, output: Tensor
     if prediction == "epsilon":
         return output
     t = as_timesteps(t, x_t.shape[0], schedule.T, x_t.device)
-    ab = gather(schedule.alpha_bars, t, x_t)
+    sqrt_ab, sqrt_1mab = _sqrt_alpha_bars(schedule, t, x_t)
     if prediction == "x0":
-        return (x_t - ab.sqrt() * output) / (1.0 - ab).sqrt()
-    return (1.0 - ab).sqrt() * x_t + ab.sqrt() * output
+        return (x_t - sqrt_ab * output) / sqrt_1mab
+    return sqrt_1mab * x_t + sqrt_ab * output
 
 
 def score_from_eps(schedule: Schedule, eps: Tensor, t: Tensor | int) -> Tensor:
@@ -154,10 +160,10 @@ def score_from_eps(schedule: Schedule, eps: Tensor, t: Tensor | int) -> Tensor:
     (Song et al. 2021, eq. 7 with the VP perturbation kernel). Shapes: eps [B, *data]; t [B].
     """
     t = as_timesteps(t, eps.shape[0], schedule.T, eps.device)
-    return -eps / (1.0 - gather(schedule.alpha_bars, t, eps)).sqrt()
+    return -eps / gather((1.0 - schedule.alpha_bars).sqrt(), t, eps)
 
 
 def eps_from_score(schedule: Schedule, score: Tensor, t: Tensor | int) -> Tensor:
     """Inverse of :func:`score_from_eps`: eps = -sqrt(1 - alpha_bar_t) * score. Shapes: score [B, *data]; t [B]."""
     t = as_timesteps(t, score.shape[0], schedule.T, score.device)
-    return -(1.0 - gather(schedule.alpha_bars, t, score)).sqrt() * score
+    return -gather((1.0 - schedule.alpha_bars).sqrt(), t, score) * score
