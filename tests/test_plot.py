@@ -1,0 +1,147 @@
+"""tinydiff.plot: every helper draws what the closed form says it should."""
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tinydiff import plot, schedules  # noqa: E402
+from tinydiff.data import GaussianMixture  # noqa: E402
+
+
+@pytest.fixture
+def ax():
+    fig, ax = plt.subplots()
+    yield ax
+    plt.close(fig)
+
+
+def standard_normal() -> GaussianMixture:
+    return GaussianMixture(torch.ones(1), torch.zeros(1, 2), torch.eye(2)[None])
+
+
+def test_use_course_style_sets_rcparams():
+    with matplotlib.rc_context():
+        plot.use_course_style()
+        assert matplotlib.rcParams["figure.dpi"] == 80
+        assert not matplotlib.rcParams["axes.spines.top"]
+        assert not matplotlib.rcParams["axes.spines.right"]
+
+
+def test_density_2d_draws_the_normal_density_on_the_grid(ax):
+    n, lim = 41, 3.0
+    image = plot.density_2d(ax, standard_normal(), lim=lim, n=n)
+    grid = np.linspace(-lim, lim, n)
+    expected = np.exp(-0.5 * (grid[None, :] ** 2 + grid[:, None] ** 2))  # max is 1 at the centre (n odd)
+    np.testing.assert_allclose(np.asarray(image.get_array()), expected, atol=1e-5)
+    assert tuple(image.get_extent()) == (-lim, lim, -lim, lim)
+
+
+def test_density_2d_accepts_a_callable_and_checks_its_output(ax):
+    image = plot.density_2d(ax, lambda x: -(x[:, 0] - 1.0) ** 2, lim=(-2.0, 2.0), n=5)
+    row = np.exp(-(np.linspace(-2, 2, 5) - 1.0) ** 2)
+    np.testing.assert_allclose(np.asarray(image.get_array()), np.tile(row, (5, 1)), atol=1e-6)
+    with pytest.raises(ValueError, match=r"\[M, 2\] to \[M\]"):
+        plot.density_2d(ax, lambda x: x, n=5)
+    with pytest.raises(TypeError, match="log-density"):
+        plot.density_2d(ax, 3.0)
+
+
+def test_scatter_2d_plots_the_points_with_the_density_behind(ax):
+    points = torch.tensor([[0.5, -1.0], [2.0, 0.25]], requires_grad=True)
+    dots = plot.scatter_2d(ax, points, density=standard_normal(), lim=2.5, title="x_0")
+    np.testing.assert_allclose(dots.get_offsets(), [[0.5, -1.0], [2.0, 0.25]])
+    assert len(ax.images) == 1 and ax.get_xlim() == (-2.5, 2.5) and ax.get_title() == "x_0"
+    with pytest.raises(ValueError, match=r"\[N, 2\]"):
+        plot.scatter_2d(ax, torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="lim"):
+        plot.scatter_2d(ax, torch.zeros(5, 2), lim=-1.0)
+
+
+def test_vector_field_draws_fn_at_the_grid_points(ax):
+    arrows = plot.vector_field(ax, lambda x: -x, lim=2.0, n=5)  # score of N(0, I)
+    np.testing.assert_allclose(arrows.U, -arrows.X, atol=1e-6)
+    np.testing.assert_allclose(arrows.V, -arrows.Y, atol=1e-6)
+    assert sorted(set(np.round(arrows.X, 6))) == pytest.approx(np.linspace(-2, 2, 5))
+
+
+def test_vector_field_normalize_gives_unit_arrows(ax):
+    arrows = plot.vector_field(ax, lambda x: torch.stack([3 * x[:, 0] + 0.1, x[:, 1] ** 3], 1), n=6, normalize=True)
+    np.testing.assert_allclose(np.hypot(arrows.U, arrows.V), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="vectors"):
+        plot.vector_field(ax, lambda x: x[:, :1], n=4)
+
+
+def test_make_grid_places_and_rescales_every_image():
+    images = torch.stack([torch.full((1, 2, 3), v) for v in (-1.0, 0.0, 1.0, 5.0, -7.0)])
+    grid = plot.make_grid(images, nrow=2, padding=1)
+    assert grid.shape == (3 * (2 + 1) + 1, 2 * (3 + 1) + 1)
+    # image i sits at row i // 2, column i % 2; -1 -> 0, 0 -> 0.5, 1 -> 1, out-of-range values clipped
+    for i, expected in enumerate([0.0, 0.5, 1.0, 1.0, 0.0]):
+        r, c = divmod(i, 2)
+        top, left = 1 + 3 * r, 1 + 4 * c
+        np.testing.assert_allclose(grid[top : top + 2, left : left + 3], expected)
+    assert grid[0].min() == 1.0  # padding is white
+
+
+def test_make_grid_keeps_colour_channels_and_rejects_bad_shapes():
+    rgb = torch.zeros(2, 3, 4, 4)
+    rgb[:, 0] = 1.0  # red channel at the maximum
+    grid = plot.make_grid(rgb, nrow=2, padding=0)
+    assert grid.shape == (4, 8, 3)
+    np.testing.assert_allclose(grid[..., 0], 1.0)
+    np.testing.assert_allclose(grid[..., 1], 0.5)
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
+        plot.make_grid(torch.zeros(2, 28, 28))
+    with pytest.raises(ValueError, match="nrow"):
+        plot.make_grid(torch.zeros(2, 1, 4, 4), nrow=0)
+
+
+def test_image_grid_shows_the_grid_in_gray(ax):
+    images = torch.linspace(-1, 1, 4 * 16).reshape(4, 1, 4, 4)
+    shown = plot.image_grid(images, nrow=4, ax=ax, title="digits")
+    np.testing.assert_allclose(np.asarray(shown.get_array()), plot.make_grid(images, nrow=4))
+    assert shown.get_clim() == (0.0, 1.0) and ax.get_title() == "digits"
+    plt.close(plot.image_grid(images).figure)  # ax=None makes its own figure
+
+
+def test_schedule_curves_follow_the_closed_forms(ax):
+    T = 200
+    lin, cos = schedules.get("linear", T), schedules.get("cosine", T)
+    alpha_bar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, T))  # Ho et al. eq. 4 with linear betas
+    lines = plot.schedule_curves([lin, cos], "alpha_bar", ax=ax)
+    np.testing.assert_allclose(lines[0].get_ydata(), alpha_bar, rtol=1e-5)
+    np.testing.assert_allclose(lines[0].get_xdata(), np.arange(T))
+    t = np.arange(1, T + 1) / T  # index t is the paper's step t+1 (Nichol & Dhariwal eq. 17)
+    f = lambda u: np.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    np.testing.assert_allclose(lines[1].get_ydata()[:-5], (f(t) / f(0))[:-5], rtol=1e-5)  # end is beta-clipped
+    assert [ln.get_label() for ln in lines] == ["linear", "cosine"]
+
+
+def test_schedule_curves_snr_log_snr_and_marker(ax):
+    s = schedules.get("linear", 100)
+    alpha_bar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 100))
+    (line,) = plot.schedule_curves(s, "log_snr", ax=ax, marker_t=30, fraction=True)
+    np.testing.assert_allclose(line.get_ydata(), np.log(alpha_bar / (1 - alpha_bar)), rtol=1e-5)
+    np.testing.assert_allclose(line.get_xdata(), np.arange(100) / 100)
+    marker = ax.lines[1]
+    assert marker.get_xdata()[0] == pytest.approx(0.30)
+    assert marker.get_ydata()[0] == pytest.approx(math.log(alpha_bar[30] / (1 - alpha_bar[30])), rel=1e-5)
+    (snr,) = plot.schedule_curves(s, "snr", ax=plt.figure().gca())
+    assert snr.axes.get_yscale() == "log"
+    np.testing.assert_allclose(snr.get_ydata(), alpha_bar / (1 - alpha_bar), rtol=1e-5)
+    plt.close(snr.figure)
+
+
+def test_schedule_curves_rejects_bad_input(ax):
+    s = schedules.get("cosine", 50)
+    with pytest.raises(ValueError, match="alpha_bar"):
+        plot.schedule_curves(s, "alphabar", ax=ax)
+    with pytest.raises(ValueError, match="0 <= t <= 49"):
+        plot.schedule_curves(s, ax=ax, marker_t=50)
