@@ -1,0 +1,216 @@
+"""The training loop, as a generator you can read in one screen.
+
+One step is Ho et al. 2020, Algorithm 1: draw a minibatch x_0, a timestep
+t ~ U{0..T-1} and noise eps, and take a gradient step on L_simple
+(:func:`tinydiff.losses.diffusion_loss`). Around it: AdamW, gradient clipping,
+an exponential moving average (EMA) of the weights, optional class labels with
+a learned "null" class (for classifier-free guidance, Ho & Salimans 2022),
+and optional bf16 autocast on CUDA.
+
+:func:`train` *yields* a :class:`TrainState` after every step, so a notebook
+drives it with a plain ``for`` loop -- loss curves, sample previews and
+checkpoints need no callbacks::
+
+    for state in train(model, schedule, images, steps=2000):
+        if state.step % 500 == 0:
+            print(state.step, state.loss)
+
+Resuming: pass a previous state (or one read back by
+:func:`tinydiff.checkpoint.load_training_state`) as ``resume=``. It restores
+the step, the optimizer, the EMA and the random generator, so an interrupted
+run continues exactly as the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .losses import diffusion_loss
+from .schedules import Schedule
+from .tensors import device_and_dtype
+
+DataSource = Tensor | Callable[..., Tensor | tuple[Tensor, Tensor]]
+"""A tensor x_0 [N, *data] to draw minibatches from, or ``data(batch_size, generator=g) -> x_0 [B, *data]``."""
+
+
+@dataclass
+class TrainState:
+    """What :func:`train` yields after each step (and what resuming needs).
+
+    ``step`` counts finished steps (1 after the first); ``loss`` is that step's
+    L_simple and ``grad_norm`` the gradient norm before clipping (NaN on meta tensors);
+    ``ema`` is the EMA copy of ``model`` (None without ``ema_decay``);
+    ``generator`` draws every minibatch, t and eps.
+    """
+
+    step: int
+    loss: float
+    grad_norm: float
+    model: nn.Module
+    ema: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+
+
+def _number(x: Tensor) -> float:
+    """A 0-d tensor as a float; NaN on the meta device, which holds no values."""
+    return float("nan") if x.device.type == "meta" else float(x.detach())
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """EMA of the weights: theta_ema <- decay * theta_ema + (1 - decay) * theta (Polyak averaging; Ho et al. 2020, app. B).
+
+    Buffers (e.g. running statistics) are copied, not averaged.
+    """
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p.detach(), 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+def _draw_batch(data: DataSource, labels: Tensor | None, batch_size: int, generator: torch.Generator):
+    """A minibatch (x_0 [B, *data], y [B] or None), drawn with replacement via ``generator``."""
+    if callable(data) and not isinstance(data, Tensor):
+        out = data(batch_size, generator=generator)
+        return out if isinstance(out, tuple) else (out, None)
+    idx = torch.randint(0, data.shape[0], (batch_size,), generator=generator, device=generator.device)
+    idx = idx.to(data.device)
+    return data[idx], (labels[idx.to(labels.device)] if labels is not None else None)
+
+
+def _drop_labels(y: Tensor, p_uncond: float, null_class: int, generator: torch.Generator) -> Tensor:
+    """Replace each label by ``null_class`` with probability p_uncond (Ho & Salimans 2022, Algorithm 1)."""
+    drop = torch.rand(y.shape, generator=generator, device=generator.device).to(y.device) < p_uncond
+    return torch.where(drop, torch.full_like(y, null_class), y)
+
+
+def _check_args(model, data, labels, steps, batch_size, ema_decay, p_uncond, null_class) -> None:
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int (the step to stop at), got {steps!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must lie in [0, 1) (e.g. 0.999) or be None for no EMA, got {ema_decay}")
+    if not 0.0 <= p_uncond < 1.0:
+        raise ValueError(f"p_uncond must lie in [0, 1), got {p_uncond}")
+    if isinstance(data, Tensor):
+        if data.ndim < 2 or data.shape[0] < 1:
+            raise ValueError(f"data must have shape [N, *data] with N >= 1, got {list(data.shape)}")
+    elif not callable(data):
+        raise TypeError("data must be a tensor [N, *data] or a callable data(batch_size, generator=g) -> x_0 batch")
+    if labels is not None:
+        if not isinstance(data, Tensor) or labels.shape != data.shape[:1]:
+            raise ValueError("labels must be a LongTensor [N] matching a data tensor [N, *data]")
+        if labels.dtype != torch.long:
+            raise TypeError(f"labels must be class indices of dtype torch.long, got {labels.dtype}")
+    if p_uncond > 0 and null_class is None:
+        raise ValueError("p_uncond > 0 needs a null class: give null_class= or use a model with a `null_class` attribute")
+    if not any(True for _ in model.parameters()):
+        raise ValueError("the model has no parameters to train")
+
+
+def train(
+    model: nn.Module,
+    schedule: Schedule,
+    data: DataSource,
+    *,
+    steps: int,
+    batch_size: int = 128,
+    lr: float = 2e-4,
+    weight_decay: float = 0.0,
+    warmup_steps: int = 0,
+    prediction: str = "epsilon",
+    ema_decay: float | None = None,
+    grad_clip: float | None = 1.0,
+    labels: Tensor | None = None,
+    p_uncond: float = 0.0,
+    null_class: int | None = None,
+    generator: torch.Generator | None = None,
+    autocast_bf16: bool = False,
+    resume: TrainState | None = None,
+    progress: bool = True,
+) -> Iterator[TrainState]:
+    """Train ``model`` with L_simple until ``steps`` steps are done, yielding a :class:`TrainState` after each.
+
+    Args:
+        model: called as ``model(x_t, t)`` (x_t [B, *data], t LongTensor [B]) or, with
+            ``labels``, as ``model(x_t, t, y=y)`` (y LongTensor [B]); returns [B, *data].
+        data: x_0 [N, *data] (minibatches drawn with replacement, moved to the model's
+            device), or ``data(batch_size, generator=g)`` returning x_0 [B, *data]
+            (or a pair (x_0, y)) -- e.g. ``tinydiff.data.two_moons``.
+        steps: the total number of steps; a resumed run goes on from ``resume.step``.
+        lr, weight_decay, warmup_steps: AdamW (Loshchilov & Hutter 2019), lr ramped up
+            linearly over the first ``warmup_steps`` steps (Ho et al. 2020 use 5000).
+        prediction: the regression target, ``"epsilon"`` | ``"x0"`` | ``"v"``.
+        ema_decay: keep an EMA of the weights with this decay (e.g. 0.999); None for none.
+        grad_clip: clip the gradient norm to this value (Ho et al. use 1.0); None to skip.
+        labels, p_uncond, null_class: class labels [N]; each is replaced by ``null_class``
+            (default ``model.null_class``) with probability ``p_uncond``.
+        generator: draws minibatches, t and eps; default: a CPU generator seeded from
+            torch's global seed (so ``torch.manual_seed`` makes the run reproducible).
+        autocast_bf16: bf16 mixed precision for the forward pass, on CUDA only.
+        resume: a state to continue from (step, optimizer, EMA and generator are restored).
+
+    Raises ``FloatingPointError`` (before any weight is changed) if the loss is NaN or inf.
+    """
+    null_class = null_class if null_class is not None else getattr(model, "null_class", None)
+    _check_args(model, data, labels, steps, batch_size, ema_decay, p_uncond, null_class)
+    device, dtype = device_and_dtype(model)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if ema_decay is not None else None
+    if generator is None:
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+    start = 0
+    if resume is not None:
+        start = resume.step
+        optimizer.load_state_dict(resume.optimizer.state_dict())
+        generator.set_state(resume.generator.get_state())
+        if ema is not None:
+            if resume.ema is None:
+                raise ValueError("resume has no EMA weights but ema_decay is set; resume with ema_decay=None")
+            ema.load_state_dict(resume.ema.state_dict())
+    use_bf16 = autocast_bf16 and device.type == "cuda"
+    if autocast_bf16 and not use_bf16:
+        warnings.warn(f"autocast_bf16 works on CUDA only; training in {dtype} on {device.type}", stacklevel=2)
+
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", disable=not progress)
+    for step in bar:
+        for group in optimizer.param_groups:  # linear warm-up, stateless so resuming needs nothing extra
+            group["lr"] = lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else lr
+        x0, y = _draw_batch(data, labels, batch_size, generator)
+        x0 = x0.to(device=device, dtype=dtype)
+        kwargs = {}
+        if y is not None:
+            y = y.to(device)
+            kwargs["y"] = _drop_labels(y, p_uncond, null_class, generator) if p_uncond > 0 else y
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+        with autocast:
+            loss = diffusion_loss(model, schedule, x0, prediction=prediction, generator=generator, **kwargs)
+        value = _number(loss)
+        if not math.isfinite(value) and loss.device.type != "meta":
+            raise FloatingPointError(
+                f"the loss is {value} at step {step + 1}; training stopped before updating the weights. "
+                f"Lower the learning rate (lr={lr}), keep grad_clip on, or check the data for NaN/inf."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip is not None else math.inf)
+        optimizer.step()
+        if ema is not None:
+            ema_update(ema, model, ema_decay)
+        if progress and (step + 1) % 10 == 0:
+            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+        yield TrainState(step + 1, value, _number(norm), model, ema, optimizer, generator)
+    bar.close()
