@@ -12,6 +12,7 @@ from .toy import (
     two_gaussians,
     two_moons,
 )
+from .mnist import data_dir, download_mnist, load_mnist
 
 __all__ = [
     "TOY_DATASETS",
@@ -24,4 +25,7 @@ __all__ = [
     "swiss_roll",
     "two_gaussians",
     "two_moons",
+    "data_dir",
+    "download_mnist",
+    "load_mnist",
 ]
