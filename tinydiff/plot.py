@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .data.toy import GaussianMixture
 from .schedules import Schedule
 
 LogDensity = Callable[[Tensor], Tensor]
@@ -35,7 +36,10 @@ SCHEDULE_COLORS = {"linear": "C0", "cosine": "C1", "sigmoid": "C2", "scaled_line
 
 
 def use_course_style() -> None:
-    """Set matplotlib rcParams for the course: dpi 80 (small notebooks), 11 pt fonts, no top/right spines."""
+    """Set matplotlib rcParams for the course: dpi 80 (small notebooks), 11 pt fonts, no top/right spines.
+
+    It also turns on constrained layout, so figures need no ``tight_layout()`` call (calling it warns).
+    """
     mpl.rcParams.update(
         {
             "figure.dpi": 80,
@@ -69,17 +73,17 @@ def _square(lim: float | tuple[float, float]) -> tuple[float, float]:
     return lo, hi
 
 
-def _grid_points(lim: float | tuple[float, float], n: int, device: torch.device | str | None) -> tuple[Tensor, int]:
+def _grid_points(lim: float | tuple[float, float], n: int, device: torch.device | str | None) -> Tensor:
     """An n x n grid over the square ``lim`` as points [n*n, 2] (row-major, y varies slowest)."""
     if n < 2:
         raise ValueError(f"the grid needs at least 2 points per side, got n={n}")
     lo, hi = _square(lim)
     axis = torch.linspace(lo, hi, n, device=device)
     yy, xx = torch.meshgrid(axis, axis, indexing="ij")
-    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1), n
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
 
 
-def _log_density_fn(density: object) -> LogDensity:
+def _log_density_fn(density: GaussianMixture | LogDensity) -> LogDensity:
     """Accept a GaussianMixture-like object (with ``log_prob``) or a plain callable."""
     if hasattr(density, "log_prob"):
         return density.log_prob
@@ -91,7 +95,7 @@ def _log_density_fn(density: object) -> LogDensity:
 @torch.no_grad()
 def density_2d(
     ax: plt.Axes,
-    density: object,
+    density: GaussianMixture | LogDensity,
     lim: float | tuple[float, float] = 3.0,
     n: int = 150,
     cmap: str = "Blues",
@@ -103,7 +107,7 @@ def density_2d(
     mapping points [M, 2] to log-densities [M]; the grid is built on ``device``
     (default CPU) so a model on a GPU can be passed directly.
     """
-    points, n = _grid_points(lim, n, device)
+    points = _grid_points(lim, n, device)
     log_p = _log_density_fn(density)(points)
     if log_p.shape != (n * n,):
         raise ValueError(f"the log-density must map points [M, 2] to [M], got shape {list(log_p.shape)} for M={n * n}")
@@ -115,7 +119,7 @@ def density_2d(
 def scatter_2d(
     ax: plt.Axes,
     points: Tensor | np.ndarray,
-    density: object | None = None,
+    density: GaussianMixture | LogDensity | None = None,
     lim: float | tuple[float, float] = 3.0,
     s: float = 2.0,
     color: str = "k",
@@ -157,7 +161,7 @@ def vector_field(
     is shown (scores near a mode and far from it differ by orders of magnitude).
     Extra keyword arguments go to ``ax.quiver``.
     """
-    points, n = _grid_points(lim, n, device)
+    points = _grid_points(lim, n, device)
     vectors = fn(points)
     if vectors.shape != points.shape:
         raise ValueError(f"fn must map points [M, 2] to vectors [M, 2], got shape {list(vectors.shape)} for M={n * n}")
