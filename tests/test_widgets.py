@@ -68,3 +68,7 @@ def test_schedule_explorer_rejects_bad_arguments():
         widgets.schedule_explorer(points, schedule="quadratic")
     with pytest.raises(ValueError, match="0 <= t <= T-1 = 99"):
         widgets.schedule_explorer(points, T=100, t=100)
+    data = widgets.FixedNoise.draw(points)
+    for bad_t in (-1, 100, []):
+        with pytest.raises(ValueError, match="0 <= t <= T-1 = 99"):
+            widgets.explorer_figure(schedules.get("linear", 100), bad_t, data)

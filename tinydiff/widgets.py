@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import ipywidgets as W
+import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -55,6 +56,14 @@ class FixedNoise:
         return cls(points, eps_points, images, eps_images)
 
 
+def _steps(t: int | Sequence[int], T: int) -> list[int]:
+    """One 0-based step or several as a list of ints, each checked to lie in 0 .. T-1."""
+    many = t if isinstance(t, Sequence) else [t]
+    if not many or not all(hasattr(k, "__index__") and 0 <= k.__index__() < T for k in many):
+        raise ValueError(f"t must be an integer step or a non-empty list of them, each 0 <= t <= T-1 = {T - 1}; got {t!r}")
+    return [k.__index__() for k in many]
+
+
 def explorer_figure(
     schedule: Schedule,
     t: int | Sequence[int],
@@ -69,13 +78,9 @@ def explorer_figure(
     noised images x_t (if ``data`` has images; clipped to [-1, 1] for display).
     Draws on ``fig`` (made with pyplot if None, so a notebook shows it) and returns it.
     """
-    steps = [t] if isinstance(t, int) else list(t)
-    if not steps:
-        raise ValueError("t must be a step or a non-empty list of steps")
+    steps = _steps(t, schedule.T)
     ncols = 4 if data.images is not None else 3
     if fig is None:
-        import matplotlib.pyplot as plt
-
         fig = plt.figure(figsize=(3.0 * ncols, 2.7 * len(steps)))
     axes = fig.subplots(len(steps), ncols, squeeze=False)
     for row, step in zip(axes, steps):
