@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .data.toy import GaussianMixture
 from .schedules import Schedule
-from .tensors import as_timesteps
+from .tensors import as_timesteps, gather
 
 
 class MixtureEpsilon:
@@ -50,5 +50,4 @@ class MixtureEpsilon:
 
     def __call__(self, x_t: Tensor, t: Tensor | int) -> Tensor:
         t = as_timesteps(t, x_t.shape[0], self.schedule.T, x_t.device)
-        sqrt_one_minus_ab = (1.0 - self.schedule.alpha_bars).sqrt().to(x_t.dtype).to(x_t.device)[t]
-        return -sqrt_one_minus_ab[:, None] * self.score(x_t, t)
+        return -gather((1.0 - self.schedule.alpha_bars).sqrt(), t, x_t) * self.score(x_t, t)
