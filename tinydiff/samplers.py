@@ -1,4 +1,4 @@
-"""Samplers: turn a noise-prediction model into samples.
+"""Samplers: turn a noise-prediction model into samples (DDPM and DDIM), and back (DDIM inversion).
 
 The model convention, shared by every sampler here:
 
@@ -7,7 +7,17 @@ The model convention, shared by every sampler here:
 where ``output`` is the network's prediction of epsilon (default), x_0 or v
 (``prediction=``). :func:`denoise` turns any of these into the pair
 (x0_hat, eps_hat) -- the one place that conversion happens -- so the samplers
-below never change when the prediction target does.
+below never change when the prediction target does. A class-conditional
+network ``net(x_t, t, y)`` is passed as ``lambda x, t: net(x, t, y)``.
+
+Read in this order:
+
+1. :func:`denoise`                 model output -> (x0_hat, eps_hat)
+2. :func:`ddpm_sample`             Ho et al. 2020, all T steps, stochastic
+3. :func:`ddim_timesteps`          which steps a short sampler visits (diffusers' spacings)
+4. :func:`ddim_sigma`, :func:`ddim_step`   Song et al. 2021, eqs. 16 and 12
+5. :func:`ddim_sample`, :func:`ddim_invert`   the loops over those steps, down and up
+6. :func:`slerp`                   interpolating between two starting noises
 
 Noise is drawn through ``generator`` (a ``torch.Generator``): the same seed
 gives the same samples, on any device.
@@ -15,19 +25,23 @@ gives the same samples, on any device.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .diffusion import predict_eps, predict_x0, q_posterior
+from .diffusion import PREDICTION_TYPES, predict_eps, predict_x0, q_posterior
 from .schedules import Schedule
 from .tensors import device_and_dtype, gather, randn
 
 Model = Callable[[Tensor, Tensor], Tensor]
 VARIANCES = ("beta_tilde", "beta")
+SPACINGS = ("leading", "trailing", "linspace")
+"""Timestep spacings of a shortened sampler, named as in diffusers' ``timestep_spacing``."""
 
 
 @dataclass
@@ -58,7 +72,8 @@ def denoise(
     The conversions are :func:`tinydiff.diffusion.predict_x0` / ``predict_eps``.
     With ``clip_x0 = c``, x0_hat is clamped to [-c, c] (images live in [-1, 1]) and
     eps_hat recomputed from the clamped x0_hat so the two stay consistent
-    (as in Ho et al.'s code and diffusers' ``clip_sample``).
+    (as in Ho et al.'s code and diffusers' ``clip_sample``). Either way
+    x_t = sqrt(alpha_bar_t) x0_hat + sqrt(1 - alpha_bar_t) eps_hat holds.
     """
     output = model(x_t, t)
     if not isinstance(output, Tensor) or output.shape != x_t.shape:
@@ -78,6 +93,26 @@ def _check_shape(shape, x_T: Tensor | None) -> tuple[int, ...]:
     if x_T is not None and tuple(x_T.shape) != shape:
         raise ValueError(f"x_T has shape {list(x_T.shape)} but shape={list(shape)} was asked for")
     return shape
+
+
+def _check_prediction(prediction: str) -> None:
+    if prediction not in PREDICTION_TYPES:
+        raise ValueError(f"unknown prediction type {prediction!r}; choose one of {', '.join(PREDICTION_TYPES)}")
+
+
+def _record(path: dict[str, list] | None, x: Tensor, x0_hat: Tensor, step: int) -> None:
+    """Append one step to a trajectory being collected (``path`` is None when none is asked for)."""
+    if path is not None:
+        path["xs"].append(x.cpu())
+        path["x0s"].append(x0_hat.cpu())
+        path["steps"].append(step)
+
+
+def _finish(x: Tensor, path: dict[str, list] | None) -> Tensor | tuple[Tensor, Trajectory]:
+    if path is None:
+        return x
+    steps = torch.tensor(path["steps"], dtype=torch.long)
+    return x, Trajectory(steps, torch.stack(path["xs"]), torch.stack(path["x0s"]))
 
 
 @torch.no_grad()
@@ -112,10 +147,11 @@ def ddpm_sample(
     """
     if variance not in VARIANCES:
         raise ValueError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
+    _check_prediction(prediction)
     shape = _check_shape(shape, x_T)
     device, dtype = device_and_dtype(model, x_T)
     x = x_T if x_T is not None else randn(shape, generator=generator, device=device, dtype=dtype)
-    xs, x0s, steps = [x.cpu()], [], []
+    path = {"xs": [x.cpu()], "x0s": [], "steps": []} if return_trajectory else None
     for step in tqdm(range(schedule.T - 1, -1, -1), desc="DDPM", disable=not progress, leave=False):
         t = torch.full((shape[0],), step, dtype=torch.long, device=device)
         x0_hat, _ = denoise(model, schedule, x, t, prediction, clip_x0)
@@ -125,10 +161,230 @@ def ddpm_sample(
             x = mean + var.sqrt() * randn(shape, generator=generator, device=device, dtype=dtype)
         else:
             x = mean
-        if return_trajectory:
-            xs.append(x.cpu())
-            x0s.append(x0_hat.cpu())
-            steps.append(step)
-    if not return_trajectory:
-        return x
-    return x, Trajectory(torch.tensor(steps, dtype=torch.long), torch.stack(xs), torch.stack(x0s))
+        _record(path, x, x0_hat, step)
+    return _finish(x, path)
+
+
+# --------------------------------------------------------------------------- DDIM
+
+
+def ddim_timesteps(T: int, steps: int, spacing: str = "leading") -> Tensor:
+    """The 0-based timesteps a ``steps``-step sampler visits, in sampling order (descending), LongTensor [steps].
+
+    The three spacings of diffusers' ``DDIMScheduler.set_timesteps`` (``steps_offset = 0``);
+    the names come from Lin et al. 2024, "Common Diffusion Noise Schedules and Sample
+    Steps are Flawed", Table 2. With T = 1000 and 10 steps:
+
+        leading   k * (T // steps),            k = steps-1 .. 0   ->  900, 800, ..., 100, 0
+        trailing  round(T - k * T / steps) - 1, k = 0 .. steps-1   ->  999, 899, ..., 199, 99
+        linspace  round(k * (T - 1) / (steps - 1)), k = steps-1 .. 0 -> 999, 888, ..., 111, 0
+
+    ``leading`` is the DDIM paper's "linear" subsequence (Song et al. 2021, appendix D.2)
+    and diffusers' default; it never visits T-1, so the sampler starts from a
+    slightly less noisy step than x_T ~ N(0, I) assumes. ``trailing`` starts at T-1 but
+    its last model call is at T/steps - 1, not 0. Rounding is numpy's (half to even),
+    as in diffusers. One difference: we take exactly ``steps`` values, whereas diffusers'
+    ``np.arange(T, 0, -T/steps)`` can add an extra step at -1 through float round-off
+    (e.g. T = 1000, steps = 61).
+
+    Whatever the spacing, the step after the last one is the clean sample (alpha_bar = 1):
+    see :func:`ddim_sample`.
+    """
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"T must be a positive integer number of training steps, got {T!r}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise TypeError(f"steps must be an integer number of sampling steps, got {type(steps).__name__}")
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps={steps} is out of range: a sampler can visit between 1 and T = {T} steps")
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)} (diffusers' timestep_spacing)")
+    k = np.arange(steps)
+    if spacing == "leading":
+        t = (k * (T // steps))[::-1]
+    elif spacing == "trailing":
+        t = np.round(T - k * (T / steps)) - 1
+    else:
+        t = np.linspace(0, T - 1, steps).round()[::-1]
+    return torch.from_numpy(t.astype(np.int64).copy())
+
+
+def ddim_sigma(alpha_bar_t: Tensor | float, alpha_bar_prev: Tensor | float, eta: float) -> Tensor | float:
+    """The DDIM noise level sigma_t(eta) (Song et al. 2021, eq. 16).
+
+    sigma_t(eta) = eta * sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) * sqrt(1 - alpha_bar_t / alpha_bar_prev)
+
+    where "prev" is the step the sampler jumps to (the next one in its subsequence).
+    With eta = 1 and prev = t-1 this is sqrt(beta_tilde_t), DDPM's posterior standard
+    deviation (Ho et al. 2020, eq. 7); eta = 0 makes the sampler deterministic. At the
+    last step alpha_bar_prev = 1 and sigma = 0. Works on floats and on tensors (elementwise).
+    """
+    return eta * ((1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)) ** 0.5
+
+
+def ddim_step(x0_hat: Tensor, eps_hat: Tensor, alpha_bar_prev: float, sigma: float = 0.0, noise: Tensor | None = None) -> Tensor:
+    """One DDIM update (Song et al. 2021, eq. 12), from (x0_hat, eps_hat) predicted at step t:
+
+    x_prev = sqrt(alpha_bar_prev) x0_hat                         "predicted x_0"
+           + sqrt(1 - alpha_bar_prev - sigma^2) eps_hat          "direction pointing to x_t"
+           + sigma z                                             "random noise", z ~ N(0, I)
+
+    ``noise`` is z (needed when sigma > 0). With sigma = 0 the same formula, read with
+    alpha_bar_prev > alpha_bar_t, also runs the ODE *up* (see :func:`ddim_invert`).
+    Shapes: x0_hat, eps_hat, noise [B, *data] -> [B, *data].
+    """
+    direction = 1.0 - alpha_bar_prev - sigma**2
+    if direction < -1e-12:
+        raise ValueError(
+            f"sigma^2 = {sigma**2:.4g} exceeds 1 - alpha_bar_prev = {1 - alpha_bar_prev:.4g}: eta is too large for this "
+            "step; use eta <= 1 (eta = 1 is DDPM's variance)"
+        )
+    x = math.sqrt(alpha_bar_prev) * x0_hat + math.sqrt(max(direction, 0.0)) * eps_hat
+    if sigma > 0:
+        if noise is None:
+            raise ValueError("sigma > 0 needs noise: pass noise=z with z ~ N(0, I) shaped like x0_hat")
+        x = x + sigma * noise
+    return x
+
+
+def _check_eta(eta: float) -> float:
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
+        raise ValueError(f"eta must be a finite number >= 0 (0 = deterministic DDIM, 1 = DDPM's variance), got {eta!r}")
+    return float(eta)
+
+
+@torch.no_grad()
+def ddim_sample(
+    model: Model,
+    schedule: Schedule,
+    shape,
+    *,
+    steps: int = 50,
+    eta: float = 0.0,
+    spacing: str = "leading",
+    x_T: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    prediction: str = "epsilon",
+    clip_x0: float | None = None,
+    progress: bool = True,
+    return_trajectory: bool = False,
+) -> Tensor | tuple[Tensor, Trajectory]:
+    """DDIM sampling (Song et al. 2021, eq. 12) over ``steps`` of the T training steps.
+
+    The same trained model as DDPM: DDIM's non-Markovian forward processes share
+    DDPM's marginals q(x_t | x_0), which is all the training objective sees (Song et al.
+    2021, sec. 4.1). For the visited steps tau_1 > ... > tau_S (:func:`ddim_timesteps`):
+
+        x0_hat, eps_hat = denoise(model, x_tau_i, tau_i)
+        x_tau_{i+1} = ddim_step(x0_hat, eps_hat, alpha_bar_{tau_{i+1}}, sigma_{tau_i}(eta), z)
+
+    After the last visited step the sampler jumps to the clean sample: alpha_bar_prev = 1,
+    so the final update returns x0_hat itself (and sigma = 0: no noise is added). This
+    is diffusers' ``set_alpha_to_one=True``; with ``False`` (Stable Diffusion's setting)
+    diffusers stops at alpha_bar_0 < 1 instead, leaving a trace of noise in the output.
+
+    ``eta = 0`` (default): deterministic -- the same x_T gives bit-identical samples.
+    ``eta = 1`` with ``steps = T``: DDPM's ancestral sampler with variance beta_tilde.
+    Noise is drawn only when eta > 0, at every step but the last.
+
+    Shapes: ``shape`` = [B, *data]; returns x_0 [B, *data] on the device and dtype of
+    ``x_T`` (else of the model's parameters, else CPU float32), and with
+    ``return_trajectory=True`` also a :class:`Trajectory`.
+    Raises ``ValueError`` for steps outside 1..T, an unknown spacing or eta < 0.
+    """
+    timesteps = ddim_timesteps(schedule.T, steps, spacing)
+    eta = _check_eta(eta)
+    _check_prediction(prediction)
+    shape = _check_shape(shape, x_T)
+    device, dtype = device_and_dtype(model, x_T)
+    x = x_T if x_T is not None else randn(shape, generator=generator, device=device, dtype=dtype)
+    alpha_bars = schedule.alpha_bars.tolist()  # python floats in float64: exact, and on no device
+    path = {"xs": [x.cpu()], "x0s": [], "steps": []} if return_trajectory else None
+    steps_list = timesteps.tolist()
+    for i, step in enumerate(tqdm(steps_list, desc=f"DDIM-{steps}", disable=not progress, leave=False)):
+        t = torch.full((shape[0],), step, dtype=torch.long, device=device)
+        x0_hat, eps_hat = denoise(model, schedule, x, t, prediction, clip_x0)
+        alpha_bar_prev = alpha_bars[steps_list[i + 1]] if i + 1 < len(steps_list) else 1.0
+        sigma = ddim_sigma(alpha_bars[step], alpha_bar_prev, eta)
+        noise = randn(shape, generator=generator, device=device, dtype=dtype) if sigma > 0 else None
+        x = ddim_step(x0_hat, eps_hat, alpha_bar_prev, sigma, noise)
+        _record(path, x, x0_hat, step)
+    return _finish(x, path)
+
+
+@torch.no_grad()
+def ddim_invert(
+    model: Model,
+    schedule: Schedule,
+    x0: Tensor,
+    *,
+    steps: int = 50,
+    spacing: str = "leading",
+    prediction: str = "epsilon",
+    progress: bool = True,
+    return_trajectory: bool = False,
+) -> Tensor | tuple[Tensor, Trajectory]:
+    """DDIM inversion: run the deterministic sampler (eta = 0) backwards, from data x_0 up to a latent x_T.
+
+    Eq. 12 with eta = 0 is an Euler step of the probability-flow ODE (Song et al. 2021,
+    sec. 4.3, eq. 14), so it can be run in either direction. Going up from level r to the
+    next visited step s (tau_1 < ... < tau_S, the visited steps of :func:`ddim_sample`
+    in reverse; the start x_0 has alpha_bar_r = 1):
+
+        eps_hat = epsilon predicted by the model at (x_r, s)          (x_s is not known yet)
+        x0_r    = (x_r - sqrt(1 - alpha_bar_r) eps_hat) / sqrt(alpha_bar_r)
+        x_s     = sqrt(alpha_bar_s) x0_r + sqrt(1 - alpha_bar_s) eps_hat      (= ddim_step up)
+
+    Using eps at x_r instead of x_s is the one approximation: the round trip
+    ``ddim_sample(x_T=ddim_invert(x0))`` returns x0 up to an error that shrinks as
+    ``steps`` grows (as in Dhariwal & Nichol 2021, appendix F, and diffusers'
+    ``DDIMInverseScheduler``). Use the same ``steps`` and ``spacing`` for both directions.
+
+    Shapes: x0 [B, *data] -> x_T [B, *data] (x0's device and dtype); with
+    ``return_trajectory=True`` also a :class:`Trajectory` going up (``xs[0]`` = x0,
+    ``xs[-1]`` = x_T; ``x0_preds`` holds each x0_r).
+    """
+    timesteps = ddim_timesteps(schedule.T, steps, spacing).flip(0)
+    _check_prediction(prediction)
+    if not isinstance(x0, Tensor) or x0.ndim < 1:
+        raise ValueError("x0 must be a tensor of shape [B, *data]")
+    alpha_bars = schedule.alpha_bars.tolist()
+    x, alpha_bar_r = x0, 1.0
+    path = {"xs": [x.cpu()], "x0s": [], "steps": []} if return_trajectory else None
+    for step in tqdm(timesteps.tolist(), desc=f"DDIM inversion-{steps}", disable=not progress, leave=False):
+        t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
+        _, eps_hat = denoise(model, schedule, x, t, prediction)
+        x0_r = (x - math.sqrt(1.0 - alpha_bar_r) * eps_hat) / math.sqrt(alpha_bar_r)
+        x = ddim_step(x0_r, eps_hat, alpha_bars[step])
+        alpha_bar_r = alpha_bars[step]
+        _record(path, x, x0_r, step)
+    return _finish(x, path)
+
+
+def slerp(z0: Tensor, z1: Tensor, w: float | Tensor) -> Tensor:
+    """Spherical interpolation between two noises, per sample (Shoemake 1985; as used in Song et al. 2021, sec. 5.3).
+
+    z_w = sin((1 - w) theta) / sin(theta) * z0 + sin(w theta) / sin(theta) * z1,
+    theta = angle between z0 and z1 (each sample flattened to a vector).
+
+    Why not a straight line: a Gaussian x_T in d dimensions lies close to the sphere
+    of radius sqrt(d), and the midpoint of a straight line between two such points
+    has norm about sqrt(d / 2) -- a noise the model never saw. Slerp stays at the
+    right norm. Falls back to the straight line when z0 and z1 are (nearly) parallel.
+
+    Shapes: z0, z1 [B, *data]; w a float or a tensor [B] in [0, 1] -> [B, *data].
+    """
+    if z0.shape != z1.shape or z0.ndim < 1:
+        raise ValueError(f"z0 and z1 must have the same shape [B, *data], got {list(z0.shape)} and {list(z1.shape)}")
+    w = torch.as_tensor(w, dtype=z0.dtype, device=z0.device)
+    if w.ndim > 1 or (w.ndim == 1 and w.shape[0] != z0.shape[0]):
+        raise ValueError(f"w must be a float or a tensor of shape [B] = [{z0.shape[0]}], got shape {list(w.shape)}")
+    w = w.reshape(-1, *([1] * (z0.ndim - 1)))
+    a, b = z0.flatten(1), z1.flatten(1)
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+    theta = torch.arccos(cos.clamp(-1.0, 1.0)).reshape(-1, *([1] * (z0.ndim - 1)))
+    sin = torch.sin(theta)
+    parallel = sin.abs() < 1e-6
+    safe_sin = torch.where(parallel, torch.ones_like(sin), sin)
+    c0 = torch.where(parallel, 1.0 - w, torch.sin((1.0 - w) * theta) / safe_sin)
+    c1 = torch.where(parallel, w, torch.sin(w * theta) / safe_sin)
+    return c0 * z0 + c1 * z1
