@@ -62,15 +62,17 @@ def test_learns_the_optimal_gaussian_denoiser():
 
 
 def test_ema_follows_its_recursion():
-    """theta_ema_n = d theta_ema_{n-1} + (1 - d) theta_n, starting from the initial weights."""
+    """theta_ema_n = d_n theta_ema_{n-1} + (1 - d_n) theta_n from the initial weights, d_n = min(d, (1 + n) / (10 + n))."""
     torch.manual_seed(0)
     model = nn.Linear(2, 2)
     expected = [p.detach().clone() for p in model.parameters()]
-    d = 0.8
+    d = 0.5  # the warm-up value (1 + n) / (10 + n) reaches 0.5 at n = 8: both regimes are exercised
     g = torch.Generator().manual_seed(0)
-    for state in train(lambda_model(model), schedules.linear(10), torch.randn(64, 2), steps=6, batch_size=8,
+    for state in train(lambda_model(model), schedules.linear(10), torch.randn(64, 2), steps=12, batch_size=8,
                        lr=0.1, ema_decay=d, generator=g, progress=False):
-        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, state.model.parameters())]
+        n = state.step - 1
+        d_n = min(d, (1 + n) / (10 + n))
+        expected = [d_n * e + (1 - d_n) * p.detach() for e, p in zip(expected, state.model.parameters())]
     for e, p in zip(expected, state.ema.parameters()):
         torch.testing.assert_close(p, e)
     assert not any(p.requires_grad for p in state.ema.parameters())

@@ -152,7 +152,8 @@ def train(
         lr, weight_decay, warmup_steps: AdamW (Loshchilov & Hutter 2019), lr ramped up
             linearly over the first ``warmup_steps`` steps (Ho et al. 2020 use 5000).
         prediction: the regression target, ``"epsilon"`` | ``"x0"`` | ``"v"``.
-        ema_decay: keep an EMA of the weights with this decay (e.g. 0.999); None for none.
+        ema_decay: keep an EMA of the weights with this decay (e.g. 0.999), warmed up as
+            min(ema_decay, (1 + n) / (10 + n)) at step n (0-based); None for no EMA.
         grad_clip: clip the gradient norm to this value (Ho et al. use 1.0); None to skip.
         labels, p_uncond, null_class: class labels [N]; each is replaced by ``null_class``
             (default ``model.null_class``) with probability ``p_uncond``.
@@ -208,8 +209,8 @@ def train(
         params = [p for p in model.parameters() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip is not None else math.inf)
         optimizer.step()
-        if ema is not None:
-            ema_update(ema, model, ema_decay)
+        if ema is not None:  # a short memory at first, so the average forgets the random initial weights
+            ema_update(ema, model, min(ema_decay, (1 + step) / (10 + step)))
         if progress and (step + 1) % 10 == 0:
             bar.set_postfix(loss=f"{value:.4f}", refresh=False)
         yield TrainState(step + 1, value, _number(norm), model, ema, optimizer, generator)

@@ -1,0 +1,209 @@
+"""Checkpoints as safetensors weights plus a small JSON config -- never pickles.
+
+A checkpoint ``name.safetensors`` has a readable sidecar ``name.json``::
+
+    {"format": "tinydiff-checkpoint", "version": 1,
+     "model": "UNet", "config": {...constructor arguments...},
+     "sha256": "...of name.safetensors...", "extra": {...anything JSON...}}
+
+:func:`load_checkpoint` rebuilds the model from ``model`` + ``config``
+(``tinydiff.models.<model>(**config)``), checks the file's SHA-256, and loads
+the weights strictly: a missing name, an unexpected name or a wrong shape is
+reported by name. Safetensors files hold only tensors, so loading one cannot
+run code (unlike ``torch.load`` on a pickle).
+
+:func:`save_training_state` / :func:`load_training_state` do the same for
+everything :func:`tinydiff.train.train` needs to resume a run: the weights,
+the EMA weights, the AdamW moments, the random generator and the step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+FORMAT = "tinydiff-checkpoint"
+VERSION = 1
+
+
+def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(weights.safetensors, config.json) for a path given with or without the .safetensors suffix."""
+    path = Path(path)
+    if path.suffix in (".json", ".safetensors"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file (to check downloads and shipped weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _model_config(model: nn.Module, config: dict | None) -> dict:
+    if config is None:
+        config = getattr(model, "config", None)
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"give the constructor arguments of {type(model).__name__} as config= "
+            "(a JSON-able dict), or give the model a `config` dict attribute"
+        )
+    return config
+
+
+def _write(path: Path, tensors: dict[str, Tensor], header: dict) -> None:
+    weights, sidecar = _paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(weights))
+    header = {"format": FORMAT, "version": VERSION, **header, "sha256": sha256(weights)}
+    sidecar.write_text(json.dumps(header, indent=2, sort_keys=False) + "\n")
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: dict | None = None, extra: dict | None = None) -> Path:
+    """Write ``model``'s weights to ``path`` (.safetensors) and its config to the .json beside it.
+
+    ``config`` are the keyword arguments that rebuild the model (``type(model)(**config)``;
+    default ``model.config``); ``extra`` any JSON-able notes (seed, steps, metrics...).
+    Returns the path of the weights file.
+    """
+    header = {"model": type(model).__name__, "config": _model_config(model, config), "extra": extra or {}}
+    json.dumps(header)  # fail here, before writing anything, if something is not JSON-able
+    _write(Path(path), model.state_dict(), header)
+    return _paths(path)[0]
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON sidecar of a checkpoint (model name, config, sha256, extra)."""
+    weights, sidecar = _paths(path)
+    if not sidecar.is_file():
+        raise FileNotFoundError(f"no checkpoint config {sidecar}: a checkpoint is {weights.name} plus {sidecar.name}")
+    try:
+        header = json.loads(sidecar.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{sidecar} is not valid JSON ({err}); the file is corrupt, restore or re-save it") from err
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{sidecar} is not a tinydiff checkpoint config (format={header.get('format')!r})")
+    return header
+
+
+def _read_tensors(path: str | os.PathLike, header: dict, device: str | torch.device) -> dict[str, Tensor]:
+    weights, _ = _paths(path)
+    if not weights.is_file():
+        raise FileNotFoundError(f"no checkpoint weights {weights}")
+    if header.get("sha256") and sha256(weights) != header["sha256"]:
+        raise ValueError(
+            f"{weights} does not match the SHA-256 in its config: the file is truncated, corrupt or from "
+            "another run. Restore it (git checkout / re-download) or retrain."
+        )
+    try:
+        return load_file(str(weights), device=str(device))
+    except SafetensorError as err:
+        raise ValueError(f"{weights} is not a readable safetensors file ({err}); it is truncated or corrupt") from err
+
+
+def load_state_strict(model: nn.Module, tensors: dict[str, Tensor], source: str = "checkpoint") -> None:
+    """Copy ``tensors`` into ``model``; raise a ValueError listing every missing, unexpected or mis-shaped name."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = [f"{k}: checkpoint {list(tensors[k].shape)} vs model {list(v.shape)}"
+              for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        lines = [f"the {source} does not fit {type(model).__name__}:"]
+        lines += [f"  missing from the {source}: {', '.join(missing)}"] if missing else []
+        lines += [f"  not in the model: {', '.join(unexpected)}"] if unexpected else []
+        lines += [f"  wrong shape: {s}" for s in shapes]
+        lines += ["Build the model with the config stored in the checkpoint's .json (load_checkpoint does that)."]
+        raise ValueError("\n".join(lines))
+    model.load_state_dict(tensors, strict=True)
+
+
+def build_model(name: str, config: dict) -> nn.Module:
+    """``tinydiff.models.<name>(**config)``: a model rebuilt from a checkpoint's config."""
+    from . import models
+
+    cls = getattr(models, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ValueError(f"unknown model class {name!r}: it must be a network exported by tinydiff.models")
+    return cls(**config)
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model from the checkpoint's config (or fill the given ``model``), load its weights, eval mode."""
+    header = read_config(path)
+    model = model if model is not None else build_model(header["model"], header["config"])
+    load_state_strict(model, _read_tensors(path, header, device))
+    return model.to(device).eval()
+
+
+# --- resuming a training run -------------------------------------------------------------
+
+
+def save_training_state(path: str | os.PathLike, state, config: dict | None = None, extra: dict | None = None) -> Path:
+    """Save a :class:`tinydiff.train.TrainState`: weights, EMA, AdamW state, generator and step.
+
+    Tensors go to ``path`` (.safetensors) under the prefixes ``model.``, ``ema.``,
+    ``optimizer.<param index>.<name>`` and ``generator``; the rest (step, the optimizer's
+    hyper-parameters, the model config) to the .json beside it.
+    """
+    tensors = {f"model.{k}": v for k, v in state.model.state_dict().items()}
+    if state.ema is not None:
+        tensors |= {f"ema.{k}": v for k, v in state.ema.state_dict().items()}
+    opt = state.optimizer.state_dict()
+    for index, slots in opt["state"].items():
+        for name, value in slots.items():
+            tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value)
+    tensors["generator"] = state.generator.get_state()
+    header = {
+        "model": type(state.model).__name__,
+        "config": _model_config(state.model, config),
+        "step": state.step,
+        "loss": state.loss,
+        "has_ema": state.ema is not None,
+        "optimizer": type(state.optimizer).__name__,
+        "param_groups": opt["param_groups"],
+        "generator_device": str(state.generator.device),
+        "extra": extra or {},
+    }
+    _write(Path(path), tensors, header)
+    return _paths(path)[0]
+
+
+def load_training_state(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Read back what :func:`save_training_state` wrote, as a TrainState to pass to ``train(..., resume=)``."""
+    import copy
+
+    from .train import TrainState
+
+    header = read_config(path)
+    if "step" not in header:
+        raise ValueError(f"{path} holds model weights only, not a training state; use load_checkpoint")
+    tensors = _read_tensors(path, header, "cpu")
+    model = build_model(header["model"], header["config"])
+    load_state_strict(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, "training state")
+    model.to(device)
+    ema = None
+    if header["has_ema"]:
+        ema = copy.deepcopy(model).eval().requires_grad_(False)
+        load_state_strict(ema, {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, "training state (EMA)")
+    optimizer = getattr(torch.optim, header["optimizer"])(model.parameters())
+    opt_state: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            opt_state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": opt_state, "param_groups": header["param_groups"]})
+    generator = torch.Generator(device=header["generator_device"])
+    generator.set_state(tensors["generator"])
+    return TrainState(header["step"], header["loss"], float("nan"), model, ema, optimizer, generator)
