@@ -1,0 +1,212 @@
+"""Langevin dynamics: sampling from a density when all you know is its score.
+
+The score of a density p is s(x) = grad_x log p(x). It does not need p's
+normalising constant, and it is all that Langevin dynamics needs to sample
+from p (Roberts & Tweedie 1996; Welling & Teh 2011, eq. 3):
+
+    x <- x + (eps / 2) * s(x) + sqrt(eps) * z,      z ~ N(0, I).            (1)
+
+As eps -> 0 and the number of steps -> infinity the iterates follow p. With
+well-separated modes, plain Langevin never crosses between them, so the mode
+*weights* come out wrong. Annealed Langevin (Song & Ermon 2019, Algorithm 1)
+fixes this by sampling a sequence of noised densities p_sigma (p blurred by
+N(0, sigma^2 I)) from a large sigma_1 down to a small sigma_L, with step size
+
+    alpha_i = eps * sigma_i^2 / sigma_L^2.                                    (2)
+
+Noise levels and DDPM. x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps
+divided by sqrt(alpha_bar_t) is x_0 + sigma_t eps with
+sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) (``Schedule.sigmas``). So every
+DDPM step t *is* a Song-Ermon noise level, and an epsilon-model gives the score
+of p_sigma as  -eps_theta(sqrt(alpha_bar_t) x, t) / sigma_t  (:func:`eps_model_score`).
+
+Score functions here: ``score_fn(x) -> [B, *data]`` for :func:`langevin` and
+``score_fn(x, sigma) -> [B, *data]`` (sigma a Python float) for
+:func:`annealed_langevin`. Noise is drawn through ``generator`` on x's device
+and dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .data.toy import GaussianMixture
+from .schedules import Schedule
+from .tensors import as_timesteps, randn
+
+ScoreFn = Callable[[Tensor], Tensor]
+NoisyScoreFn = Callable[[Tensor, float], Tensor]
+
+
+def _check_positive(value: float, name: str, hint: str) -> float:
+    if isinstance(value, Tensor):
+        value = float(value)
+    if not (isinstance(value, (int, float)) and value > 0 and value < float("inf")):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}; {hint}")
+    return float(value)
+
+
+def _check_steps(n: int, name: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+    return n
+
+
+def _check_x(x: Tensor) -> None:
+    if not isinstance(x, Tensor) or x.ndim < 2:
+        got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x_init must be a batch of points, shape [B, *data] (e.g. [B, 2]), got {got}")
+
+
+def _checked_score(score: Tensor, x: Tensor) -> Tensor:
+    if not isinstance(score, Tensor) or score.shape != x.shape:
+        got = list(score.shape) if isinstance(score, Tensor) else type(score).__name__
+        raise ValueError(
+            f"the score function must return a tensor shaped like its input x {list(x.shape)}, got {got}; "
+            "a score is a gradient with respect to x, one vector per point (did you sum or average over the batch?)"
+        )
+    return score
+
+
+def check_sigmas(sigmas: Sequence[float] | Tensor) -> Tensor:
+    """Validate noise levels sigma_1 > sigma_2 > ... > sigma_L > 0 and return them as a float64 CPU tensor [L]."""
+    s = torch.as_tensor(sigmas, dtype=torch.float64).detach().cpu()
+    if s.ndim != 1 or s.numel() < 1:
+        raise ValueError(f"sigmas must be a non-empty 1-D sequence of noise levels, got shape {list(s.shape)}")
+    if not torch.isfinite(s).all() or (s <= 0).any():
+        raise ValueError(f"every noise level must be positive and finite, got min {float(s.min()):.3g}; "
+                         "sigma = 0 means no noise -- the last level should be small but positive")
+    if s.numel() > 1 and not (s[1:] < s[:-1]).all():
+        raise ValueError("sigmas must be strictly decreasing (anneal from the largest noise level to the smallest); "
+                         "if yours increase, pass sigmas.flip(0)")
+    return s
+
+
+@torch.no_grad()
+def langevin(
+    score_fn: ScoreFn,
+    x_init: Tensor,
+    *,
+    step_size: float,
+    n_steps: int,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    return_trajectory: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Unadjusted Langevin dynamics, eq. (1) (Roberts & Tweedie 1996; Welling & Teh 2011, eq. 3).
+
+    x <- x + (step_size / 2) * score_fn(x) + sqrt(step_size) * z,   repeated ``n_steps`` times.
+
+    Shapes: x_init [B, *data]; ``score_fn(x)`` must return [B, *data]. Returns the
+    final x [B, *data] (x_init's dtype and device) and, with ``return_trajectory=True``,
+    also every state [n_steps + 1, B, *data] on the CPU (x_init first).
+    """
+    _check_x(x_init)
+    eps = _check_positive(step_size, "step_size", "it is the eps of x <- x + (eps/2) score + sqrt(eps) z")
+    n_steps = _check_steps(n_steps, "n_steps")
+    x = x_init
+    xs = [x.cpu()]
+    for _ in tqdm(range(n_steps), desc="Langevin", disable=not progress, leave=False):
+        z = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x = x + 0.5 * eps * _checked_score(score_fn(x), x) + eps**0.5 * z
+        if return_trajectory:
+            xs.append(x.cpu())
+    return (x, torch.stack(xs)) if return_trajectory else x
+
+
+@torch.no_grad()
+def annealed_langevin(
+    score_fn: NoisyScoreFn,
+    x_init: Tensor,
+    sigmas: Sequence[float] | Tensor,
+    *,
+    step_size: float,
+    steps_per_level: int,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    return_trajectory: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1).
+
+    for sigma_i in sigmas (decreasing):
+        alpha_i = step_size * sigma_i^2 / sigma_L^2                               eq. (2)
+        repeat steps_per_level times:  x <- x + (alpha_i / 2) score_fn(x, sigma_i) + sqrt(alpha_i) z
+
+    ``score_fn(x, sigma)`` is the score of the data blurred by N(0, sigma^2 I), with
+    sigma a Python float. Shapes: x_init [B, *data]; returns x [B, *data] and, with
+    ``return_trajectory=True``, every state [L * steps_per_level + 1, B, *data] on the CPU.
+    """
+    _check_x(x_init)
+    s = check_sigmas(sigmas)
+    eps = _check_positive(step_size, "step_size", "it is the eps of alpha_i = eps * sigma_i^2 / sigma_L^2")
+    steps_per_level = _check_steps(steps_per_level, "steps_per_level")
+    x = x_init
+    xs = [x.cpu()]
+    for sigma in tqdm(s.tolist(), desc="annealed Langevin", disable=not progress, leave=False):
+        alpha = eps * sigma**2 / float(s[-1]) ** 2
+        for _ in range(steps_per_level):
+            z = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x + 0.5 * alpha * _checked_score(score_fn(x, sigma), x) + alpha**0.5 * z
+            if return_trajectory:
+                xs.append(x.cpu())
+    return (x, torch.stack(xs)) if return_trajectory else x
+
+
+def mixture_score(mixture: GaussianMixture) -> NoisyScoreFn:
+    """The exact score of a Gaussian mixture blurred by N(0, sigma^2 I): score_fn(x [B, D], sigma) -> [B, D].
+
+    Uses ``mixture.perturbed(sigma)`` (each covariance grows by sigma^2 I); the
+    blurred mixtures are cached per sigma, so annealing over a few levels is cheap.
+    """
+    cache: dict[float, GaussianMixture] = {}
+
+    def score_fn(x: Tensor, sigma: float) -> Tensor:
+        sigma = float(sigma)
+        if sigma not in cache:
+            cache[sigma] = mixture.perturbed(sigma)
+        return cache[sigma].score(x)
+
+    return score_fn
+
+
+def noise_levels(schedule: Schedule, timesteps: Sequence[int] | Tensor) -> Tensor:
+    """The Song-Ermon noise levels of DDPM steps: sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), returned largest first.
+
+    ``timesteps`` are 0-based indices (any order); returns float64 [L], strictly decreasing,
+    ready for :func:`annealed_langevin`.
+    """
+    t = torch.as_tensor(timesteps, dtype=torch.long).flatten()
+    t = as_timesteps(t, t.numel(), schedule.T, torch.device("cpu"))
+    return check_sigmas(schedule.sigmas[t.unique().flip(0)])
+
+
+def eps_model_score(model: Callable[[Tensor, Tensor], Tensor], schedule: Schedule, rtol: float = 1e-4) -> NoisyScoreFn:
+    """Turn an epsilon-prediction model into a score of the blurred data, score_fn(x [B, *data], sigma) -> [B, *data].
+
+    If sigma = sigma_t (``schedule.sigmas[t]``), then sqrt(alpha_bar_t) x is distributed like x_t,
+    and by the chain rule and grad log q_t = -eps / sqrt(1 - alpha_bar_t) (Vincent 2011; Song et al. 2021, eq. 7):
+
+        grad_x log p_sigma(x) = sqrt(alpha_bar_t) grad log q_t(sqrt(alpha_bar_t) x) = -eps_theta(sqrt(alpha_bar_t) x, t) / sigma_t.
+
+    sigma must be one of ``schedule.sigmas`` (up to ``rtol``); use :func:`noise_levels` to pick them.
+    """
+    sigmas = schedule.sigmas
+    log_sigmas = sigmas.log()
+
+    def score_fn(x: Tensor, sigma: float) -> Tensor:
+        t = int((log_sigmas - torch.log(torch.tensor(float(sigma), dtype=torch.float64))).abs().argmin())
+        if abs(float(sigmas[t]) / float(sigma) - 1.0) > rtol:
+            raise ValueError(
+                f"sigma={float(sigma):.4g} is not a noise level of this schedule (nearest: sigma_{t} = {float(sigmas[t]):.4g}); "
+                "pick the levels with noise_levels(schedule, timesteps)"
+            )
+        ab = float(schedule.alpha_bars[t])
+        t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        eps = model(ab**0.5 * x, t_batch)
+        return -eps / float(sigmas[t])
+
+    return score_fn
