@@ -8,7 +8,7 @@ import torch
 from tinydiff import schedules
 from tinydiff.data.toy import GaussianMixture, anisotropic_mixture, eight_gaussians
 from tinydiff.diffusion import q_posterior, training_target
-from tinydiff.metrics import energy_distance
+from tinydiff.metrics import energy_distance, energy_distance_floor
 from tinydiff.oracle import MixtureEpsilon
 from tinydiff.samplers import (
     SPACINGS,
@@ -162,8 +162,7 @@ def test_oracle_ddim_50_within_twice_the_noise_floor():
     n = 2000
     g = torch.Generator().manual_seed(0)
     references = [mix.sample(n, generator=g) for _ in range(3)]
-    # Noise floor: the energy distance between two independent exact draws of the same size n.
-    floor = sum(energy_distance(mix.sample(n, generator=g), ref) for ref in references) / 3
+    floor = energy_distance_floor(mix.sample, n, generator=g)  # expected distance of two exact n-point draws
     x = ddim_sample(MixtureEpsilon(mix, s), s, (n, 2), steps=50, generator=torch.Generator().manual_seed(1), progress=False)
     ed = sum(energy_distance(x, ref) for ref in references) / 3
     assert ed < 2 * floor, f"DDIM-50 energy distance {ed:.2e} vs noise floor {floor:.2e}"
