@@ -90,7 +90,7 @@ def frechet_distance_gaussians(mu_a: Tensor, cov_a: Tensor, mu_b: Tensor, cov_b:
     """Squared Frechet (2-Wasserstein) distance between N(mu_a, cov_a) and N(mu_b, cov_b).
 
     d^2 = |mu_a - mu_b|^2 + Tr(cov_a + cov_b - 2 (cov_a cov_b)^{1/2})
-    (Dowson & Landau 1982, eq. 4; the FID formula of Heusel et al. 2017, sec. 4).
+    (Dowson & Landau 1982; the FID formula of Heusel et al. 2017, applied to our own features).
 
     Tr (cov_a cov_b)^{1/2} = sum_i sqrt(lambda_i), lambda_i the eigenvalues of the symmetric PSD
     matrix cov_a^{1/2} cov_b cov_a^{1/2} (similar to cov_a cov_b): no complex sqrtm needed.

@@ -3,5 +3,6 @@
 from .embeddings import TimeEmbedding, sinusoidal_embedding
 from .mlp import MLP
 from .unet import UNet
+from .classifier import Classifier
 
-__all__ = ["MLP", "TimeEmbedding", "UNet", "sinusoidal_embedding"]
+__all__ = ["Classifier", "MLP", "TimeEmbedding", "UNet", "sinusoidal_embedding"]
