@@ -97,6 +97,15 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     return header
 
 
+def update_extra(path: str | os.PathLike, **fields: Any) -> dict[str, Any]:
+    """Add or replace entries of a checkpoint's ``extra`` (e.g. evaluation results); the weights are untouched."""
+    header = read_config(path)
+    header["extra"] = {**header.get("extra", {}), **fields}
+    json.dumps(header)
+    _paths(path)[1].write_text(json.dumps(header, indent=2) + "\n")
+    return header
+
+
 def _read_tensors(path: str | os.PathLike, header: dict, device: str | torch.device) -> dict[str, Tensor]:
     weights, _ = _paths(path)
     if not weights.is_file():
