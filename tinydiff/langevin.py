@@ -126,6 +126,7 @@ def annealed_langevin(
     *,
     step_size: float,
     steps_per_level: int,
+    final_denoise: bool = False,
     generator: torch.Generator | None = None,
     progress: bool = False,
     return_trajectory: bool = False,
@@ -137,8 +138,12 @@ def annealed_langevin(
         repeat steps_per_level times:  x <- x + (alpha_i / 2) score_fn(x, sigma_i) + sqrt(alpha_i) z
 
     ``score_fn(x, sigma)`` is the score of the data blurred by N(0, sigma^2 I), with
-    sigma a Python float. Shapes: x_init [B, *data]; returns x [B, *data] and, with
-    ``return_trajectory=True``, every state [L * steps_per_level + 1, B, *data] on the CPU.
+    sigma a Python float. With ``final_denoise=True`` the samples, which follow the data
+    blurred by sigma_L, are denoised once by Tweedie's formula, x <- x + sigma_L^2 score_fn(x, sigma_L)
+    (Tweedie's formula, Efron 2011; the final denoising step
+    of Jolicoeur-Martineau et al. 2021): the posterior mean E[x_0 | x].
+    Shapes: x_init [B, *data]; returns x [B, *data] and, with ``return_trajectory=True``,
+    every state [L * steps_per_level + 1 (+1 if denoised), B, *data] on the CPU.
     """
     _check_x(x_init)
     s = check_sigmas(sigmas)
@@ -153,6 +158,11 @@ def annealed_langevin(
             x = x + 0.5 * alpha * _checked_score(score_fn(x, sigma), x) + alpha**0.5 * z
             if return_trajectory:
                 xs.append(x.cpu())
+    if final_denoise:
+        sigma_min = float(s[-1])
+        x = x + sigma_min**2 * _checked_score(score_fn(x, sigma_min), x)
+        if return_trajectory:
+            xs.append(x.cpu())
     return (x, torch.stack(xs)) if return_trajectory else x
 
 

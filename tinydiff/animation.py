@@ -1,0 +1,107 @@
+"""Animate 2-D sampler trajectories: watch noise turn into data.
+
+:func:`animate_trajectory` turns the states a sampler visited, [S, B, 2], into a
+matplotlib ``FuncAnimation`` of about 50 frames. In a notebook, show it with
+
+    from IPython.display import HTML
+    HTML(anim.to_jshtml())          # or tinydiff.animation.to_html(anim), which keeps the file small
+
+and put ``# NBVAL_IGNORE_OUTPUT`` on the first line of that cell (the HTML embeds
+frames that nbval should not compare). Each frame is a picture stored in the
+notebook, so keep ``n_frames`` and ``dpi`` small: 50 frames at dpi 60 cost a few
+hundred kB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.animation import FuncAnimation
+from torch import Tensor
+
+from . import plot
+
+
+def frame_indices(n_states: int, n_frames: int = 50) -> list[int]:
+    """About ``n_frames`` evenly spaced indices into ``n_states`` states, always including the first and the last."""
+    if n_states < 1 or n_frames < 1:
+        raise ValueError(f"need at least one state and one frame, got n_states={n_states}, n_frames={n_frames}")
+    return sorted(set(np.linspace(0, n_states - 1, min(n_frames, n_states)).round().astype(int).tolist()))
+
+
+def _as_panels(trajectory_xs: Tensor | Sequence[Tensor]) -> list[Tensor]:
+    panels = [trajectory_xs] if isinstance(trajectory_xs, Tensor) else list(trajectory_xs)
+    if not panels:
+        raise ValueError("give at least one trajectory of shape [S, B, 2]")
+    for xs in panels:
+        if not isinstance(xs, Tensor) or xs.ndim != 3 or xs.shape[2] != 2:
+            got = list(xs.shape) if isinstance(xs, Tensor) else type(xs).__name__
+            raise ValueError(f"a trajectory must be a tensor [S, B, 2] (states, points, 2-D), got {got}")
+        if xs.shape[0] != panels[0].shape[0]:
+            raise ValueError(f"all panels need the same number of states S, got {[p.shape[0] for p in panels]}")
+    return [xs.detach().to("cpu", torch.float32) for xs in panels]
+
+
+def animate_trajectory(
+    trajectory_xs: Tensor | Sequence[Tensor],
+    *,
+    density: object | None = None,
+    lim: float | tuple[float, float] = 3.0,
+    n_frames: int = 50,
+    frame_labels: Sequence[str] | None = None,
+    panel_titles: Sequence[str] | None = None,
+    interval: int = 100,
+    size: float = 3.0,
+    dpi: int = 60,
+    s: float = 3.0,
+    color: str = "C3",
+) -> FuncAnimation:
+    """An animation of points moving along a trajectory: xs [S, B, 2] -> FuncAnimation of about ``n_frames`` frames.
+
+    ``trajectory_xs`` may also be a list of trajectories with the same S, drawn side by
+    side (e.g. x_t and the predicted x_0). ``density`` (a GaussianMixture or a
+    log-density callable, see :func:`tinydiff.plot.density_2d`) is shaded behind the
+    points; ``frame_labels`` [S] (e.g. "t = 999") titles each frame. The figure is
+    closed, so only the animation shows: call ``.to_jshtml()`` (or :func:`to_html`).
+    """
+    panels = _as_panels(trajectory_xs)
+    n_states = panels[0].shape[0]
+    if frame_labels is not None and len(frame_labels) != n_states:
+        raise ValueError(f"frame_labels needs one label per state ({n_states}), got {len(frame_labels)}")
+    if panel_titles is not None and len(panel_titles) != len(panels):
+        raise ValueError(f"panel_titles needs one title per panel ({len(panels)}), got {len(panel_titles)}")
+    frames = frame_indices(n_states, n_frames)
+    with mpl.rc_context({"figure.constrained_layout.use": False}):
+        fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size + 0.3), dpi=dpi, squeeze=False)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.88, wspace=0.05)
+    dots = [plot.scatter_2d(ax, xs[0], density, lim=lim, s=s, color=color, alpha=0.6) for ax, xs in zip(axes[0], panels)]
+    heading = fig.suptitle("")
+
+    def draw(i: int) -> list:
+        for dot, xs in zip(dots, panels):
+            dot.set_offsets(xs[i].numpy())
+        if panel_titles is not None:
+            for ax, title in zip(axes[0], panel_titles):
+                ax.set_title(title, fontsize=10)
+        heading.set_text(frame_labels[i] if frame_labels is not None else f"step {i} / {n_states - 1}")
+        return [*dots, heading]
+
+    anim = FuncAnimation(fig, draw, frames=frames, interval=interval, blit=False)
+    plt.close(fig)
+    return anim
+
+
+def to_html(anim: FuncAnimation, frame_format: str = "jpeg"):
+    """The animation as an ``IPython.display.HTML`` player (``anim.to_jshtml()``) with compact frames.
+
+    JPEG frames are several times smaller than PNG ones for shaded densities, which
+    keeps notebooks with animations at a few hundred kB.
+    """
+    from IPython.display import HTML
+
+    with mpl.rc_context({"animation.frame_format": frame_format}):
+        return HTML(anim.to_jshtml())
