@@ -4,7 +4,7 @@ The score of a density p is s(x) = grad_x log p(x). It does not need p's
 normalising constant, and it is all that Langevin dynamics needs to sample
 from p (Roberts & Tweedie 1996; Welling & Teh 2011, eq. 3):
 
-    x <- x + (eps / 2) * s(x) + sqrt(eps) * z,      z ~ N(0, I).            (1)
+    x <- x + (eps / 2) * s(x) + sqrt(eps) * z,      z ~ N(0, I).
 
 As eps -> 0 and the number of steps -> infinity the iterates follow p. With
 well-separated modes, plain Langevin never crosses between them, so the mode
@@ -12,7 +12,7 @@ well-separated modes, plain Langevin never crosses between them, so the mode
 fixes this by sampling a sequence of noised densities p_sigma (p blurred by
 N(0, sigma^2 I)) from a large sigma_1 down to a small sigma_L, with step size
 
-    alpha_i = eps * sigma_i^2 / sigma_L^2.                                    (2)
+    alpha_i = eps * sigma_i^2 / sigma_L^2.
 
 Noise levels and DDPM. x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps
 divided by sqrt(alpha_bar_t) is x_0 + sigma_t eps with
@@ -97,7 +97,7 @@ def langevin(
     progress: bool = False,
     return_trajectory: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Unadjusted Langevin dynamics, eq. (1) (Roberts & Tweedie 1996; Welling & Teh 2011, eq. 3).
+    """Unadjusted Langevin dynamics (Roberts & Tweedie 1996; Welling & Teh 2011, eq. 3).
 
     x <- x + (step_size / 2) * score_fn(x) + sqrt(step_size) * z,   repeated ``n_steps`` times.
 
@@ -134,7 +134,7 @@ def annealed_langevin(
     """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1).
 
     for sigma_i in sigmas (decreasing):
-        alpha_i = step_size * sigma_i^2 / sigma_L^2                               eq. (2)
+        alpha_i = step_size * sigma_i^2 / sigma_L^2
         repeat steps_per_level times:  x <- x + (alpha_i / 2) score_fn(x, sigma_i) + sqrt(alpha_i) z
 
     ``score_fn(x, sigma)`` is the score of the data blurred by N(0, sigma^2 I), with
