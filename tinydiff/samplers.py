@@ -327,35 +327,40 @@ def ddim_invert(
 
     Eq. 12 with eta = 0 is an Euler step of the probability-flow ODE (Song et al. 2021,
     sec. 4.3, eq. 14), so it can be run in either direction. Going up from level r to the
-    next visited step s (tau_1 < ... < tau_S, the visited steps of :func:`ddim_sample`
-    in reverse; the start x_0 has alpha_bar_r = 1):
+    next visited step s (the visited steps of :func:`ddim_sample`, in increasing order;
+    the start x_0 has alpha_bar_r = 1):
 
-        eps_hat = epsilon predicted by the model at (x_r, s)          (x_s is not known yet)
+        eps_hat = epsilon predicted by the model at (x_r, r)
         x0_r    = (x_r - sqrt(1 - alpha_bar_r) eps_hat) / sqrt(alpha_bar_r)
-        x_s     = sqrt(alpha_bar_s) x0_r + sqrt(1 - alpha_bar_s) eps_hat      (= ddim_step up)
+        x_s     = sqrt(alpha_bar_s) x0_r + sqrt(1 - alpha_bar_s) eps_hat        (= ddim_step, going up)
 
-    Using eps at x_r instead of x_s is the one approximation: the round trip
-    ``ddim_sample(x_T=ddim_invert(x0))`` returns x0 up to an error that shrinks as
-    ``steps`` grows (as in Dhariwal & Nichol 2021, appendix F, and diffusers'
-    ``DDIMInverseScheduler``). Use the same ``steps`` and ``spacing`` for both directions.
+    The clean start has no timestep of its own, so the first call is at (x_0, s).
+    This is the explicit Euler step (Dhariwal & Nichol 2021, appendix F); diffusers'
+    ``DDIMInverseScheduler`` evaluates the model at (x_r, s) instead -- equally first
+    order. Either way, sampling back down evaluates eps at x_s, not x_r, so the round
+    trip ``ddim_sample(x_T=ddim_invert(x0))`` returns x0 only up to an error that
+    shrinks with the step size. Use the same ``steps`` and ``spacing`` both ways, and
+    prefer spacings that stop short of T-1 (``leading``): where alpha_bar_s is tiny
+    (cosine: 2e-9 at T-1) the way back divides by sqrt(alpha_bar_s) and amplifies the error.
 
     Shapes: x0 [B, *data] -> x_T [B, *data] (x0's device and dtype); with
     ``return_trajectory=True`` also a :class:`Trajectory` going up (``xs[0]`` = x0,
     ``xs[-1]`` = x_T; ``x0_preds`` holds each x0_r).
     """
-    timesteps = ddim_timesteps(schedule.T, steps, spacing).flip(0)
+    timesteps = ddim_timesteps(schedule.T, steps, spacing).flip(0).tolist()
     _check_prediction(prediction)
     if not isinstance(x0, Tensor) or x0.ndim < 1:
         raise ValueError("x0 must be a tensor of shape [B, *data]")
     alpha_bars = schedule.alpha_bars.tolist()
-    x, alpha_bar_r = x0, 1.0
+    x, level = x0, None  # level: the timestep x is at (None = clean data, alpha_bar = 1)
     path = {"xs": [x.cpu()], "x0s": [], "steps": []} if return_trajectory else None
-    for step in tqdm(timesteps.tolist(), desc=f"DDIM inversion-{steps}", disable=not progress, leave=False):
-        t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
-        _, eps_hat = denoise(model, schedule, x, t, prediction)
-        x0_r = (x - math.sqrt(1.0 - alpha_bar_r) * eps_hat) / math.sqrt(alpha_bar_r)
+    for step in tqdm(timesteps, desc=f"DDIM inversion-{steps}", disable=not progress, leave=False):
+        t = torch.full((x.shape[0],), step if level is None else level, dtype=torch.long, device=x.device)
+        x0_r, eps_hat = denoise(model, schedule, x, t, prediction)
+        if level is None:
+            x0_r = x  # at the clean start x itself is x_0
         x = ddim_step(x0_r, eps_hat, alpha_bars[step])
-        alpha_bar_r = alpha_bars[step]
+        level = step
         _record(path, x, x0_r, step)
     return _finish(x, path)
 
