@@ -122,3 +122,16 @@ def test_resume_from_disk_continues_the_same_run(tmp_path):
         assert torch.equal(p, q)
     with pytest.raises(ValueError, match="training state"):
         load_training_state(save_checkpoint(tmp_path / "weights", _model()))
+
+
+def test_update_extra_keeps_the_weights(tmp_path):
+    from tinydiff.checkpoint import update_extra
+
+    model = _model()
+    save_checkpoint(tmp_path / "unet", model, extra={"seed": 1})
+    before = read_config(tmp_path / "unet")
+    update_extra(tmp_path / "unet", eval={"fd": 0.5})
+    after = read_config(tmp_path / "unet")
+    assert after["extra"] == {"seed": 1, "eval": {"fd": 0.5}} and after["sha256"] == before["sha256"]
+    loaded = load_checkpoint(tmp_path / "unet")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
