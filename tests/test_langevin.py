@@ -162,3 +162,11 @@ def test_bad_inputs_raise_clear_errors():
         annealed_langevin(mixture_score(mix), x, [0.1, 1.0], step_size=0.1, steps_per_level=2)
     with pytest.raises(ValueError, match="batch of points"):
         langevin(mix.score, torch.zeros(2), step_size=0.1, n_steps=2)
+
+
+def test_samplers_run_on_meta_tensors():
+    """No hard-coded device: a CPU tensor mixed into a meta computation would raise."""
+    x = torch.empty(4, 2, device="meta")
+    assert langevin(lambda y: -y, x, step_size=0.1, n_steps=2).device.type == "meta"
+    out = annealed_langevin(lambda y, s: -y / (1 + s**2), x, [1.0, 0.1], step_size=0.01, steps_per_level=2, final_denoise=True)
+    assert out.device.type == "meta" and out.shape == (4, 2)

@@ -109,7 +109,7 @@ def langevin(
     eps = _check_positive(step_size, "step_size", "it is the eps of x <- x + (eps/2) score + sqrt(eps) z")
     n_steps = _check_steps(n_steps, "n_steps")
     x = x_init
-    xs = [x.cpu()]
+    xs = [x.cpu()] if return_trajectory else []
     for _ in tqdm(range(n_steps), desc="Langevin", disable=not progress, leave=False):
         z = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x = x + 0.5 * eps * _checked_score(score_fn(x), x) + eps**0.5 * z
@@ -150,7 +150,7 @@ def annealed_langevin(
     eps = _check_positive(step_size, "step_size", "it is the eps of alpha_i = eps * sigma_i^2 / sigma_L^2")
     steps_per_level = _check_steps(steps_per_level, "steps_per_level")
     x = x_init
-    xs = [x.cpu()]
+    xs = [x.cpu()] if return_trajectory else []
     for sigma in tqdm(s.tolist(), desc="annealed Langevin", disable=not progress, leave=False):
         alpha = eps * sigma**2 / float(s[-1]) ** 2
         for _ in range(steps_per_level):

@@ -1,0 +1,40 @@
+"""The trajectory animation helper: frame selection, panels, bad input."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+import torch
+from matplotlib.animation import FuncAnimation
+
+from tinydiff.animation import animate_trajectory, frame_indices, to_html
+
+
+def test_frame_indices_are_evenly_spread_and_keep_both_ends():
+    idx = frame_indices(1001, 50)
+    assert idx[0] == 0 and idx[-1] == 1000 and len(idx) == 50
+    assert idx == sorted(set(idx))
+    assert frame_indices(7, 50) == list(range(7))  # fewer states than frames: every state once
+
+
+def test_animation_draws_the_requested_states():
+    xs = torch.arange(11.0)[:, None, None].expand(11, 3, 2).clone()  # state i puts every point at (i, i)
+    anim = animate_trajectory([xs, -xs], n_frames=4, frame_labels=[f"s{i}" for i in range(11)], panel_titles=["a", "b"])
+    assert isinstance(anim, FuncAnimation)
+    anim._init_draw()
+    anim._func(10)  # draw the last state
+    fig = anim._fig
+    assert fig._suptitle.get_text() == "s10"
+    offsets = [ax.collections[-1].get_offsets() for ax in fig.axes]
+    assert (offsets[0] == 10).all() and (offsets[1] == -10).all()
+    assert "<script" in to_html(anim).data
+
+
+def test_bad_input_raises_clear_errors():
+    with pytest.raises(ValueError, match=r"\[S, B, 2\]"):
+        animate_trajectory(torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="same number of states"):
+        animate_trajectory([torch.zeros(5, 3, 2), torch.zeros(4, 3, 2)])
+    with pytest.raises(ValueError, match="one label per state"):
+        animate_trajectory(torch.zeros(5, 3, 2), frame_labels=["a"])
