@@ -191,14 +191,15 @@ def print_table(rows: list[dict], n: int, fd_floor: dict) -> None:
     ddpm = next((r for r in rows if r["sampler"].startswith("DDPM")), None)
     print(f"\nN = {n} samples per sampler; FD floor (N real digits vs the test set): {fd_floor['mean']:.3g} "
           f"(min {fd_floor['min']:.3g}, max {fd_floor['max']:.3g} over {fd_floor['subsets']} disjoint subsets)\n")
-    print("| sampler | steps | s / image | speed-up vs DDPM | model share | sampler overhead | FD | FD / DDPM FD | 2-D ED / floor |")
+    print("| sampler | steps | s / image | speed-up vs DDPM | ms / network call | sampler overhead | FD | FD / DDPM FD "
+          "| 2-D ED / floor |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        speedup = ddpm["seconds_per_image"] / r["seconds_per_image"] if ddpm else float("nan")
-        fd_ratio = r["fd"] / ddpm["fd"] if ddpm else float("nan")
-        print(f"| {r['sampler']} | {r['steps']} | {r['seconds_per_image']:.3g} | {speedup:.3g}x | "
-              f"{1 - r['overhead_share']:.1%} | {r['overhead_share']:.2%} | {r['fd']:.3g} | {fd_ratio:.3g} | "
-              f"{r['energy_distance_2d'] / r['energy_floor_2d']:.3g} |")
+        speedup = f"{ddpm['seconds_per_image'] / r['seconds_per_image']:.3g}x" if ddpm else "-"
+        fd_ratio = f"{r['fd'] / ddpm['fd']:.3g}" if ddpm else "-"
+        print(f"| {r['sampler']} | {r['steps']} | {r['seconds_per_image']:.3g} | {speedup} | "
+              f"{1000 * r['seconds_in_model'] / r['model_calls']:.0f} | {r['overhead_share']:.2%} | {r['fd']:.3g} | "
+              f"{fd_ratio} | {r['energy_distance_2d'] / r['energy_floor_2d']:.3g} |")
 
 
 def main() -> None:
@@ -216,7 +217,14 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch.set_num_threads")
     p.add_argument("--out", default="benchmarks/results/sampling.json")
+    p.add_argument("--show", metavar="JSON", help="only print the table of a results file written earlier")
     args = p.parse_args()
+    if args.show:
+        result = json.loads(Path(args.show).read_text())
+        print(f"{result['command']}\n{result['machine']}; load average {result['load_average_before']} -> "
+              f"{result['load_average_after']}")
+        print_table(result["rows"], result["n"], result["fd_floor"])
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
