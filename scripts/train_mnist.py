@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from tinydiff import schedules
-from tinydiff.checkpoint import load_training_state, save_checkpoint, save_training_state
+from tinydiff.checkpoint import load_training_state, read_config, save_checkpoint, save_training_state
 from tinydiff.data import load_mnist
 from tinydiff.models import UNet
 from tinydiff.train import train
@@ -79,8 +79,8 @@ def main() -> None:
     if args.resume:
         resume = load_training_state(args.resume, device=args.device)
         model = resume.model
-        elapsed_before = resume_extra = json.loads(Path(args.resume).with_suffix(".json").read_text())["extra"]["wall_time_s"]
-        print(f"resuming from step {resume.step} ({resume_extra:.0f} s already trained)", flush=True)
+        elapsed_before = read_config(args.resume)["extra"]["wall_time_s"]
+        print(f"resuming from step {resume.step} ({elapsed_before:.0f} s already trained)", flush=True)
     else:
         model = UNet(**model_cfg).to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
