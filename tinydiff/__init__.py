@@ -6,9 +6,16 @@ Modules, in the order the course meets them:
 - :mod:`tinydiff.diffusion`  the forward process and its closed forms
 - :mod:`tinydiff.data`       2-D toys, the Gaussian-mixture oracle, MNIST
 - :mod:`tinydiff.oracle`     exact denoisers for Gaussian mixtures
-- :mod:`tinydiff.samplers`   DDPM (and later DDIM) sampling
-- :mod:`tinydiff.metrics`    energy distance and friends
+- :mod:`tinydiff.langevin`   Langevin and annealed Langevin dynamics
+- :mod:`tinydiff.losses`     L_simple = denoising score matching
+- :mod:`tinydiff.models`     MLP (2-D), UNet (digits), classifier (metrics)
+- :mod:`tinydiff.train`      the training loop, as a generator
+- :mod:`tinydiff.checkpoint` safetensors checkpoints with a JSON config
+- :mod:`tinydiff.samplers`   DDPM and DDIM sampling, DDIM inversion, slerp
+- :mod:`tinydiff.metrics`    energy distance, Frechet distance on classifier features
 - :mod:`tinydiff.plot`       figures used by every notebook
+- :mod:`tinydiff.animation`  trajectory animations
+- :mod:`tinydiff.widgets`    ipywidgets demos with static fallbacks
 """
 
 __version__ = "0.1.0"
