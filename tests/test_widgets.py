@@ -1,4 +1,6 @@
-"""tinydiff.widgets: the schedule explorer redraws when its controls move, and draws the closed form."""
+"""tinydiff.widgets: each explorer redraws when its controls move, and its drawing function draws the closed form."""
+
+import math
 
 import matplotlib
 
@@ -10,6 +12,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from tinydiff import schedules, widgets  # noqa: E402
+from tinydiff.data import GaussianMixture  # noqa: E402
+from tinydiff.oracle import MixtureEpsilon  # noqa: E402
 
 
 @pytest.fixture
@@ -72,3 +76,108 @@ def test_schedule_explorer_rejects_bad_arguments():
     for bad_t in (-1, 100, []):
         with pytest.raises(ValueError, match="0 <= t <= T-1 = 99"):
             widgets.explorer_figure(schedules.get("linear", 100), bad_t, data)
+
+
+# --- Langevin explorer (notebook 02) -------------------------------------------------------------
+
+
+def far_apart() -> GaussianMixture:
+    """Two narrow Gaussians 8 apart with weights 0.7 / 0.3: plain Langevin cannot cross between them."""
+    return GaussianMixture(torch.tensor([0.7, 0.3]), torch.tensor([[-4.0, 0.0], [4.0, 0.0]]), 0.25 * torch.eye(2).expand(2, 2, 2))
+
+
+@pytest.fixture
+def langevin_widget():
+    x_init = 4 * (2 * torch.rand(200, 2, generator=torch.Generator().manual_seed(1)) - 1)
+    return widgets.langevin_explorer(x_init=x_init, step_size=0.02, n_steps=20, seed=2)
+
+
+def test_langevin_explorer_redraws_when_each_control_moves(langevin_widget):
+    before = bytes(langevin_widget.image.value)
+    assert before.startswith(b"\x89PNG")
+    for control, value in [(langevin_widget.step_size, 0.1), (langevin_widget.n_steps, 40), (langevin_widget.annealed, True)]:
+        control.value = value
+        after = bytes(langevin_widget.image.value)
+        assert after != before, f"moving {control.description} did not redraw"
+        before = after
+
+
+def test_langevin_figure_plain_stays_in_its_mode_annealed_finds_the_weights():
+    """Closed form: from the left mode, plain Langevin never reaches a mode 8 sigma-units away: occupancy [1, 0].
+    Annealing from sigma = 6 mixes the modes first: occupancy near the weights [0.7, 0.3] (400 points: sd 0.023)."""
+    mixture = far_apart()
+    x_init = torch.tensor([-4.0, 0.0]) + 0.5 * torch.randn(400, 2, generator=torch.Generator().manual_seed(0))
+    plain = widgets.langevin_figure(mixture, x_init, step_size=0.02, n_steps=50)
+    bars = [p.get_height() for p in plain.axes[1].patches]
+    np.testing.assert_allclose(bars, [0.7, 0.3, 1.0, 0.0])  # true weights, then occupancy
+    sigmas = torch.logspace(math.log10(6.0), math.log10(0.3), 8)
+    annealed = widgets.langevin_figure(mixture, x_init, step_size=0.02, n_steps=400, sigmas=sigmas)
+    occupancy = [p.get_height() for p in annealed.axes[1].patches][2:]
+    np.testing.assert_allclose(occupancy, [0.7, 0.3], atol=0.1)
+    assert len(annealed.axes[0].collections[0].get_offsets()) == 400
+    plt.close("all")
+
+
+def test_langevin_figure_drops_diverged_particles():
+    """Step 100 on variances 0.25 is far above the stability limit 4 v = 1: every particle blows up."""
+    x_init = torch.zeros(10, 2)
+    fig = widgets.langevin_figure(far_apart(), x_init, step_size=100.0, n_steps=200)
+    assert len(fig.axes[0].collections[0].get_offsets()) == 0
+    assert fig.axes[1].get_title() == "0 finite particles"
+    plt.close(fig)
+
+
+def test_langevin_explorer_rejects_bad_arguments():
+    with pytest.raises(ValueError, match=r"\[N, 2\]"):
+        widgets.langevin_explorer(x_init=torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        widgets.langevin_explorer(x_init=torch.zeros(5, 2), sigmas=[0.1, 1.0])
+
+
+# --- DDIM eta explorer (notebook 06) -------------------------------------------------------------
+
+
+@pytest.fixture
+def ddim_widget():
+    mixture = far_apart()
+    schedule = schedules.get("linear", 100)
+    starts = torch.randn(4, 2, generator=torch.Generator().manual_seed(3))
+    return widgets.ddim_eta_explorer(MixtureEpsilon(mixture, schedule), schedule, starts, mixture, eta=0.0, steps=10)
+
+
+def test_ddim_eta_explorer_redraws_when_eta_moves(ddim_widget):
+    before = bytes(ddim_widget.image.value)
+    assert before.startswith(b"\x89PNG")
+    ddim_widget.eta.value = 1.0
+    assert bytes(ddim_widget.image.value) != before
+    ddim_widget.eta.value = 0.0  # deterministic and seeded: the same picture again
+    assert bytes(ddim_widget.image.value) == before
+
+
+def test_ddim_paths_figure_draws_the_closed_form_path_of_a_zero_eps_model():
+    """With eps_hat = 0, eq. 12 is x_prev = sqrt(alpha_bar_prev / alpha_bar_t) x_t, so the state entering
+    step tau_i is x_T sqrt(alpha_bar_{tau_i} / alpha_bar_{tau_1}) and the end point is x_T / sqrt(alpha_bar_{tau_1})."""
+    T, steps = 100, 5
+    x_T = torch.tensor([[1.0, -0.5], [0.2, 0.3]], dtype=torch.float64)
+    fig = widgets.ddim_paths_figure(lambda x, t: torch.zeros_like(x), schedules.get("linear", T), x_T, eta=0.0, steps=steps)
+    alpha_bar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, T))
+    taus = np.arange(0, T, T // steps)[::-1]  # leading spacing: 80, 60, 40, 20, 0
+    scale = np.append(np.sqrt(alpha_bar[taus] / alpha_bar[taus[0]]), 1 / np.sqrt(alpha_bar[taus[0]]))
+    lines = fig.axes[0].lines
+    for b in range(2):
+        path = lines[b].get_xydata()
+        np.testing.assert_allclose(path[:-1], scale[:, None] * x_T[b].numpy(), rtol=1e-6)  # the last point repeats the end
+    np.testing.assert_allclose(lines[3].get_xydata(), x_T.numpy() / np.sqrt(alpha_bar[taus[0]]), rtol=1e-6)  # the crosses
+    plt.close(fig)
+
+
+def test_ddim_eta_explorer_rejects_bad_arguments():
+    schedule = schedules.get("linear", 10)
+    model = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    with pytest.raises(ValueError, match=r"\[B, 2\]"):
+        widgets.ddim_eta_explorer(model, schedule, torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        widgets.ddim_eta_explorer(model, schedule, torch.zeros(4, 2), eta=1.5)
+    with pytest.raises(ValueError, match=r"\[S\+1, B, 2\]"):
+        widgets.draw_paths(plt.figure().subplots(), torch.zeros(3, 2))
+    plt.close("all")

@@ -1,20 +1,29 @@
 """Interactive demos for the notebooks, each backed by a plain drawing function.
 
-:func:`explorer_figure` draws the forward process for (schedule, t): the
-alpha_bar and log-SNR curves with a marker at t, a noised 2-D point cloud and
-a grid of noised digits. :func:`schedule_explorer` wraps it in ipywidgets
-(schedule, T, t). The notebook's static fallback figure calls the *same*
-:func:`explorer_figure`, so a static render (GitHub, a website, a viewer with
-no kernel) shows exactly what the widget shows.
+Every demo is two things: a drawing function ``*_figure(..., fig=None) -> Figure``
+and an ipywidgets wrapper that redraws it when a control moves. The notebook's
+static fallback figure calls the *same* drawing function, so a static render
+(GitHub, a website, a viewer with no kernel) shows exactly what the widget shows.
 
-The noise is drawn once (:class:`FixedNoise`): moving t shows the same points
-and the same digits getting noisier, x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps
-with one fixed eps (Ho et al. 2020, eq. 4).
+- :func:`explorer_figure` / :func:`schedule_explorer` (notebook 01): the forward
+  process for (schedule, t): the alpha_bar and log-SNR curves with a marker at t,
+  a noised 2-D point cloud and a grid of noised digits. The noise is drawn once
+  (:class:`FixedNoise`): moving t shows the same points and digits getting noisier,
+  x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps with one fixed eps (Ho et al. 2020, eq. 4).
+- :func:`langevin_figure` / :func:`langevin_explorer` (notebook 02): plain or
+  annealed Langevin on a Gaussian mixture for a chosen step size and number of
+  steps; the particles and their mode occupancy against the true weights.
+- :func:`ddim_paths_figure` / :func:`ddim_eta_explorer` (notebook 06): DDIM paths
+  (Song et al. 2021, eqs. 12 and 16) from fixed starts for a chosen eta.
+
+Each wrapper renders its figure to PNG in the kernel (:func:`figure_png`) and shows
+it in an ``ipywidgets.Image`` (see :class:`ScheduleExplorer` for why).
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,9 +33,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from . import plot, schedules
-from .data.toy import two_moons
+from . import plot, samplers, schedules
+from .data.toy import GaussianMixture, two_gaussians, two_moons
 from .diffusion import q_sample
+from .langevin import annealed_langevin, check_sigmas, langevin, mixture_score
+from .metrics import mode_occupancy
 from .schedules import Schedule
 
 
@@ -183,3 +194,198 @@ def schedule_explorer(
     if images is None:
         images = _default_images()
     return ScheduleExplorer(FixedNoise.draw(points, images, seed), schedule=schedule, T=T, t=t)
+
+
+# --- Langevin: step size, number of steps, annealing on/off (notebook 02) -----------------------
+
+
+def langevin_figure(
+    mixture: GaussianMixture,
+    x_init: Tensor,
+    step_size: float,
+    n_steps: int,
+    sigmas: Sequence[float] | Tensor | None = None,
+    seed: int = 0,
+    fig: Figure | None = None,
+    lim: float = 4.5,
+) -> Figure:
+    """Run Langevin on ``mixture`` from ``x_init`` [N, 2] and draw the particles and their mode occupancy.
+
+    ``sigmas=None``: plain Langevin, x <- x + (eps/2) s(x) + sqrt(eps) z for ``n_steps`` steps
+    (Welling & Teh 2011, eq. 3). Otherwise annealed Langevin over the decreasing noise levels
+    ``sigmas`` (Song & Ermon 2019, Algorithm 1) with n_steps // L steps per level (at least one)
+    and alpha_i = eps sigma_i^2 / sigma_L^2, so ``step_size`` is the step at the last level.
+    Noise comes from a generator seeded with ``seed``. Left panel: the finite particles over
+    the density (a diverged run leaves none); right: :func:`~tinydiff.metrics.mode_occupancy`
+    against ``mixture.weights``. Draws on ``fig`` (made with pyplot if None) and returns it.
+    """
+    g = torch.Generator().manual_seed(seed)  # on the CPU: the same pictures on every device
+    if sigmas is None:
+        x = langevin(mixture.score, x_init, step_size=step_size, n_steps=n_steps, generator=g)
+    else:
+        levels = check_sigmas(sigmas)
+        x = annealed_langevin(mixture_score(mixture), x_init, levels, step_size=step_size,
+                              steps_per_level=max(1, n_steps // len(levels)), generator=g)
+    x = x[torch.isfinite(x).all(dim=1)]
+    if fig is None:
+        fig = plt.figure(figsize=(8, 3.4))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1]})
+    name = "plain" if sigmas is None else "annealed"
+    plot.scatter_2d(left, x, mixture, lim=lim, title=rf"{name}, $\epsilon$ = {step_size:.3g}, {n_steps} steps")
+    k = list(range(mixture.n_components))
+    occupancy = mode_occupancy(mixture, x).tolist() if len(x) > 0 else [0.0] * len(k)
+    right.bar(k, mixture.weights.tolist(), width=0.6, color="0.8", label="true weight")
+    right.bar(k, occupancy, width=0.3, color="C0" if sigmas is None else "C3", label="occupancy")
+    right.set(xticks=k, xlabel="mode", ylim=(0, 1), title=f"{len(x)} finite particles")
+    right.legend(fontsize=8)
+    return fig
+
+
+class LangevinExplorer(W.VBox):
+    """Controls (step size, steps, annealing) above an ``ipywidgets.Image`` showing :func:`langevin_figure`.
+
+    The start ``x_init`` and the seed are fixed, so the same controls always give the same picture.
+    """
+
+    def __init__(self, mixture: GaussianMixture, x_init: Tensor, sigmas: Tensor, step_size: float = 0.02,
+                 n_steps: int = 500, annealed: bool = False, seed: int = 0) -> None:
+        self.mixture, self.x_init, self.sigmas, self.seed = mixture, x_init, sigmas, seed
+        self.step_size = W.FloatLogSlider(value=step_size, base=10, min=-3, max=-0.3, step=0.1,
+                                          description="step size", continuous_update=False)
+        self.n_steps = W.IntSlider(value=n_steps, min=10, max=1000, step=10, description="steps", continuous_update=False)
+        self.annealed = W.Checkbox(value=annealed, description="annealing")
+        self.image = W.Image(format="png")
+        for control in (self.step_size, self.n_steps, self.annealed):
+            control.observe(lambda _: self.render(), names="value")
+        super().__init__([W.HBox([self.step_size, self.n_steps, self.annealed]), self.image])
+        self.render()
+
+    def render(self) -> None:
+        """Rerun Langevin for the current controls and draw the result into the Image widget."""
+        fig = Figure(figsize=(8, 3.4))
+        sigmas = self.sigmas if self.annealed.value else None
+        langevin_figure(self.mixture, self.x_init, float(self.step_size.value), int(self.n_steps.value),
+                        sigmas, seed=self.seed, fig=fig)
+        self.image.value = figure_png(fig)
+
+
+def langevin_explorer(
+    mixture: GaussianMixture | None = None,
+    x_init: Tensor | None = None,
+    sigmas: Sequence[float] | Tensor | None = None,
+    step_size: float = 0.02,
+    n_steps: int = 500,
+    annealed: bool = False,
+    seed: int = 0,
+) -> LangevinExplorer:
+    """The Langevin explorer: move the step size and the number of steps, switch annealing on and off.
+
+    ``mixture`` default: two Gaussians 4 apart with weights 0.8 / 0.2 (std 0.5), the case where
+    plain Langevin gets the weights wrong. ``x_init`` [N, 2] default: 1000 points uniform on
+    [-4, 4]^2 (seeded). ``sigmas`` default: 10 levels geometric from 4 down to 0.25.
+    Returns an ipywidgets container; display it.
+    """
+    mixture = mixture if mixture is not None else two_gaussians(separation=4.0, weights=(0.8, 0.2), std=0.5)
+    if x_init is None:
+        x_init = 4 * (2 * torch.rand(1000, 2, generator=torch.Generator().manual_seed(seed)) - 1)
+    if x_init.ndim != 2 or x_init.shape[1] != 2:
+        raise ValueError(f"x_init must be 2-D points of shape [N, 2], got {list(x_init.shape)}")
+    levels = check_sigmas(sigmas if sigmas is not None else torch.logspace(math.log10(4.0), math.log10(0.25), 10))
+    return LangevinExplorer(mixture, x_init, levels, step_size, n_steps, annealed, seed)
+
+
+# --- DDIM: paths for a chosen eta (notebook 06) ------------------------------------------------
+
+
+def draw_paths(
+    ax: plt.Axes,
+    xs: Tensor,
+    density: GaussianMixture | None = None,
+    title: str | None = None,
+    every: int = 1,
+    lim: float = 3.2,
+) -> None:
+    """Draw 2-D sampler paths ``xs`` [S+1, B, 2] (a :class:`~tinydiff.samplers.Trajectory`'s ``xs``).
+
+    One line per start point through every ``every``-th state and the last one, a dot at
+    the start x_T and a cross at the end x_0, over ``density`` if given.
+    """
+    if xs.ndim != 3 or xs.shape[2] != 2:
+        raise ValueError(f"xs must be 2-D paths of shape [S+1, B, 2], got {list(xs.shape)}")
+    xs = xs.detach().cpu()
+    if density is not None:
+        plot.density_2d(ax, density, lim=lim)
+    for b in range(xs.shape[1]):
+        path = torch.cat([xs[::every, b], xs[-1:, b]])
+        ax.plot(path[:, 0], path[:, 1], lw=0.8, alpha=0.8, color=f"C{b % 10}")
+    ax.plot(xs[0, :, 0], xs[0, :, 1], "o", color="k", ms=3)
+    ax.plot(xs[-1, :, 0], xs[-1, :, 1], "x", color="r", ms=6)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[], title=title)
+
+
+def ddim_paths_figure(
+    model: samplers.Model,
+    schedule: Schedule,
+    x_T: Tensor,
+    eta: float,
+    steps: int = 100,
+    seed: int = 8,
+    density: GaussianMixture | None = None,
+    fig: Figure | None = None,
+    lim: float = 3.2,
+) -> Figure:
+    """Run DDIM from the starts ``x_T`` [B, 2] with this ``eta`` and draw the paths (:func:`draw_paths`).
+
+    Each step is Song et al. 2021, eq. 12, with sigma_t(eta) of eq. 16: eta = 0 is the
+    deterministic probability-flow path, eta = 1 adds DDPM's posterior noise. Noise comes
+    from a generator seeded with ``seed``. Draws on ``fig`` (made with pyplot if None) and returns it.
+    """
+    g = torch.Generator().manual_seed(seed)  # on the CPU: the same pictures on every device
+    _, trajectory = samplers.ddim_sample(model, schedule, x_T.shape, steps=steps, eta=eta, x_T=x_T, generator=g,
+                                         progress=False, return_trajectory=True)
+    if fig is None:
+        fig = plt.figure(figsize=(4.5, 4.5))
+    draw_paths(fig.subplots(), trajectory.xs, density, rf"DDIM-{steps}, $\eta$ = {eta:.2f}", lim=lim)
+    return fig
+
+
+class DDIMEtaExplorer(W.VBox):
+    """An eta slider above an ``ipywidgets.Image`` showing :func:`ddim_paths_figure` (same starts, same seed)."""
+
+    def __init__(self, model: samplers.Model, schedule: Schedule, x_T: Tensor, density: GaussianMixture | None,
+                 eta: float = 0.5, steps: int = 100, seed: int = 8) -> None:
+        self.model, self.schedule, self.x_T, self.density = model, schedule, x_T, density
+        self.steps, self.seed = steps, seed
+        self.eta = W.FloatSlider(value=eta, min=0.0, max=1.0, step=0.05, description="eta", continuous_update=False)
+        self.image = W.Image(format="png")
+        self.eta.observe(lambda _: self.render(), names="value")
+        super().__init__([self.eta, self.image])
+        self.render()
+
+    def render(self) -> None:
+        """Rerun DDIM for the current eta and draw its paths into the Image widget."""
+        fig = Figure(figsize=(4.5, 4.5))
+        ddim_paths_figure(self.model, self.schedule, self.x_T, float(self.eta.value), self.steps, self.seed,
+                          self.density, fig=fig)
+        self.image.value = figure_png(fig)
+
+
+def ddim_eta_explorer(
+    model: samplers.Model,
+    schedule: Schedule,
+    x_T: Tensor,
+    density: GaussianMixture | None = None,
+    eta: float = 0.5,
+    steps: int = 100,
+    seed: int = 8,
+) -> DDIMEtaExplorer:
+    """The DDIM eta explorer: move eta in [0, 1] and watch the paths from the starts ``x_T`` [B, 2] roughen.
+
+    ``model(x_t, t)`` predicts epsilon (e.g. :class:`~tinydiff.oracle.MixtureEpsilon`); ``density``
+    (e.g. the mixture) is shaded behind the paths. Returns an ipywidgets container; display it.
+    """
+    if x_T.ndim != 2 or x_T.shape[1] != 2:
+        raise ValueError(f"x_T must be 2-D start points of shape [B, 2], got {list(x_T.shape)}")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta={eta} is outside the slider's range [0, 1] (0: deterministic DDIM, 1: DDPM-like noise)")
+    return DDIMEtaExplorer(model, schedule, x_T, density, eta, steps, seed)
