@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import ipywidgets as W
 import matplotlib.pyplot as plt
 import torch
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, FigureBase
 from torch import Tensor
 
 from . import plot, samplers, schedules
@@ -206,9 +206,9 @@ def langevin_figure(
     n_steps: int,
     sigmas: Sequence[float] | Tensor | None = None,
     seed: int = 0,
-    fig: Figure | None = None,
+    fig: FigureBase | None = None,
     lim: float = 4.5,
-) -> Figure:
+) -> FigureBase:
     """Run Langevin on ``mixture`` from ``x_init`` [N, 2] and draw the particles and their mode occupancy.
 
     ``sigmas=None``: plain Langevin, x <- x + (eps/2) s(x) + sqrt(eps) z for ``n_steps`` steps
@@ -217,7 +217,7 @@ def langevin_figure(
     and alpha_i = eps sigma_i^2 / sigma_L^2, so ``step_size`` is the step at the last level.
     Noise comes from a generator seeded with ``seed``. Left panel: the finite particles over
     the density (a diverged run leaves none); right: :func:`~tinydiff.metrics.mode_occupancy`
-    against ``mixture.weights``. Draws on ``fig`` (made with pyplot if None) and returns it.
+    against ``mixture.weights``. Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None) and returns it.
     """
     g = torch.Generator().manual_seed(seed)  # on the CPU: the same pictures on every device
     if sigmas is None:
@@ -331,14 +331,15 @@ def ddim_paths_figure(
     steps: int = 100,
     seed: int = 8,
     density: GaussianMixture | None = None,
-    fig: Figure | None = None,
+    fig: FigureBase | None = None,
     lim: float = 3.2,
-) -> Figure:
+) -> FigureBase:
     """Run DDIM from the starts ``x_T`` [B, 2] with this ``eta`` and draw the paths (:func:`draw_paths`).
 
     Each step is Song et al. 2021, eq. 12, with sigma_t(eta) of eq. 16: eta = 0 is the
     deterministic probability-flow path, eta = 1 adds DDPM's posterior noise. Noise comes
-    from a generator seeded with ``seed``. Draws on ``fig`` (made with pyplot if None) and returns it.
+    from a generator seeded with ``seed``. Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None)
+    and returns it.
     """
     g = torch.Generator().manual_seed(seed)  # on the CPU: the same pictures on every device
     _, trajectory = samplers.ddim_sample(model, schedule, x_T.shape, steps=steps, eta=eta, x_T=x_T, generator=g,
