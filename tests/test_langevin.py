@@ -18,13 +18,7 @@ from tinydiff.metrics import energy_distance, energy_distance_floor, mode_occupa
 from tinydiff.oracle import MixtureEpsilon
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def overlapping_mixture() -> GaussianMixture:
