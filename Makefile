@@ -12,7 +12,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tinydiff-installed
 
-.PHONY: lab test unit notebooks execute clean-venv
+.PHONY: lab test unit notebooks test-threads execute clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ unit: $(STAMP)
 
 notebooks: $(STAMP)
 	$(BIN)/python -m pytest notebooks --nbval --nbval-current-env --nbval-sanitize-with .ci/nbval_sanitize.cfg -p no:cacheprovider
+
+# nbval twice, with 1 and with 2 threads (torch and BLAS): a printed number that changes
+# between the two is round-off, not mathematics, and must not be in a compared output.
+test-threads: $(STAMP)
+	for n in 1 2; do \
+		echo "== nbval with $$n thread(s)"; \
+		OMP_NUM_THREADS=$$n MKL_NUM_THREADS=$$n OPENBLAS_NUM_THREADS=$$n \
+		$(BIN)/python -m pytest notebooks --nbval --nbval-current-env --nbval-sanitize-with .ci/nbval_sanitize.cfg -p no:cacheprovider || exit 1; \
+	done
 
 # Re-execute every notebook in place (stores fresh outputs for nbval to compare).
 execute: $(STAMP)
