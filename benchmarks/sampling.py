@@ -33,62 +33,26 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must 
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import asdict, dataclass, replace  # noqa: E402
+from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from tinydiff import metrics, samplers, schedules  # noqa: E402
-from tinydiff.checkpoint import load_checkpoint, read_config, sha256  # noqa: E402
+from tinydiff import metrics, schedules  # noqa: E402
+from tinydiff.checkpoint import load_checkpoint, load_diffusion_model, sha256  # noqa: E402
 from tinydiff.data import anisotropic_mixture, load_mnist  # noqa: E402
+from tinydiff.evaluation import machine  # noqa: E402
 from tinydiff.oracle import MixtureEpsilon  # noqa: E402
+from tinydiff.samplers import SamplerSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = 10  # samples per sampler kept for the notebook's picture
 DEFAULT_SAMPLERS = ["ddim:10", "ddim:20", "ddim:50", "ddim:100", "ddim:250", "ddpm:1000"]
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    """One row of the table: ``ddim:<steps>[:<spacing>[:<eta>]]`` or ``ddpm:1000``."""
-
-    kind: str
-    steps: int
-    spacing: str = "leading"
-    eta: float = 0.0
-    clip_x0: float | None = None
-
-    @classmethod
-    def parse(cls, text: str, T: int, clip_x0: float | None = None) -> "SamplerSpec":
-        parts = text.split(":")
-        if parts[0] == "ddpm" and len(parts) <= 2:
-            return cls("ddpm", T, "all", 1.0, clip_x0)
-        if parts[0] == "ddim" and 2 <= len(parts) <= 4:
-            spacing = parts[2] if len(parts) > 2 else "leading"
-            eta = float(parts[3]) if len(parts) > 3 else 0.0
-            samplers.ddim_timesteps(T, int(parts[1]), spacing)  # validates steps and spacing
-            return cls("ddim", int(parts[1]), spacing, eta, clip_x0)
-        raise ValueError(f"sampler {text!r}: write ddim:<steps>[:<spacing>[:<eta>]] or ddpm:1000")
-
-    @property
-    def name(self) -> str:
-        if self.kind == "ddpm":
-            return f"DDPM-{self.steps}"
-        extra = "" if self.spacing == "leading" else f" {self.spacing}"
-        return f"DDIM-{self.steps}{extra}" + ("" if self.eta == 0 else f" eta={self.eta:g}")
-
-    def sample(self, model, schedule, x_T: Tensor, generator: torch.Generator) -> Tensor:
-        if self.kind == "ddpm":
-            return samplers.ddpm_sample(model, schedule, x_T.shape, x_T=x_T, generator=generator, clip_x0=self.clip_x0,
-                                        progress=False)
-        return samplers.ddim_sample(model, schedule, x_T.shape, steps=self.steps, eta=self.eta, spacing=self.spacing,
-                                    x_T=x_T, generator=generator, clip_x0=self.clip_x0, progress=False)
 
 
 class TimedModel:
@@ -114,26 +78,8 @@ class TimedModel:
         return out
 
 
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
 def load_average() -> list[float] | None:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-
-
-def schedule_of(checkpoint: Path) -> schedules.Schedule:
-    """The noise schedule the checkpoint was trained with (recorded in its JSON by scripts/train_mnist.py)."""
-    extra = read_config(checkpoint).get("extra", {})
-    spec = extra.get("schedule") or extra.get("config", {}).get("schedule")
-    if not spec:
-        raise ValueError(f"{checkpoint}: its JSON does not record the noise schedule (extra.schedule)")
-    return schedules.get(spec["name"], T=int(spec["T"]))
 
 
 def oracle_energy(spec: SamplerSpec, schedule: schedules.Schedule, n: int, seed: int) -> dict:
@@ -145,8 +91,8 @@ def oracle_energy(spec: SamplerSpec, schedule: schedules.Schedule, n: int, seed:
     references = [mixture.sample(n, generator=g) for _ in range(3)]
     floor = metrics.energy_distance_floor(mixture.sample, n, generator=g)
     x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed + 1))
-    unclipped = replace(spec, clip_x0=None)  # 2-D points are not images: never clamp them to [-1, 1]
-    x = unclipped.sample(oracle, schedule, x_T, torch.Generator().manual_seed(seed + 2))
+    # 2-D points are not images: never clamp them to [-1, 1]
+    x = spec(oracle, schedule, x_T.shape, x_T=x_T, generator=torch.Generator().manual_seed(seed + 2), progress=False)
     ed = sum(metrics.energy_distance(x, r) for r in references) / 3
     return {"energy_distance_2d": ed, "energy_floor_2d": floor}
 
@@ -159,7 +105,7 @@ def fd_floor(classifier, real_train: Tensor, test_feats: Tensor, n: int, max_sub
 
 
 def generate(spec: SamplerSpec, net, schedule, n: int, batch: int, seed: int, device: torch.device,
-             conditional: bool = True) -> tuple[Tensor, dict]:
+             conditional: bool = True, prediction: str = "epsilon", clip_x0: float | None = 1.0) -> tuple[Tensor, dict]:
     """``n`` samples in batches of ``batch`` (batch b starts from x_T of seed ``seed + b``), with timings.
 
     Conditional: image i asks for digit i % 10 (balanced, like the test set); else the null class.
@@ -172,7 +118,8 @@ def generate(spec: SamplerSpec, net, schedule, n: int, batch: int, seed: int, de
         x_T = torch.randn(size, 1, 32, 32, generator=torch.Generator().manual_seed(seed + b)).to(device)
         noise = torch.Generator().manual_seed(10_000 + seed + b)
         tic = time.perf_counter()
-        images.append(spec.sample(timed, schedule, x_T, noise).cpu())
+        images.append(spec(timed, schedule, x_T.shape, x_T=x_T, generator=noise, prediction=prediction,
+                           clip_x0=clip_x0, progress=False).cpu())
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         total += time.perf_counter() - tic
@@ -229,9 +176,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     checkpoint = ROOT / args.checkpoint
-    schedule = schedule_of(checkpoint)
-    specs = [SamplerSpec.parse(s, schedule.T, args.clip_x0 or None) for s in args.samplers]
-    model = load_checkpoint(checkpoint, device=device)
+    diffusion_model = load_diffusion_model(checkpoint, device=device)
+    model, schedule = diffusion_model.net, diffusion_model.schedule
+    specs = [SamplerSpec.parse(s, schedule.T) for s in args.samplers]
     load_before = load_average()
     print(f"{machine()}; load average {load_before}", file=sys.stderr)
 
@@ -240,10 +187,11 @@ def main() -> None:
     floor = fd_floor(classifier, load_mnist("train", pad_to_32=True)[0], test_feats, args.n)
     rows, shown = [], {}
     for spec in specs:
-        images, timing = generate(spec, model, schedule, args.n, args.batch, args.seed, device, not args.unconditional)
+        images, timing = generate(spec, model, schedule, args.n, args.batch, args.seed, device, not args.unconditional,
+                                  diffusion_model.prediction, args.clip_x0 or None)
         # Samples are images: clamp to the pixel range [-1, 1] before measuring, as saving them would.
         fd = metrics.frechet_distance(metrics.classifier_features(classifier, images.clamp(-1, 1)), test_feats)
-        row = {"sampler": spec.name, **asdict(spec), **timing, "fd": fd}
+        row = {"sampler": spec.name, **asdict(spec), "clip_x0": args.clip_x0 or None, **timing, "fd": fd}
         shown[spec.name] = ((images[:SHOWN].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         row.update(oracle_energy(spec, schedule, args.n_2d, args.seed))
         rows.append(row)
@@ -256,6 +204,7 @@ def main() -> None:
         "checkpoint": str(args.checkpoint),
         "checkpoint_sha256": sha256(checkpoint.with_name(checkpoint.name + ".safetensors")),
         "schedule": {"name": schedule.name, "T": schedule.T},
+        "prediction": diffusion_model.prediction,
         "n": args.n,
         "conditional": not args.unconditional,
         "clip_x0": args.clip_x0 or None,

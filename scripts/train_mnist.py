@@ -93,7 +93,8 @@ def main() -> None:
     state = resume
     for state in train(
         model, schedule, images, labels=labels, steps=tc["steps"], batch_size=tc["batch_size"], lr=tc["lr"],
-        weight_decay=tc["weight_decay"], warmup_steps=tc["warmup_steps"], prediction=tc["prediction"],
+        weight_decay=tc["weight_decay"], warmup_steps=tc["warmup_steps"], lr_schedule=tc.get("lr_schedule", "constant"),
+        prediction=tc["prediction"],
         ema_decay=tc["ema_decay"], grad_clip=tc["grad_clip"], p_uncond=tc["p_uncond"], generator=generator,
         autocast_bf16=args.device == "cuda", resume=resume, progress=False,
     ):

@@ -9,7 +9,7 @@ from torch import nn
 
 from tinydiff import schedules
 from tinydiff.data import two_moons
-from tinydiff.train import TrainState, ema_update, train
+from tinydiff.train import TrainState, ema_update, learning_rate, train
 
 
 class PerStepAffine(nn.Module):
@@ -200,3 +200,26 @@ def test_runs_on_meta_tensors():
 def test_bad_arguments_say_what_is_wrong(kwargs, message):
     with pytest.raises(ValueError, match=message):
         next(train(lambda_model(nn.Linear(2, 2)), schedules.linear(10), torch.randn(10, 2), progress=False, **kwargs))
+
+
+def test_learning_rate_schedule_closed_form():
+    # warm-up is linear and reaches lr on its last step; cosine halves lr midway and ends at 0 (SGDR, eta_min = 0)
+    assert learning_rate(0, 1.0, 10, 110) == pytest.approx(0.1)
+    assert learning_rate(9, 1.0, 10, 110, "cosine") == pytest.approx(1.0)
+    assert learning_rate(10, 1.0, 10, 110, "cosine") == pytest.approx(1.0)
+    assert learning_rate(60, 1.0, 10, 110, "cosine") == pytest.approx(0.5)
+    assert learning_rate(35, 1.0, 10, 110, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert learning_rate(109, 1.0, 10, 110, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * 99 / 100)))
+    assert learning_rate(500, 2e-4, 10, 110, "constant") == 2e-4
+    with pytest.raises(ValueError, match="unknown lr schedule 'step'"):
+        learning_rate(0, 1.0, 0, 10, "step")
+
+
+def test_train_sets_each_steps_learning_rate_from_the_schedule():
+    data = two_moons(256, generator=torch.Generator().manual_seed(0))
+    seen = []
+    for state in train(PerStepAffine(20), schedules.linear(20), data, steps=30, batch_size=16, lr=0.01, warmup_steps=5,
+                       lr_schedule="cosine", generator=torch.Generator().manual_seed(0), progress=False):
+        seen.append(state.optimizer.param_groups[0]["lr"])
+    assert seen == pytest.approx([learning_rate(s, 0.01, 5, 30, "cosine") for s in range(30)])
+    assert seen[-1] < 1e-4 < seen[5]

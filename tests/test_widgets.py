@@ -181,3 +181,36 @@ def test_ddim_eta_explorer_rejects_bad_arguments():
     with pytest.raises(ValueError, match=r"\[S\+1, B, 2\]"):
         widgets.draw_paths(plt.figure().subplots(), torch.zeros(3, 2))
     plt.close("all")
+
+
+@pytest.fixture
+def guidance_widget():
+    from tinydiff.models import UNet
+
+    torch.manual_seed(0)
+    net = UNet(channels=8, mults=(1, 2), num_classes=10).eval()
+    with torch.no_grad():  # a non-zero output layer, so the label and the scale change the picture
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return widgets.guidance_explorer(net, schedules.cosine(50), digit=3, scale=1.0, n=4, steps=3)
+
+
+def test_guidance_explorer_redraws_when_scale_or_digit_moves(guidance_widget):
+    before = bytes(guidance_widget.image.value)
+    assert before.startswith(b"\x89PNG")
+    guidance_widget.scale.value = 4.0
+    after_scale = bytes(guidance_widget.image.value)
+    assert after_scale != before
+    guidance_widget.digit.value = 7
+    assert bytes(guidance_widget.image.value) != after_scale
+    guidance_widget.digit.value, guidance_widget.scale.value = 3, 1.0  # fixed noise: back to the first picture
+    assert bytes(guidance_widget.image.value) == before
+
+
+def test_guidance_explorer_rejects_bad_arguments():
+    from tinydiff.models import UNet
+
+    with pytest.raises(ValueError, match="class-conditional"):
+        widgets.guidance_explorer(UNet(channels=8, mults=(1, 2)), schedules.cosine(50))
+    with pytest.raises(ValueError, match="digit must be one of 0..9"):
+        widgets.guidance_explorer(UNet(channels=8, mults=(1, 2), num_classes=10), schedules.cosine(50), digit=12)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from . import schedules
+from .schedules import Schedule
 
 FORMAT = "tinydiff-checkpoint"
 VERSION = 1
@@ -154,6 +158,36 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, dev
     model = model if model is not None else build_model(header["model"], header["config"])
     load_state_strict(model, _read_tensors(path, header, device))
     return model.to(device).eval()
+
+
+@dataclass
+class DiffusionModel:
+    """A trained diffusion network with what sampling it needs, as recorded in its checkpoint's JSON.
+
+    ``net`` is called ``net(x_t, t[, y])``; ``schedule`` is the noise schedule it was trained
+    with; ``prediction`` its output type (epsilon | x0 | v); ``recommended_guidance`` the
+    classifier-free guidance scale its evaluation recommends (1.0 = none; ``None`` if unmeasured);
+    ``extra`` the rest of the JSON's ``extra``.
+    """
+
+    net: nn.Module
+    schedule: Schedule
+    prediction: str
+    recommended_guidance: float | None
+    extra: dict
+
+
+def load_diffusion_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> DiffusionModel:
+    """:func:`load_checkpoint` plus the schedule, prediction type and guidance scale from the JSON (``extra``)."""
+    header = read_config(path)
+    extra = header.get("extra", {})
+    spec = extra.get("schedule")
+    if not isinstance(spec, dict) or "name" not in spec or "T" not in spec:
+        raise ValueError(f"{path}: its JSON does not record the noise schedule (extra.schedule = {{'name': ..., 'T': ...}}); "
+                         "only checkpoints written by scripts/train_mnist.py (or with that field added) can be sampled")
+    prediction = extra.get("train", {}).get("prediction", "epsilon")
+    return DiffusionModel(load_checkpoint(path, device=device), schedules.get(spec["name"], T=int(spec["T"])),
+                          prediction, extra.get("recommended_guidance"), extra)
 
 
 # --- resuming a training run -------------------------------------------------------------

@@ -148,3 +148,26 @@ def label_accuracy(classifier: torch.nn.Module, images: Tensor, labels: Tensor) 
     if labels.shape != images.shape[:1]:
         raise ValueError(f"need one label per image: images {list(images.shape)}, labels {list(labels.shape)}")
     return float((classify(classifier, images) == labels.cpu()).double().mean())
+
+
+def within_class_diversity(features: Tensor, labels: Tensor) -> float:
+    """How different the samples of one class are from each other, averaged over the classes present.
+
+        D = (1 / |C|) sum_c  1 / (n_c (n_c - 1))  sum_{i != j, y_i = y_j = c} |f_i - f_j|
+
+    (mean Euclidean distance between the classifier features f [N, F] of two distinct samples
+    of the same class; labels [N]). Guidance trades this away for fidelity: a generator that
+    draws the same 7 every time scores 0. Classes with a single sample are skipped.
+    """
+    if features.ndim != 2 or labels.shape != features.shape[:1]:
+        raise ValueError(f"need features [N, F] and labels [N], got {list(features.shape)} and {list(labels.shape)}")
+    f, y = features.detach().to("cpu", torch.float64), labels.cpu()
+    per_class = []
+    for c in torch.unique(y).tolist():
+        fc = f[y == c]
+        n = fc.shape[0]
+        if n >= 2:
+            per_class.append(float(torch.cdist(fc, fc).sum() / (n * (n - 1))))
+    if not per_class:
+        raise ValueError("every class has a single sample: diversity needs at least two samples of one class")
+    return sum(per_class) / len(per_class)

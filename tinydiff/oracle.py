@@ -14,7 +14,7 @@ the sanity check to run before blaming the training.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .data.toy import GaussianMixture
 from .schedules import Schedule
@@ -51,3 +51,41 @@ class MixtureEpsilon:
     def __call__(self, x_t: Tensor, t: Tensor | int) -> Tensor:
         t = as_timesteps(t, x_t.shape[0], self.schedule.T, x_t.device)
         return -gather((1.0 - self.schedule.alpha_bars).sqrt(), t, x_t) * self.score(x_t, t)
+
+
+class MixtureClassEpsilon(nn.Module):
+    """The exact *class-conditional* epsilon for mixture data, labelled by component.
+
+    ``oracle(x_t, t, y)``: for y = k in 0..K-1 the exact eps of p(x_t | y = k) (component k,
+    noised), and for y = K (``oracle.null_class``) the exact eps of the whole mixture --
+    what a class-conditional network trained with label dropout learns at its optimum.
+    Shapes: x_t [B, D], t and y LongTensor [B] -> [B, D]. Plugs into
+    :func:`tinydiff.guidance.classifier_free` like a trained network.
+    """
+
+    def __init__(self, mixture: GaussianMixture, schedule: Schedule) -> None:
+        super().__init__()
+        self.num_classes = mixture.n_components
+        self.null_class = mixture.n_components
+        self.schedule = schedule
+        self.per_label = [MixtureEpsilon(mixture.component(k), schedule) for k in range(self.num_classes)]
+        self.per_label.append(MixtureEpsilon(mixture, schedule))
+
+    def forward(self, x_t: Tensor, t: Tensor | int, y: Tensor) -> Tensor:
+        t = as_timesteps(t, x_t.shape[0], self.schedule.T, x_t.device)
+        if y.shape != (x_t.shape[0],):
+            raise ValueError(f"y must have shape [B] = [{x_t.shape[0]}], got {list(y.shape)}")
+        out = torch.empty_like(x_t)
+        for label in torch.unique(y).tolist():
+            if not 0 <= label <= self.null_class:
+                raise ValueError(f"labels must lie in 0..{self.null_class} ({self.null_class} = no label), got {label}")
+            rows = y == label
+            out[rows] = self.per_label[label](x_t[rows], t[rows])
+        return out
+
+    def class_log_prob_grad(self, x_t: Tensor, t: Tensor | int, y: Tensor) -> Tensor:
+        """The exact classifier's gradient grad log p_t(y | x_t) = grad log p_t(x_t | y) - grad log p_t(x_t) (Bayes), [B, D]."""
+        t = as_timesteps(t, x_t.shape[0], self.schedule.T, x_t.device)
+        scale = gather((1.0 - self.schedule.alpha_bars).sqrt(), t, x_t)
+        null = torch.full_like(y, self.null_class)
+        return -(self(x_t, t, y) - self(x_t, t, null)) / scale

@@ -8,7 +8,9 @@ where ``output`` is the network's prediction of epsilon (default), x_0 or v
 (``prediction=``). :func:`denoise` turns any of these into the pair
 (x0_hat, eps_hat) -- the one place that conversion happens -- so the samplers
 below never change when the prediction target does. A class-conditional
-network ``net(x_t, t, y)`` is passed as ``lambda x, t: net(x, t, y)``.
+network ``net(x_t, t, y)`` is passed as ``tinydiff.guidance.conditional(net, y)``
+(or, guided, ``classifier_free(net, y, scale)``): an ``nn.Module``, so the samplers see
+which device it is on (a ``lambda`` has no parameters to tell them).
 
 Read in this order:
 
@@ -18,6 +20,7 @@ Read in this order:
 4. :func:`ddim_sigma`, :func:`ddim_step`   Song et al. 2021, eqs. 16 and 12
 5. :func:`ddim_sample`, :func:`ddim_invert`   the loops over those steps, down and up
 6. :func:`slerp`                   interpolating between two starting noises
+7. :class:`SamplerSpec`            a sampler named by a string (``ddpm``, ``ddim:50``), for scripts
 
 Noise is drawn through ``generator`` (a ``torch.Generator``): the same seed
 gives the same samples, on any device.
@@ -393,3 +396,57 @@ def slerp(z0: Tensor, z1: Tensor, w: float | Tensor) -> Tensor:
     c0 = torch.where(parallel, 1.0 - w, torch.sin((1.0 - w) * theta) / safe_sin)
     c1 = torch.where(parallel, w, torch.sin(w * theta) / safe_sin)
     return c0 * z0 + c1 * z1
+
+
+# --------------------------------------------------------------------------- samplers by name
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler named by a short string, as the scripts take it (``--sampler``).
+
+    ``ddpm`` (or ``ddpm:<T>``): :func:`ddpm_sample`, all T steps. ``ddim:<steps>[:<spacing>[:<eta>]]``:
+    :func:`ddim_sample`, e.g. ``ddim:50`` (leading spacing, eta = 0) or ``ddim:50:trailing:1``.
+    Calling a spec runs that sampler with the keywords every sampler shares.
+    """
+
+    kind: str
+    steps: int
+    spacing: str = "leading"
+    eta: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str, T: int) -> "SamplerSpec":
+        parts = text.split(":")
+        if parts[0] == "ddpm" and (len(parts) == 1 or (len(parts) == 2 and parts[1] == str(T))):
+            return cls("ddpm", T, "all", 1.0)
+        if parts[0] == "ddim" and 2 <= len(parts) <= 4 and parts[1].isdigit():
+            spacing = parts[2] if len(parts) > 2 and parts[2] else "leading"
+            eta = _check_eta(float(parts[3])) if len(parts) > 3 else 0.0
+            ddim_timesteps(T, int(parts[1]), spacing)  # validates steps and spacing
+            return cls("ddim", int(parts[1]), spacing, eta)
+        raise ValueError(f"unknown sampler {text!r}: write ddpm (all {T} steps) or ddim:<steps>[:<spacing>[:<eta>]], "
+                         "e.g. ddim:50 or ddim:50:leading:1")
+
+    def with_eta(self, eta: float) -> "SamplerSpec":
+        """The same DDIM sampler with another eta (DDPM has no eta to change)."""
+        if self.kind != "ddim":
+            raise ValueError("eta applies to ddim samplers only; ddpm's noise is fixed by its variance")
+        return SamplerSpec(self.kind, self.steps, self.spacing, _check_eta(eta))
+
+    @property
+    def name(self) -> str:
+        """A label for tables and figures: ``DDPM-1000``, ``DDIM-50``, ``DDIM-50 eta=1``, ``DDIM-50 trailing``."""
+        if self.kind == "ddpm":
+            return f"DDPM-{self.steps}"
+        spacing = "" if self.spacing == "leading" else f" {self.spacing}"
+        return f"DDIM-{self.steps}{spacing}" + ("" if self.eta == 0 else f" eta={self.eta:g}")
+
+    def __call__(self, model: Model, schedule: Schedule, shape, *, x_T: Tensor | None = None,
+                 generator: torch.Generator | None = None, prediction: str = "epsilon", clip_x0: float | None = None,
+                 progress: bool = True) -> Tensor:
+        if self.kind == "ddpm":
+            return ddpm_sample(model, schedule, shape, x_T=x_T, generator=generator, prediction=prediction,
+                               clip_x0=clip_x0, progress=progress)
+        return ddim_sample(model, schedule, shape, steps=self.steps, eta=self.eta, spacing=self.spacing, x_T=x_T,
+                           generator=generator, prediction=prediction, clip_x0=clip_x0, progress=progress)

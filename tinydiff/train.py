@@ -94,6 +94,29 @@ def _drop_labels(y: Tensor, p_uncond: float, null_class: int, generator: torch.G
     return torch.where(drop, torch.full_like(y, null_class), y)
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(step: int, lr: float, warmup_steps: int, steps: int, schedule: str = "constant") -> float:
+    """The learning rate of 0-based step ``step``: a linear warm-up, then constant or cosine decay.
+
+    warm-up (step < warmup_steps):  lr * (step + 1) / warmup_steps
+    "constant":                     lr
+    "cosine":                       lr * (1 + cos(pi * p)) / 2,  p = (step - warmup_steps) / (steps - warmup_steps)
+
+    The cosine decay to 0 at the last step is SGDR without restarts (Loshchilov & Hutter
+    2017, eq. 5, with eta_min = 0). A pure function of the step, so resuming needs no state.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr schedule {schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant" or steps <= warmup_steps:
+        return lr
+    progress = (step - warmup_steps) / (steps - warmup_steps)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def _check_args(model, data, labels, steps, batch_size, ema_decay, p_uncond, null_class) -> None:
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative int (the step to stop at), got {steps!r}")
@@ -129,6 +152,7 @@ def train(
     lr: float = 2e-4,
     weight_decay: float = 0.0,
     warmup_steps: int = 0,
+    lr_schedule: str = "constant",
     prediction: str = "epsilon",
     ema_decay: float | None = None,
     grad_clip: float | None = 1.0,
@@ -151,6 +175,8 @@ def train(
         steps: the total number of steps; a resumed run goes on from ``resume.step``.
         lr, weight_decay, warmup_steps: AdamW (Loshchilov & Hutter 2019), lr ramped up
             linearly over the first ``warmup_steps`` steps (Ho et al. 2020 use 5000).
+        lr_schedule: after the warm-up, ``"constant"`` or ``"cosine"`` decay to 0 at ``steps``
+            (:func:`learning_rate`).
         prediction: the regression target, ``"epsilon"`` | ``"x0"`` | ``"v"``.
         ema_decay: keep an EMA of the weights with this decay (e.g. 0.999), warmed up as
             min(ema_decay, (1 + n) / (10 + n)) at step n (0-based); None for no EMA.
@@ -166,6 +192,7 @@ def train(
     """
     null_class = null_class if null_class is not None else getattr(model, "null_class", None)
     _check_args(model, data, labels, steps, batch_size, ema_decay, p_uncond, null_class)
+    learning_rate(0, lr, warmup_steps, steps, lr_schedule)  # rejects an unknown lr_schedule before any work
     device, dtype = device_and_dtype(model)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -187,8 +214,8 @@ def train(
 
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", disable=not progress)
     for step in bar:
-        for group in optimizer.param_groups:  # linear warm-up, stateless so resuming needs nothing extra
-            group["lr"] = lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else lr
+        for group in optimizer.param_groups:  # a function of the step alone, so resuming needs nothing extra
+            group["lr"] = learning_rate(step, lr, warmup_steps, steps, lr_schedule)
         x0, y = _draw_batch(data, labels, batch_size, generator)
         x0 = x0.to(device=device, dtype=dtype)
         kwargs = {}

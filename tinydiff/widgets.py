@@ -15,6 +15,8 @@ static fallback figure calls the *same* drawing function, so a static render
   steps; the particles and their mode occupancy against the true weights.
 - :func:`ddim_paths_figure` / :func:`ddim_eta_explorer` (notebook 06): DDIM paths
   (Song et al. 2021, eqs. 12 and 16) from fixed starts for a chosen eta.
+- :func:`guidance_figure` / :func:`guidance_explorer` (notebook 07): digits of one
+  class from fixed noise, under classifier-free guidance at a chosen scale.
 
 Each wrapper renders its figure to PNG in the kernel (:func:`figure_png`) and shows
 it in an ``ipywidgets.Image`` (see :class:`ScheduleExplorer` for why).
@@ -36,6 +38,7 @@ from torch import Tensor
 from . import plot, samplers, schedules
 from .data.toy import GaussianMixture, two_gaussians, two_moons
 from .diffusion import q_sample
+from .guidance import classifier_free
 from .langevin import annealed_langevin, check_sigmas, langevin, mixture_score
 from .metrics import mode_occupancy
 from .schedules import Schedule
@@ -390,3 +393,73 @@ def ddim_eta_explorer(
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta={eta} is outside the slider's range [0, 1] (0: deterministic DDIM, 1: DDPM-like noise)")
     return DDIMEtaExplorer(model, schedule, x_T, density, eta, steps, seed)
+
+
+# --------------------------------------------------------------------------- notebook 07: guidance
+
+
+def guidance_figure(
+    net: torch.nn.Module,
+    schedule: Schedule,
+    digit: int,
+    scale: float,
+    n: int = 8,
+    steps: int = 20,
+    seed: int = 0,
+    prediction: str = "epsilon",
+    fig: FigureBase | None = None,
+) -> FigureBase:
+    """Draw ``n`` samples of ``digit`` with classifier-free guidance at ``scale`` (DDIM, eta = 0; Ho & Salimans 2022, eq. 6).
+
+    The starting noise comes from a CPU generator seeded with ``seed``, so moving the scale
+    changes only the guidance: the same x_T, pulled harder towards the label. ``net`` is a
+    class-conditional network with a null class (:func:`tinydiff.guidance.classifier_free`).
+    """
+    device = next(net.parameters()).device
+    y = torch.full((n,), int(digit), dtype=torch.long, device=device)
+    x_T = torch.randn(n, 1, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
+    x = samplers.ddim_sample(classifier_free(net, y, scale), schedule, x_T.shape, steps=steps, x_T=x_T,
+                             prediction=prediction, clip_x0=1.0, progress=False)
+    if fig is None:
+        fig = plt.figure(figsize=(0.6 * n, 0.9))
+    ax = fig.subplots()
+    plot.image_grid(x, nrow=n, ax=ax)
+    ax.set_title(f"digit {digit}, guidance scale s = {scale:g} (DDIM-{steps})", fontsize=9)
+    return fig
+
+
+class GuidanceExplorer(W.VBox):
+    """Digit and guidance-scale controls above an ``ipywidgets.Image`` showing :func:`guidance_figure`."""
+
+    def __init__(self, net: torch.nn.Module, schedule: Schedule, digit: int = 3, scale: float = 1.0, n: int = 8,
+                 steps: int = 20, prediction: str = "epsilon") -> None:
+        self.net, self.schedule, self.n, self.steps, self.prediction = net, schedule, n, steps, prediction
+        self.digit = W.Dropdown(options=list(range(net.num_classes)), value=digit, description="digit")
+        self.scale = W.FloatSlider(value=scale, min=0.0, max=8.0, step=0.5, description="scale s",
+                                   continuous_update=False)
+        self.image = W.Image(format="png")
+        for control in (self.digit, self.scale):
+            control.observe(lambda _: self.render(), names="value")
+        super().__init__([W.HBox([self.digit, self.scale]), self.image])
+        self.render()
+
+    def render(self) -> None:
+        """Sample again for the current digit and scale and show the row of digits."""
+        fig = Figure(figsize=(0.6 * self.n, 0.9), dpi=110)
+        guidance_figure(self.net, self.schedule, int(self.digit.value), float(self.scale.value), self.n, self.steps,
+                        prediction=self.prediction, fig=fig)
+        self.image.value = figure_png(fig)
+
+
+def guidance_explorer(net: torch.nn.Module, schedule: Schedule, digit: int = 3, scale: float = 1.0, n: int = 8,
+                      steps: int = 20, prediction: str = "epsilon") -> GuidanceExplorer:
+    """The guidance explorer: pick a digit, move the scale s in [0, 8], and watch the same noises become that digit.
+
+    ``net`` is a class-conditional network ``net(x_t, t, y)`` with a ``null_class`` (e.g. the
+    shipped MNIST UNet). Returns an ipywidgets container; display it.
+    """
+    if getattr(net, "null_class", None) is None:
+        raise ValueError("guidance_explorer needs a class-conditional network with a null class (UNet(num_classes=10))")
+    if not 0 <= digit < net.num_classes:
+        raise ValueError(f"digit must be one of 0..{net.num_classes - 1}, got {digit}")
+    return GuidanceExplorer(net, schedule, digit, scale, n, steps, prediction)

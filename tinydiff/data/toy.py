@@ -192,6 +192,12 @@ class GaussianMixture:
         eye = torch.eye(self.dim, dtype=torch.float64)
         return GaussianMixture(self.weights, self.means, self.covs + s * s * eye)
 
+    def component(self, k: int) -> "GaussianMixture":
+        """Component k alone, N(mu_k, Sigma_k), as a one-component mixture: the class-conditional p(x | y = k)."""
+        if not 0 <= k < self.n_components:
+            raise ValueError(f"component index k={k} is out of range 0..{self.n_components - 1}")
+        return GaussianMixture(self.weights[k : k + 1], self.means[k : k + 1], self.covs[k : k + 1])
+
     def mean(self) -> Tensor:
         """E[x], shape [D]."""
         return (self.weights[:, None] * self.means).sum(0)

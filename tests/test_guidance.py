@@ -1,0 +1,121 @@
+"""Guidance (tinydiff.guidance) against its closed forms, on exact 2-D mixtures and a small UNet."""
+
+import pytest
+import torch
+from torch import nn
+
+from tinydiff import schedules
+from tinydiff.data import GaussianMixture
+from tinydiff.guidance import (
+    classifier_free,
+    classifier_guided_epsilon,
+    conditional,
+    guided_epsilon,
+    ho_salimans_w,
+)
+from tinydiff.models import UNet
+from tinydiff.oracle import MixtureClassEpsilon
+from tinydiff.samplers import ddim_sample, ddpm_sample
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def overlapping_pair() -> GaussianMixture:
+    """Two unit Gaussians 1.5 apart: a conditional sample of one lands on the other's side about 23% of the time."""
+    return GaussianMixture(torch.tensor([0.5, 0.5]), torch.tensor([[-0.75, 0.0], [0.75, 0.0]]), torch.eye(2).repeat(2, 1, 1) * 0.5)
+
+
+def test_guidance_formula_endpoints_and_the_two_conventions():
+    g = torch.Generator().manual_seed(0)
+    c, u = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
+    torch.testing.assert_close(guided_epsilon(c, u, 1.0), c)  # u + (c - u): c up to one rounding
+    assert torch.equal(guided_epsilon(c, u, 0.0), u)
+    for s in (0.0, 1.0, 1.5, 3.0, 7.5):
+        w = ho_salimans_w(s)
+        torch.testing.assert_close(guided_epsilon(c, u, s), (1 + w) * c - w * u)  # Ho & Salimans 2022, eq. 6
+    assert ho_salimans_w(1.0) == 0.0 and ho_salimans_w(3.0) == 2.0
+
+
+def test_one_batched_forward_equals_two_separate_calls():
+    torch.manual_seed(0)
+    net = UNet(channels=8, mults=(1, 2), num_classes=3).eval()
+    with torch.no_grad():  # the zero-initialised output layer would make every output 0
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x, t, y = torch.randn(4, 1, 16, 16), torch.tensor([0, 5, 9, 3]), torch.tensor([0, 1, 2, 1])
+    with torch.no_grad():
+        cond, uncond = net(x, t, y), net(x, t, torch.full_like(y, net.null_class))
+        assert (cond - uncond).abs().max() > 1e-3  # the label matters, so the test can fail
+        for s in (0.0, 1.0, 2.5):
+            torch.testing.assert_close(classifier_free(net, y, s)(x, t), uncond + s * (cond - uncond), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(conditional(net, y)(x, t), cond)
+        assert torch.equal(classifier_free(net, y, 1.0)(x, t), cond)  # s = 1 is the conditional model, exactly
+
+
+def test_exact_classifier_guidance_equals_classifier_free_guidance():
+    """With the exact classifier grad log p(y | x_t) = score(x | y) - score(x), Dhariwal & Nichol's eps equals eq. 6."""
+    mixture, schedule = overlapping_pair(), schedules.cosine(100)
+    oracle = MixtureClassEpsilon(mixture, schedule)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(50, 2, generator=g, dtype=torch.float64)
+    t = torch.randint(0, 100, (50,), generator=g)
+    y = torch.randint(0, 2, (50,), generator=g)
+    eps_uncond = oracle(x, t, torch.full_like(y, oracle.null_class))
+    for s in (0.5, 2.0, 4.0):
+        cg = classifier_guided_epsilon(schedule, eps_uncond, t, oracle.class_log_prob_grad(x, t, y), s)
+        torch.testing.assert_close(cg, classifier_free(oracle, y, s)(x, t), rtol=1e-9, atol=1e-9)
+
+
+def test_guidance_pulls_samples_into_the_requested_component():
+    """Share of guided samples of class k that the clean mixture assigns to k rises with s (fails with the wrong sign)."""
+    mixture, schedule = overlapping_pair(), schedules.cosine(100)
+    oracle = MixtureClassEpsilon(mixture, schedule)
+    n = 2000
+    y = torch.arange(n) % 2
+    rates = []
+    for s in (0.0, 1.0, 3.0):
+        x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        x = ddim_sample(classifier_free(oracle, y, s), schedule, (n, 2), steps=50, x_T=x_T, progress=False)
+        rates.append(float((mixture.responsibilities(x).argmax(1) == y).double().mean()))
+    # s = 0: unconditional, about half; s = 1: the exact conditional, Phi(0.75 / sqrt(0.5)) = 0.856 for this pair
+    assert abs(rates[0] - 0.5) < 0.05
+    assert abs(rates[1] - 0.856) < 0.03
+    assert rates[2] > rates[1] + 0.08
+
+
+def test_a_conditional_model_samples_on_its_own_device_without_x_T():
+    """The bug a lambda hid: a sampler cannot see a lambda's device, so noise was made on the CPU."""
+    net = UNet(channels=8, mults=(1, 2), num_classes=3).to("meta")
+    y = torch.tensor([0, 1, 2, 0], device="meta")
+    for model in (conditional(net, y), classifier_free(net, y, 2.0)):
+        assert ddim_sample(model, schedules.cosine(20), (4, 1, 16, 16), steps=3, progress=False).device.type == "meta"
+        assert ddpm_sample(model, schedules.cosine(5), (4, 1, 16, 16), progress=False).device.type == "meta"
+
+
+class Unconditional(nn.Module):
+    def forward(self, x, t):
+        return x
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda net: classifier_free(net, torch.tensor([0, 3]), 2.0), r"labels must lie in 0\.\.2"),
+        (lambda net: classifier_free(net, torch.tensor([0, -1]), 2.0), r"labels must lie in 0\.\.2"),
+        (lambda net: classifier_free(net, torch.tensor([0.0, 1.0]), 2.0), "LongTensor"),
+        (lambda net: classifier_free(net, torch.tensor([0, 1]), -1.0), "finite number >= 0"),
+        (lambda net: classifier_free(net, torch.tensor([0, 1]), float("nan")), "finite number >= 0"),
+        (lambda net: classifier_free(Unconditional(), torch.tensor([0, 1]), 2.0), "no `null_class`"),
+        (lambda net: conditional(Unconditional(), torch.tensor([0, 1])), "no `null_class`"),
+    ],
+)
+def test_bad_guidance_arguments_say_what_is_wrong(make, message):
+    net = UNet(channels=8, mults=(1, 2), num_classes=3)
+    with pytest.raises(ValueError, match=message):
+        make(net)
+
+
+def test_label_batch_must_match_the_samples():
+    net = UNet(channels=8, mults=(1, 2), num_classes=3)
+    with pytest.raises(ValueError, match="3 labels were given"):
+        classifier_free(net, torch.tensor([0, 1, 2]), 2.0)(torch.randn(2, 1, 16, 16), torch.tensor([1, 2]))

@@ -1,0 +1,129 @@
+"""scripts/sample.py, tinydiff.evaluation and SamplerSpec: digits from a checkpoint without a notebook."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tinydiff import schedules
+from tinydiff.checkpoint import load_diffusion_model, save_checkpoint
+from tinydiff.evaluation import balanced_labels, sample_digits
+from tinydiff.metrics import within_class_diversity
+from tinydiff.models import UNet
+from tinydiff.samplers import SamplerSpec, ddim_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("sample_script", ROOT / "scripts" / "sample.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    net = UNet(channels=8, mults=(1, 2), num_classes=10)
+    with torch.no_grad():  # random, non-zero output layer: samples depend on the label and the noise
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_checkpoint(path, net, net.config, extra={"schedule": {"name": "cosine", "T": 50},
+                                                  "train": {"prediction": "epsilon"}, "recommended_guidance": 2.0})
+    return path
+
+
+def test_sampler_spec_parses_the_names_scripts_take():
+    assert SamplerSpec.parse("ddpm", 1000) == SamplerSpec("ddpm", 1000, "all", 1.0)
+    assert SamplerSpec.parse("ddim:50", 1000) == SamplerSpec("ddim", 50, "leading", 0.0)
+    assert SamplerSpec.parse("ddim:20:trailing:1", 1000).name == "DDIM-20 trailing eta=1"
+    assert SamplerSpec.parse("ddim:50", 1000).with_eta(0.5).name == "DDIM-50 eta=0.5"
+    for bad, message in [("dpm:20", "unknown sampler"), ("ddim", "unknown sampler"), ("ddim:0", "out of range"),
+                         ("ddim:50:sideways", "unknown spacing"), ("ddim:50:leading:-1", "eta must be"),
+                         ("ddpm:50", "unknown sampler")]:
+        with pytest.raises(ValueError, match=message):
+            SamplerSpec.parse(bad, 1000)
+
+
+def test_a_spec_runs_the_sampler_it_names():
+    s = schedules.cosine(50)
+    model = lambda x, t: 0.1 * x  # noqa: E731
+    x_T = torch.randn(3, 2, generator=torch.Generator().manual_seed(0))
+    direct = ddim_sample(model, s, (3, 2), steps=10, eta=0.0, x_T=x_T, progress=False)
+    assert torch.equal(SamplerSpec.parse("ddim:10", 50)(model, s, (3, 2), x_T=x_T, progress=False), direct)
+
+
+def test_within_class_diversity_closed_form():
+    # class 0: three corners of a unit square (distances 1, 1, sqrt 2); class 1: two points 4 apart; class 2 alone
+    f = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [4.0, 0.0], [9.0, 9.0]])
+    y = torch.tensor([0, 0, 0, 1, 1, 2])
+    assert within_class_diversity(f, y) == pytest.approx(((2 + 2**0.5) / 3 + 4.0) / 2)
+    assert within_class_diversity(torch.zeros(4, 3), torch.tensor([0, 0, 1, 1])) == 0.0
+    with pytest.raises(ValueError, match="single sample"):
+        within_class_diversity(f[:2], torch.tensor([0, 1]))
+
+
+def test_load_diffusion_model_reads_schedule_and_guidance(tiny_checkpoint, tmp_path):
+    m = load_diffusion_model(tiny_checkpoint)
+    assert m.schedule.T == 50 and m.schedule.name == "cosine" and m.prediction == "epsilon" and m.recommended_guidance == 2.0
+    save_checkpoint(tmp_path / "bare", m.net, m.net.config)
+    with pytest.raises(ValueError, match="does not record the noise schedule"):
+        load_diffusion_model(tmp_path / "bare")
+
+
+def test_sample_digits_is_seeded_per_batch_and_cached(tiny_checkpoint, tmp_path):
+    m = load_diffusion_model(tiny_checkpoint)
+    labels = balanced_labels(6)
+    spec = SamplerSpec.parse("ddim:3", 50)
+    a = sample_digits(m, labels, sampler=spec, guidance=2.0, batch_size=4, image_shape=(1, 16, 16), cache_dir=tmp_path,
+                      progress=False)
+    assert a.shape == (6, 1, 16, 16) and len(list(tmp_path.glob("*.safetensors"))) == 2
+    b = sample_digits(m, labels, sampler=spec, guidance=2.0, batch_size=4, image_shape=(1, 16, 16), cache_dir=tmp_path,
+                      progress=False)
+    assert torch.equal(a, b)
+    c = sample_digits(m, labels, sampler=spec, guidance=2.0, batch_size=4, image_shape=(1, 16, 16), progress=False)
+    assert torch.equal(a, c)  # the cache returns what sampling would
+    d = sample_digits(m, labels, sampler=spec, guidance=1.0, batch_size=4, image_shape=(1, 16, 16), progress=False)
+    assert not torch.equal(a, d)  # the scale reaches the network
+
+
+def test_sample_script_writes_grid_and_arrays(tiny_checkpoint, tmp_path, monkeypatch):
+    script = load_script()
+    out = tmp_path / "digits"
+    # the tiny UNet takes 16 x 16 inputs too; the script samples 32 x 32, which it also accepts
+    script.main(["--checkpoint", str(tiny_checkpoint), "--n", "12", "--sampler", "ddim:2", "--out", str(out)])
+    data = np.load(out.with_suffix(".npz"))
+    assert data["samples"].shape == (12, 1, 32, 32) and data["samples"].dtype == np.float32
+    assert data["samples"].min() >= -1 and data["samples"].max() <= 1
+    assert data["labels"].tolist() == [i % 10 for i in range(12)]
+    assert out.with_suffix(".png").stat().st_size > 0
+    script.main(["--checkpoint", str(tiny_checkpoint), "--n", "3", "--digit", "7", "--sampler", "ddim:2",
+                 "--out", str(tmp_path / "sevens")])
+    assert np.load(tmp_path / "sevens.npz")["labels"].tolist() == [7, 7, 7]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--digit", "10"], "--digit must be one of 0..9"),
+        (["--sampler", "euler:5"], "unknown sampler"),
+        (["--sampler", "ddpm", "--eta", "0.5"], "eta applies to ddim"),
+        (["--guidance", "-2"], "--guidance must be >= 0"),
+        (["--n", "0"], "--n must be at least 1"),
+    ],
+)
+def test_sample_script_bad_arguments(tiny_checkpoint, tmp_path, argv, message):
+    script = load_script()
+    with pytest.raises(SystemExit, match=message):
+        script.main(["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "x"), *argv])
+
+
+def test_sample_script_missing_checkpoint_says_so(tmp_path):
+    script = load_script()
+    with pytest.raises((FileNotFoundError, ValueError), match="nope"):
+        script.main(["--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])

@@ -1,0 +1,146 @@
+"""Guidance: steering a class-conditional diffusion model toward its label.
+
+Two ideas, one formula. With eps(x_t | y) the conditional and eps(x_t) the
+unconditional noise prediction (one network trained with label dropout, the
+"null" label standing for "no label"):
+
+**Classifier-free guidance** (Ho & Salimans 2022, eq. 6), in the convention of
+diffusers' ``guidance_scale`` and of this package:
+
+    eps_s = eps(x_t) + s * (eps(x_t | y) - eps(x_t))          s = 1: plain conditional, s = 0: unconditional
+
+Ho & Salimans write the same thing with w = s - 1:
+
+    eps_w = (1 + w) * eps(x_t | y) - w * eps(x_t)             w = 0: plain conditional
+
+Since eps = -sqrt(1 - alpha_bar_t) * score (Vincent 2011; :mod:`tinydiff.oracle`),
+eps_s is the score of p_t(x) p_t(y | x)^s up to that factor:
+grad log p(x | y) - grad log p(x) = grad log p(y | x) by Bayes' rule, so s > 1
+samples (approximately: the product is not itself a noised density) from a
+distribution that puts more weight where the label is more certain.
+
+**Classifier guidance** (Dhariwal & Nichol 2021, sec. 4.2, Algorithm 2) adds the
+gradient of a classifier p(y | x_t) instead:
+
+    eps_hat = eps(x_t) - s * sqrt(1 - alpha_bar_t) * grad log p(y | x_t)
+
+With the *exact* classifier both give the same eps_s (:func:`classifier_guided_epsilon`
+and the 2-D check in notebook 07).
+
+The wrappers here are ``nn.Module`` s callable as ``model(x_t, t)``, so every sampler
+in :mod:`tinydiff.samplers` runs them unchanged and finds their device from the
+wrapped network's parameters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .schedules import Schedule
+from .tensors import gather
+
+
+def guided_epsilon(eps_cond: Tensor, eps_uncond: Tensor, scale: float) -> Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022, eq. 6 with w = scale - 1): eps_u + s (eps_c - eps_u).
+
+    Shapes: eps_cond, eps_uncond [B, *data] -> [B, *data]. Linear in the two outputs, so it
+    applies as written to x0- and v-predictions too.
+    """
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def ho_salimans_w(scale: float) -> float:
+    """Ho & Salimans' guidance weight w for our (diffusers') scale s: w = s - 1 (so s = 1 is w = 0, no guidance)."""
+    return scale - 1.0
+
+
+def classifier_guided_epsilon(schedule: Schedule, eps: Tensor, t: Tensor, grad_log_p_y: Tensor, scale: float) -> Tensor:
+    """Classifier guidance (Dhariwal & Nichol 2021, Algorithm 2): eps - s sqrt(1 - alpha_bar_t) grad log p(y | x_t).
+
+    Shapes: eps, grad_log_p_y [B, *data], t LongTensor [B] (0-based) -> [B, *data].
+    """
+    return eps - scale * gather((1.0 - schedule.alpha_bars).sqrt(), t, eps) * grad_log_p_y
+
+
+def _check_labels(model: nn.Module, y: Tensor, allow_null: bool) -> Tensor:
+    null = getattr(model, "null_class", None)
+    if null is None:
+        raise ValueError(
+            f"{type(model).__name__} has no `null_class`: guidance needs a class-conditional model trained with a "
+            "null label (e.g. UNet(num_classes=10), trained with p_uncond > 0)"
+        )
+    if not isinstance(y, Tensor) or y.ndim != 1 or y.dtype != torch.long:
+        raise ValueError(f"y must be a LongTensor [B] of class labels, got {getattr(y, 'dtype', type(y).__name__)} "
+                         f"of shape {list(getattr(y, 'shape', []))}")
+    top = null if allow_null else null - 1
+    if y.device.type != "meta" and y.numel() and (int(y.min()) < 0 or int(y.max()) > top):
+        allowed = f"0..{null - 1}" + (f" (or {null}, the null class)" if allow_null else "")
+        raise ValueError(f"labels must lie in {allowed}, got min {int(y.min())}, max {int(y.max())}")
+    return y
+
+
+def _check_batch(x_t: Tensor, y: Tensor) -> None:
+    if x_t.shape[0] != y.shape[0]:
+        raise ValueError(f"the batch of x_t has {x_t.shape[0]} samples but {y.shape[0]} labels were given; "
+                         "give one label per sample (e.g. torch.arange(B) % 10)")
+
+
+class Conditional(nn.Module):
+    """``net(x_t, t, y)`` with the labels fixed: callable as ``model(x_t, t)`` by every sampler.
+
+    Use it instead of ``lambda x, t: net(x, t, y)``: a lambda has no parameters, so a
+    sampler cannot tell which device the network is on. Shapes: x_t [B, *data], t [B], y [B].
+    """
+
+    def __init__(self, net: nn.Module, y: Tensor) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("y", _check_labels(net, y, allow_null=True), persistent=False)
+
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        _check_batch(x_t, self.y)
+        return self.net(x_t, t, self.y.to(x_t.device))
+
+
+class ClassifierFreeGuidance(nn.Module):
+    """Classifier-free guidance as a model ``(x_t, t) -> guided output`` (Ho & Salimans 2022, eq. 6; :func:`guided_epsilon`).
+
+    The conditional and the unconditional outputs come from *one* forward pass over the
+    batch stacked twice ([x_t; x_t] with labels [y; null]), which is faster than two calls.
+    ``scale = 1`` is the plain conditional model and ``scale = 0`` the unconditional one;
+    both are computed with a single, un-stacked call. Shapes: x_t [B, *data], t [B], y [B].
+    """
+
+    def __init__(self, net: nn.Module, y: Tensor, scale: float) -> None:
+        super().__init__()
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
+            raise ValueError(f"the guidance scale must be a finite number >= 0 (1 = no guidance, e.g. 3), got {scale!r}")
+        self.net = net
+        self.scale = float(scale)
+        self.register_buffer("y", _check_labels(net, y, allow_null=False), persistent=False)
+
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        _check_batch(x_t, self.y)
+        y = self.y.to(x_t.device)
+        null = torch.full_like(y, self.net.null_class)
+        if self.scale == 1.0:
+            return self.net(x_t, t, y)
+        if self.scale == 0.0:
+            return self.net(x_t, t, null)
+        out = self.net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, null]))
+        cond, uncond = out.chunk(2)
+        return guided_epsilon(cond, uncond, self.scale)
+
+
+def conditional(net: nn.Module, y: Tensor) -> Conditional:
+    """The class-conditional model for labels y [B], as ``model(x_t, t)``: see :class:`Conditional`."""
+    return Conditional(net, y)
+
+
+def classifier_free(net: nn.Module, y: Tensor, scale: float) -> ClassifierFreeGuidance:
+    """Classifier-free guidance at ``scale`` for labels y [B], as ``model(x_t, t)``: see :class:`ClassifierFreeGuidance`."""
+    return ClassifierFreeGuidance(net, y, scale)
+
