@@ -127,3 +127,11 @@ def test_sample_script_missing_checkpoint_says_so(tmp_path):
     script = load_script()
     with pytest.raises((FileNotFoundError, ValueError), match="nope"):
         script.main(["--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
+
+
+def test_the_shipped_model_records_what_sampling_needs():
+    m = load_diffusion_model(ROOT / "data" / "checkpoints" / "mnist_ddpm")
+    assert m.prediction in ("epsilon", "x0", "v") and m.schedule.T == 1000
+    assert m.net.null_class == 10 and m.recommended_guidance is not None and m.recommended_guidance >= 1.0
+    for ev in m.extra["eval"].values():  # every stored evaluation names its sampler, size and result
+        assert ev["n_samples"] >= 1000 and 0 <= ev["label_accuracy"] <= 1 and ev["fd"] > 0

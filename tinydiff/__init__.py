@@ -11,11 +11,14 @@ Modules, in the order the course meets them:
 - :mod:`tinydiff.models`     MLP (2-D), UNet (digits), classifier (metrics)
 - :mod:`tinydiff.train`      the training loop, as a generator
 - :mod:`tinydiff.checkpoint` safetensors checkpoints with a JSON config
-- :mod:`tinydiff.samplers`   DDPM and DDIM sampling, DDIM inversion, slerp
+- :mod:`tinydiff.samplers`   DDPM and DDIM sampling, DDIM inversion, slerp, samplers by name
+- :mod:`tinydiff.guidance`   classifier-free and classifier guidance
+- :mod:`tinydiff.evaluation` seeded, cached sampling of digits and their FD / accuracy / diversity
 - :mod:`tinydiff.metrics`    energy distance, Frechet distance on classifier features
 - :mod:`tinydiff.plot`       figures used by every notebook
 - :mod:`tinydiff.animation`  trajectory animations
 - :mod:`tinydiff.widgets`    ipywidgets demos with static fallbacks
+- :mod:`tinydiff.tensors`    device/dtype helpers and timestep checks used everywhere
 """
 
 __version__ = "0.1.0"
