@@ -1,12 +1,20 @@
-"""Train the class-conditional MNIST DDPM that the course ships in data/checkpoints/.
+"""Train the class-conditional MNIST DDPM that the course ships in data/checkpoints/ -- in pixels or in latents.
 
     OMP_WAIT_POLICY=PASSIVE python scripts/train_mnist.py --config configs/mnist_ddpm.json
+    OMP_WAIT_POLICY=PASSIVE python scripts/train_mnist.py --config configs/mnist_latent.json
 
 Reads the JSON config (model, schedule, training hyper-parameters, seed), trains
 with :func:`tinydiff.train.train` on the 4,000 shipped training digits padded to
 32 x 32, and writes the EMA weights to ``<output>.safetensors`` + ``<output>.json``
 (the run's facts -- command, seed, steps, wall time, steps/s, machine -- go in the
-JSON's ``extra``). Training stops after ``steps`` steps or ``max_minutes``, whichever
+JSON's ``extra``).
+
+A config with ``"latent": {"autoencoder": <checkpoint>}`` trains a *latent* diffusion
+model (notebook 08): the training digits are encoded once by that autoencoder
+(:class:`tinydiff.latent.LatentCodec`, scaled to unit variance) and the same
+:func:`~tinydiff.train.train` runs on the latents. The JSON then records the autoencoder
+(path relative to the output's folder, and its SHA-256) under ``extra.latent``, which
+:func:`tinydiff.checkpoint.load_diffusion_model` follows to decode samples. Training stops after ``steps`` steps or ``max_minutes``, whichever
 comes first; rerun with ``--steps N --max-minutes 0`` (no time limit) to reproduce
 a run step for step. Every ``--save-every`` steps the full training state goes to
 ``runs/<name>_state.safetensors``; ``--resume`` continues from it.
@@ -21,30 +29,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from tinydiff import schedules
-from tinydiff.checkpoint import load_training_state, read_config, save_checkpoint, save_training_state
+from tinydiff.checkpoint import load_latent_codec, load_training_state, read_config, save_checkpoint, save_training_state
 from tinydiff.data import load_mnist
+from tinydiff.evaluation import command_line, machine
 from tinydiff.models import UNet
 from tinydiff.train import train
-
-
-def machine() -> str:
-    """A one-line description of where this ran."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-        cpu = name
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def main() -> None:
@@ -74,6 +69,17 @@ def main() -> None:
     torch.manual_seed(cfg["seed"])
     generator = torch.Generator().manual_seed(cfg["seed"])
     images, labels = load_mnist("train", pad_to_32=True)
+    latent = None
+    if "latent" in cfg:  # latent diffusion: encode the digits once, then train on the latents exactly as on pixels
+        ae_path = Path(cfg["latent"]["autoencoder"])
+        codec = load_latent_codec(ae_path, device=args.device)
+        images = codec.encode_dataset(images)
+        if model_cfg["in_channels"] != images.shape[1]:
+            raise SystemExit(f"model.in_channels is {model_cfg['in_channels']} but the latents have {images.shape[1]} channels")
+        latent = {"autoencoder": os.path.relpath(ae_path, output.parent),
+                  "autoencoder_sha256": read_config(ae_path)["sha256"], "scale_factor": codec.scale_factor}
+        print(f"training on latents {list(images.shape[1:])} of {ae_path} (scale factor {codec.scale_factor:.4f}; "
+              f"std after scaling {float(images.std()):.3f})", flush=True)
     schedule = schedules.get(cfg["schedule"]["name"], T=cfg["schedule"]["T"])
     resume, elapsed_before = None, 0.0
     if args.resume:
@@ -84,7 +90,7 @@ def main() -> None:
     else:
         model = UNet(**model_cfg).to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{n_params:,} parameters; {len(images)} training images; {machine()}", flush=True)
+    print(f"{n_params:,} parameters; {len(images)} training {'latents' if latent else 'images'}; {machine()}", flush=True)
 
     start = time.time()
     limit = tc["max_minutes"] * 60 if tc["max_minutes"] else float("inf")
@@ -115,8 +121,7 @@ def main() -> None:
 
     steps_run = state.step - first_step
     extra = {
-        "command": " ".join(["OMP_WAIT_POLICY=" + os.environ["OMP_WAIT_POLICY"]] if "OMP_WAIT_POLICY" in os.environ else [])
-        + " python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "command": command_line(),
         "seed": cfg["seed"],
         "steps": state.step,
         "batch_size": tc["batch_size"],
@@ -130,7 +135,10 @@ def main() -> None:
         "schedule": cfg["schedule"],
         "train": tc,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "data_shape": list(images.shape[1:]),
     }
+    if latent is not None:
+        extra["latent"] = latent
     path = save_checkpoint(output, state.ema if state.ema is not None else state.model, model_cfg, extra=extra)
     print(f"saved {path} after {state.step} steps, {extra['wall_time_s'] / 60:.1f} min, "
           f"{extra['steps_per_s']} steps/s", flush=True)

@@ -78,17 +78,18 @@ def test_load_diffusion_model_reads_schedule_and_guidance(tiny_checkpoint, tmp_p
 
 def test_sample_digits_is_seeded_per_batch_and_cached(tiny_checkpoint, tmp_path):
     m = load_diffusion_model(tiny_checkpoint)
+    m.extra["data_shape"] = [1, 16, 16]  # the tiny UNet takes 16 x 16 images too
     labels = balanced_labels(6)
     spec = SamplerSpec.parse("ddim:3", 50)
-    a = sample_digits(m, labels, sampler=spec, guidance=2.0, batch_size=4, image_shape=(1, 16, 16), cache_dir=tmp_path,
+    a = sample_digits(m, labels, sampler=spec, guidance=2.0, batch_size=4, cache_dir=tmp_path,
                       progress=False)
     assert a.shape == (6, 1, 16, 16) and len(list(tmp_path.glob("*.safetensors"))) == 2
-    b = sample_digits(m, labels, sampler=spec, guidance=2.0, batch_size=4, image_shape=(1, 16, 16), cache_dir=tmp_path,
+    b = sample_digits(m, labels, sampler=spec, guidance=2.0, batch_size=4, cache_dir=tmp_path,
                       progress=False)
     assert torch.equal(a, b)
-    c = sample_digits(m, labels, sampler=spec, guidance=2.0, batch_size=4, image_shape=(1, 16, 16), progress=False)
+    c = sample_digits(m, labels, sampler=spec, guidance=2.0, batch_size=4, progress=False)
     assert torch.equal(a, c)  # the cache returns what sampling would
-    d = sample_digits(m, labels, sampler=spec, guidance=1.0, batch_size=4, image_shape=(1, 16, 16), progress=False)
+    d = sample_digits(m, labels, sampler=spec, guidance=1.0, batch_size=4, progress=False)
     assert not torch.equal(a, d)  # the scale reaches the network
 
 

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from . import schedules
+from .latent import LatentCodec
 from .schedules import Schedule
 
 FORMAT = "tinydiff-checkpoint"
@@ -167,7 +168,8 @@ class DiffusionModel:
     ``net`` is called ``net(x_t, t[, y])``; ``schedule`` is the noise schedule it was trained
     with; ``prediction`` its output type (epsilon | x0 | v); ``recommended_guidance`` the
     classifier-free guidance scale its evaluation recommends (1.0 = none; ``None`` if unmeasured);
-    ``extra`` the rest of the JSON's ``extra``.
+    ``extra`` the rest of the JSON's ``extra``. A latent diffusion model also has ``codec``
+    (:class:`tinydiff.latent.LatentCodec`): it samples latents, and :meth:`to_images` decodes them.
     """
 
     net: nn.Module
@@ -175,10 +177,61 @@ class DiffusionModel:
     prediction: str
     recommended_guidance: float | None
     extra: dict
+    codec: LatentCodec | None = None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one sample the sampler draws: a latent for a latent model, else an image (C, 32, 32)."""
+        if self.codec is not None:
+            return self.codec.latent_shape
+        return tuple(self.extra.get("data_shape", (self.net.config["in_channels"], 32, 32)))
+
+    @property
+    def clip_x0(self) -> float | None:
+        """Clamp x0_hat to [-1, 1] for images (their range); not for latents, which have no fixed range."""
+        return None if self.codec is not None else 1.0
+
+    def to_images(self, x: Tensor) -> Tensor:
+        """Samples [B, *sample_shape] -> images [B, C, H, W]: decoded for a latent model, as they are otherwise."""
+        return self.codec.decode(x) if self.codec is not None else x
+
+
+def load_latent_codec(path: str | os.PathLike, device: str | torch.device = "cpu") -> LatentCodec:
+    """An autoencoder checkpoint (``scripts/train_autoencoder.py``) as a :class:`~tinydiff.latent.LatentCodec`,
+    with the scale factor stored in its JSON (``extra.scale_factor``)."""
+    header = read_config(path)
+    factor = header.get("extra", {}).get("scale_factor")
+    if factor is None:
+        raise ValueError(f"{path}: its JSON has no extra.scale_factor (1 / std of its latents); "
+                         "measure it with tinydiff.latent.latent_scale_factor and store it with update_extra")
+    return LatentCodec(load_checkpoint(path, device=device), float(factor))
+
+
+def _latent_codec_of(path: str | os.PathLike, spec: dict, device: str | torch.device) -> LatentCodec:
+    """The autoencoder a latent checkpoint names (``extra.latent.autoencoder``, relative to its folder), checked by SHA-256."""
+    weights, _ = _paths(path)
+    ae_path = weights.parent / spec["autoencoder"]
+    ae_weights, ae_json = _paths(ae_path)
+    if not (ae_weights.is_file() and ae_json.is_file()):
+        raise FileNotFoundError(
+            f"{path} is a latent diffusion model: it samples latents of the autoencoder {ae_path} "
+            f"(extra.latent.autoencoder), but {ae_weights.name} / {ae_json.name} are not there. Put the autoencoder "
+            "checkpoint beside it (it ships in data/checkpoints/) or retrain it with scripts/train_autoencoder.py."
+        )
+    expected = spec.get("autoencoder_sha256")
+    found = read_config(ae_path).get("sha256")
+    if expected and found != expected:
+        raise ValueError(
+            f"{ae_path} is not the autoencoder {path} was trained on (SHA-256 {found[:12]}... vs "
+            f"{expected[:12]}... recorded in extra.latent): its latents mean something else. "
+            "Restore that autoencoder or retrain the latent model on this one."
+        )
+    return load_latent_codec(ae_path, device=device)
 
 
 def load_diffusion_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> DiffusionModel:
-    """:func:`load_checkpoint` plus the schedule, prediction type and guidance scale from the JSON (``extra``)."""
+    """:func:`load_checkpoint` plus the schedule, prediction type and guidance scale from the JSON (``extra``);
+    for a latent model (``extra.latent``) also its autoencoder, as ``codec``."""
     header = read_config(path)
     extra = header.get("extra", {})
     spec = extra.get("schedule")
@@ -186,8 +239,9 @@ def load_diffusion_model(path: str | os.PathLike, device: str | torch.device = "
         raise ValueError(f"{path}: its JSON does not record the noise schedule (extra.schedule = {{'name': ..., 'T': ...}}); "
                          "only checkpoints written by scripts/train_mnist.py (or with that field added) can be sampled")
     prediction = extra.get("train", {}).get("prediction", "epsilon")
+    codec = _latent_codec_of(path, extra["latent"], device) if "latent" in extra else None
     return DiffusionModel(load_checkpoint(path, device=device), schedules.get(spec["name"], T=int(spec["T"])),
-                          prediction, extra.get("recommended_guidance"), extra)
+                          prediction, extra.get("recommended_guidance"), extra, codec)
 
 
 # --- resuming a training run -------------------------------------------------------------

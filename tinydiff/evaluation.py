@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import sys
 from pathlib import Path
 
 import torch
@@ -33,6 +35,12 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+def command_line() -> str:
+    """The command that is running, as a user would retype it (with OMP_WAIT_POLICY when set), for manifests."""
+    env = f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} " if "OMP_WAIT_POLICY" in os.environ else ""
+    return env + "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
 def balanced_labels(n: int, classes: int = 10) -> Tensor:
     """Labels [n] with image i asking for class i % classes: every class equally often, in a fixed order."""
     if n < 1:
@@ -48,12 +56,15 @@ def sample_digits(
     guidance: float = 1.0,
     seed: int = 0,
     batch_size: int = 100,
-    image_shape: tuple[int, ...] = (1, 32, 32),
-    clip_x0: float | None = 1.0,
+    clip_x0: float | None | str = "model",
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> Tensor:
-    """Samples [N, *image_shape] for labels [N], on the network's device, returned on the CPU.
+    """Images [N, C, H, W] for labels [N], sampled on the network's device, returned on the CPU.
+
+    The sampler draws ``model.sample_shape`` (images, or latents that
+    :meth:`~tinydiff.checkpoint.DiffusionModel.to_images` then decodes); ``clip_x0="model"``
+    clamps x0_hat to [-1, 1] for images and not for latents (``model.clip_x0``).
 
     Batch b (the labels ``b*batch_size ...``) draws all its noise from a generator seeded
     ``seed * 1_000_003 + b * batch_size``, so a batch is the same whatever else is drawn,
@@ -62,6 +73,7 @@ def sample_digits(
     scale (1 = the plain conditional model; :func:`tinydiff.guidance.classifier_free`).
     """
     device = next(model.net.parameters()).device
+    clip = model.clip_x0 if clip_x0 == "model" else clip_x0
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
@@ -75,8 +87,9 @@ def sample_digits(
         y = labels[start : start + batch_size].to(device)
         generator = torch.Generator().manual_seed(seed * 1_000_003 + start)
         net: nn.Module = classifier_free(model.net, y, guidance)
-        x = sampler(net, model.schedule, (len(y), *image_shape), generator=generator, prediction=model.prediction,
-                    clip_x0=clip_x0, progress=False).cpu()
+        x = sampler(net, model.schedule, (len(y), *model.sample_shape), generator=generator,
+                    prediction=model.prediction, clip_x0=clip, progress=False)
+        x = model.to_images(x).cpu()
         if file is not None:
             save_file({"x": x.contiguous()}, str(file))
         out.append(x)

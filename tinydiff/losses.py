@@ -92,3 +92,37 @@ def loss_per_timestep(
         t = torch.full((x0.shape[0],), int(step), dtype=torch.long, device=x0.device)
         losses.append(diffusion_loss(model, schedule, x0, t=t, prediction=prediction, generator=generator, **model_kwargs))
     return torch.stack(losses)
+
+
+# --- the autoencoder of latent diffusion -------------------------------------------------
+
+
+def gaussian_kl(mean: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, I)) per example, summed over the latent dimensions: [B, *z] -> [B].
+
+    Closed form for a diagonal Gaussian against the standard normal (Kingma & Welling 2014,
+    appendix B):  KL = 1/2 * sum_j (mean_j^2 + sigma_j^2 - 1 - log sigma_j^2).
+    """
+    if mean.shape != logvar.shape or mean.ndim < 2:
+        raise ValueError(f"mean and logvar must both be [B, *z], got {list(mean.shape)} and {list(logvar.shape)}")
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1)
+
+
+def autoencoder_loss(
+    autoencoder: torch.nn.Module, x: Tensor, *, kl_weight: float, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The KL-regularised autoencoder loss of latent diffusion, without its perceptual and GAN terms.
+
+    For images x [B, C, H, W], with z ~ q(z | x) by the reparameterisation trick:
+
+        loss = mean_B [ sum_pixels |x - D(z)|  +  kl_weight * KL(q(z | x) || N(0, I)) ]
+
+    (Rombach et al. 2022, sec. 3.1 and app. G: L1 reconstruction plus a "slight KL-penalty",
+    kl_weight = 1e-6 there with the same sums). Returns (loss, reconstruction, kl) as 0-d
+    tensors; reconstruction is the mean absolute error per pixel, kl the mean KL per image.
+    """
+    x_hat, mean, logvar = autoencoder(x, generator=generator)
+    l1 = (x_hat.float() - x.float()).abs().flatten(1).sum(1)
+    kl = gaussian_kl(mean.float(), logvar.float())
+    loss = (l1 + kl_weight * kl).mean()
+    return loss, l1.mean() / x[0].numel(), kl.mean()

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .losses import diffusion_loss
+from .losses import autoencoder_loss, diffusion_loss
 from .schedules import Schedule
 from .tensors import device_and_dtype
 
@@ -241,4 +241,67 @@ def train(
         if progress and (step + 1) % 10 == 0:
             bar.set_postfix(loss=f"{value:.4f}", refresh=False)
         yield TrainState(step + 1, value, _number(norm), model, ema, optimizer, generator)
+    bar.close()
+
+
+# --- the first stage of latent diffusion ---------------------------------------------------
+
+
+@dataclass
+class AutoencoderState:
+    """What :func:`train_autoencoder` yields after each step: the loss and its two parts (see
+    :func:`tinydiff.losses.autoencoder_loss`), the gradient norm before clipping, and the objects."""
+
+    step: int
+    loss: float
+    reconstruction: float
+    kl: float
+    grad_norm: float
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+
+
+def train_autoencoder(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    warmup_steps: int = 0,
+    lr_schedule: str = "cosine",
+    kl_weight: float = 1e-4,
+    grad_clip: float | None = 1.0,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> Iterator[AutoencoderState]:
+    """Train a VAE (e.g. :class:`tinydiff.models.Autoencoder`) on images [N, C, H, W], yielding after each step.
+
+    The same skeleton as :func:`train` -- minibatches drawn with replacement by ``generator``,
+    AdamW, the :func:`learning_rate` schedule, gradient clipping -- with
+    :func:`tinydiff.losses.autoencoder_loss` as the loss (no timesteps, no EMA).
+    """
+    _check_args(model, images, None, steps, batch_size, None, 0.0, None)
+    learning_rate(0, lr, warmup_steps, steps, lr_schedule)
+    device, dtype = device_and_dtype(model)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    if generator is None:
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+    bar = tqdm(range(steps), desc="train autoencoder", disable=not progress)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, lr, warmup_steps, steps, lr_schedule)
+        x, _ = _draw_batch(images, None, batch_size, generator)
+        loss, reconstruction, kl = autoencoder_loss(model, x.to(device=device, dtype=dtype), kl_weight=kl_weight,
+                                                    generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip is not None else math.inf)
+        optimizer.step()
+        if progress and (step + 1) % 10 == 0:
+            bar.set_postfix(l1=f"{_number(reconstruction):.4f}", kl=f"{_number(kl):.1f}", refresh=False)
+        yield AutoencoderState(step + 1, _number(loss), _number(reconstruction), _number(kl), _number(norm),
+                               model, optimizer, generator)
     bar.close()
