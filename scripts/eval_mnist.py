@@ -3,9 +3,11 @@
     OMP_WAIT_POLICY=PASSIVE python scripts/eval_mnist.py --n 1000 --sampler ddpm
     OMP_WAIT_POLICY=PASSIVE python scripts/eval_mnist.py --n 1000 --sampler ddim:50 --eta 0
     OMP_WAIT_POLICY=PASSIVE python scripts/eval_mnist.py --n 1000 --sampler ddim:50 --guidance 3
+    OMP_WAIT_POLICY=PASSIVE python scripts/eval_mnist.py --checkpoint data/checkpoints/mnist_latent --sampler ddim:50
 
-Draws ``n`` samples (image i asks for digit i % 10) with the given sampler (x0 clipped
-to [-1, 1] at every step) and classifier-free guidance scale, then, with the shipped
+Draws ``n`` samples (image i asks for digit i % 10) with the given sampler and
+classifier-free guidance scale (a pixel model's x0_hat clipped to [-1, 1] at every step;
+a latent model's latents unclipped, then decoded), then, with the shipped
 classifier (:func:`tinydiff.evaluation.digit_report`):
 
 - FD(samples, 1,000 test digits) beside the floor FD(n training digits, 1,000 test digits);
@@ -75,7 +77,7 @@ def main() -> None:
         "sampler": sampler.name,
         "eta": sampler.eta,
         "guidance": args.guidance,
-        "clip_x0": 1.0,
+        "clip_x0": model.clip_x0,
         "seed": args.seed,
         "fd": round(report["fd"], 4),
         "fd_floor_train": round(real["fd"], 4),

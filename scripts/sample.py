@@ -3,12 +3,14 @@
     python scripts/sample.py --n 20 --out samples                      # two of each digit, the recommended scale
     python scripts/sample.py --digit 7 --n 16 --guidance 3 --sampler ddim:50 --out sevens
     python scripts/sample.py --sampler ddpm --seed 1 --out ddpm        # all 1000 steps (slow on a CPU)
+    python scripts/sample.py --checkpoint data/checkpoints/mnist_latent --n 100 --out latent   # the latent model
 
 Writes ``<out>.png`` (a grid, one row per 10 images) and ``<out>.npz`` with arrays
 ``samples`` [N, 1, H, W] (float32 in [-1, 1]) and ``labels`` [N]. By default image i
 is digit i % 10 and the guidance scale is the one the checkpoint's JSON recommends
 (``extra.recommended_guidance``, measured by ``benchmarks/guidance.py``; 1 = none).
-The same seed gives the same digits.
+The same seed gives the same digits. A latent diffusion checkpoint (notebook 08) samples
+latents and decodes them with the autoencoder its JSON names: the output is images all the same.
 """
 
 from __future__ import annotations

@@ -64,6 +64,7 @@ def main() -> None:
 
     start = time.time()
     recent: list[tuple[float, float]] = []
+    curve: list[list[float]] = []  # [step, mean L1 per pixel, mean KL per image] over each 100 steps
     for state in train_autoencoder(model, x_train, steps=tc["steps"], batch_size=tc["batch_size"], lr=tc["lr"],
                                    warmup_steps=tc["warmup_steps"], lr_schedule=tc["lr_schedule"],
                                    kl_weight=tc["kl_weight"], grad_clip=tc["grad_clip"], generator=generator,
@@ -72,6 +73,7 @@ def main() -> None:
         if state.step % 100 == 0:
             l1 = sum(r for r, _ in recent[-100:]) / len(recent[-100:])
             kl = sum(k for _, k in recent[-100:]) / len(recent[-100:])
+            curve.append([state.step, round(l1, 5), round(kl, 2)])
             print(f"step {state.step:5d}  L1/pixel {l1:.4f}  KL/image {kl:.1f}  "
                   f"{state.step / (time.time() - start):.2f} steps/s", flush=True)
     wall = time.time() - start
@@ -109,9 +111,10 @@ def main() -> None:
         "fd_floor_train1000_vs_test": round(fd_floor, 4),
         "data": "data/mnist.npz: 4,000 train / 1,000 test digits, padded to 32 x 32",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "curve": curve,
     }
     path = save_checkpoint(Path(args.output or cfg["output"]), model, model_cfg, extra=extra)
-    print(json.dumps({k: v for k, v in extra.items() if k not in ("train", "command")}, indent=1))
+    print(json.dumps({k: v for k, v in extra.items() if k not in ("train", "command", "curve")}, indent=1))
     print(f"saved {path} after {tc['steps']} steps, {wall / 60:.1f} min", flush=True)
 
 
