@@ -185,3 +185,16 @@ def test_sample_script_samples_a_latent_checkpoint(latent_checkpoint, tmp_path):
     data = np.load(out.with_suffix(".npz"))
     assert data["samples"].shape == (4, 1, 32, 32) and data["samples"].min() >= -1 and data["samples"].max() <= 1
     assert out.with_suffix(".png").is_file()
+
+
+def test_the_shipped_latent_model_brings_the_shipped_autoencoder():
+    from tinydiff.data import load_mnist
+
+    m = load_diffusion_model(ROOT / "data" / "checkpoints" / "mnist_latent")
+    ae_json = read_config(ROOT / "data" / "checkpoints" / "mnist_autoencoder")
+    assert m.codec.scale_factor == ae_json["extra"]["scale_factor"] and m.sample_shape == (4, 8, 8)
+    assert m.net.null_class == 10 and m.recommended_guidance is not None and m.prediction == "v"
+    x, _ = load_mnist("test", pad_to_32=True)
+    z = m.codec.encode(x[:50])
+    assert abs(float(z.std()) - 1.0) < 0.2  # unit variance on unseen digits too, roughly
+    assert float((m.codec.decode(z).clamp(-1, 1) - x[:50]).abs().mean()) < 0.1  # and they decode back
