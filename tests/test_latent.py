@@ -198,3 +198,33 @@ def test_the_shipped_latent_model_brings_the_shipped_autoencoder():
     z = m.codec.encode(x[:50])
     assert abs(float(z.std()) - 1.0) < 0.2  # unit variance on unseen digits too, roughly
     assert float((m.codec.decode(z).clamp(-1, 1) - x[:50]).abs().mean()) < 0.1  # and they decode back
+
+
+def test_train_mnist_script_trains_a_latent_model_that_loads_with_its_autoencoder(tmp_path, monkeypatch):
+    """configs with "latent": the script encodes the digits once, trains, and records the autoencoder by path and SHA."""
+    import json
+    import sys
+
+    ae = small_autoencoder()
+    save_checkpoint(tmp_path / "ae", ae, ae.config, extra={"scale_factor": 1.5})
+    config = {
+        "model": {"name": "UNet", "in_channels": 4, "channels": 8, "mults": [1, 2], "n_res": 1, "num_classes": 10,
+                  "dropout": 0.0, "heads": 4},
+        "schedule": {"name": "cosine", "T": 50},
+        "latent": {"autoencoder": str(tmp_path / "ae")},
+        "train": {"steps": 3, "max_minutes": 0, "batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "weight_decay": 0.0,
+                  "ema_decay": 0.9, "grad_clip": 1.0, "p_uncond": 0.1, "prediction": "v", "lr_schedule": "cosine"},
+        "seed": 0,
+        "output": str(tmp_path / "out" / "ldm"),
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    spec = importlib.util.spec_from_file_location("train_mnist_script", ROOT / "scripts" / "train_mnist.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.chdir(tmp_path)  # the script keeps its resumable state in ./runs
+    monkeypatch.setattr(sys, "argv", ["train_mnist.py", "--config", str(tmp_path / "config.json"), "--device", "cpu"])
+    script.main()
+    extra = read_config(tmp_path / "out" / "ldm")["extra"]
+    assert extra["latent"]["autoencoder"] == "../ae" and extra["data_shape"] == [4, 8, 8] and extra["steps"] == 3
+    m = load_diffusion_model(tmp_path / "out" / "ldm")
+    assert m.codec.scale_factor == 1.5 and m.sample_shape == (4, 8, 8) and m.prediction == "v"

@@ -8,11 +8,12 @@ Modules, in the order the course meets them:
 - :mod:`tinydiff.oracle`     exact denoisers for Gaussian mixtures
 - :mod:`tinydiff.langevin`   Langevin and annealed Langevin dynamics
 - :mod:`tinydiff.losses`     L_simple = denoising score matching
-- :mod:`tinydiff.models`     MLP (2-D), UNet (digits), classifier (metrics)
+- :mod:`tinydiff.models`     MLP (2-D), UNet (digits), classifier (metrics), autoencoder (latents)
 - :mod:`tinydiff.train`      the training loop, as a generator
 - :mod:`tinydiff.checkpoint` safetensors checkpoints with a JSON config
 - :mod:`tinydiff.samplers`   DDPM and DDIM sampling, DDIM inversion, slerp, samplers by name
 - :mod:`tinydiff.guidance`   classifier-free and classifier guidance
+- :mod:`tinydiff.latent`     latent diffusion: images <-> unit-variance latents of an autoencoder
 - :mod:`tinydiff.evaluation` seeded, cached sampling of digits and their FD / accuracy / diversity
 - :mod:`tinydiff.metrics`    energy distance, Frechet distance on classifier features
 - :mod:`tinydiff.plot`       figures used by every notebook
