@@ -145,6 +145,29 @@ def test_resume_continues_the_same_run():
     assert resumed.loss == straight.loss
 
 
+def test_resume_restores_the_weights_into_a_freshly_built_model(tmp_path):
+    """Interrupt, save the state to disk, read it back, resume into a *new* model: exactly the uninterrupted run."""
+    from tinydiff.checkpoint import load_training_state, save_training_state
+    from tinydiff.models import MLP
+
+    torch.manual_seed(0)
+    init = MLP(hidden=16, n_blocks=1)
+    straight = _run(copy.deepcopy(init), 10)
+    half = _run(copy.deepcopy(init), 5)
+    save_training_state(tmp_path / "state", half, config={"hidden": 16, "n_blocks": 1})
+    torch.manual_seed(99)
+    fresh = MLP(hidden=16, n_blocks=1)  # other random weights: resuming must replace them
+    assert not torch.equal(next(fresh.parameters()), next(half.model.parameters()))
+    resumed = _run(fresh, 10, resume=load_training_state(tmp_path / "state"))
+    assert resumed.model is fresh and resumed.step == 10
+    for p, q in zip(straight.model.parameters(), fresh.parameters()):
+        assert torch.equal(p, q)
+    for p, q in zip(straight.ema.parameters(), resumed.ema.parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="does not fit MLP"):
+        _run(MLP(hidden=8, n_blocks=1), 10, resume=half)  # a model of another shape: a clear error, not garbage
+
+
 def test_labels_and_null_class_dropout():
     torch.manual_seed(0)
     model = Recorder()

@@ -17,8 +17,9 @@ checkpoints need no callbacks::
 
 Resuming: pass a previous state (or one read back by
 :func:`tinydiff.checkpoint.load_training_state`) as ``resume=``. It restores
-the step, the optimizer, the EMA and the random generator, so an interrupted
-run continues exactly as the uninterrupted one would have.
+the weights (into ``model``, which may be freshly built), the step, the optimizer,
+the EMA and the random generator, so an interrupted run continues exactly as the
+uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .checkpoint import load_state_strict
 from .losses import autoencoder_loss, diffusion_loss
 from .schedules import Schedule
 from .tensors import device_and_dtype
@@ -186,7 +188,7 @@ def train(
         generator: draws minibatches, t and eps; default: a CPU generator seeded from
             torch's global seed (so ``torch.manual_seed`` makes the run reproducible).
         autocast_bf16: bf16 mixed precision for the forward pass, on CUDA only.
-        resume: a state to continue from (step, optimizer, EMA and generator are restored).
+        resume: a state to continue from (weights, step, optimizer, EMA and generator are restored).
 
     Raises ``FloatingPointError`` (before any weight is changed) if the loss is NaN or inf.
     """
@@ -202,6 +204,8 @@ def train(
     start = 0
     if resume is not None:
         start = resume.step
+        if resume.model is not model:  # e.g. a freshly built model: it continues from the saved weights, not its own
+            load_state_strict(model, resume.model.state_dict(), "resumed state")
         optimizer.load_state_dict(resume.optimizer.state_dict())
         generator.set_state(resume.generator.get_state())
         if ema is not None:
