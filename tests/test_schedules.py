@@ -94,3 +94,12 @@ def test_bad_T(T):
 def test_invalid_betas_rejected():
     with pytest.raises(ValueError, match="between 0 and 1"):
         schedules.Schedule("bad", torch.tensor([0.1, 1.5], dtype=torch.float64))
+
+
+def test_schedules_compare_by_name_and_betas():
+    assert schedules.cosine(100) == schedules.cosine(100)
+    assert schedules.cosine(100) != schedules.cosine(50)
+    assert schedules.linear(100) != schedules.cosine(100)
+    assert schedules.Schedule("mine", schedules.linear(100).betas) != schedules.linear(100)  # same betas, another name
+    assert len({schedules.cosine(100), schedules.cosine(100)}) == 1  # hashable, consistently with ==
+    assert schedules.cosine(10) != "cosine"

@@ -38,7 +38,7 @@ NAMES = ("linear", "cosine", "sigmoid", "scaled_linear")
 """The schedule names that :func:`get` knows."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Schedule:
     """A discrete noise schedule of ``T`` steps (0-based indices, see module docstring).
 
@@ -55,6 +55,16 @@ class Schedule:
             raise ValueError(f"betas must be a non-empty 1-D tensor, got shape {list(b.shape)}")
         if not torch.isfinite(b).all() or (b <= 0).any() or (b >= 1).any():
             raise ValueError("every beta must lie strictly between 0 and 1")
+
+    def __eq__(self, other: object) -> bool:
+        """Two schedules are equal when their names and betas are (a dataclass's default == would
+        compare the tensors elementwise and fail on the ambiguous truth value)."""
+        if not isinstance(other, Schedule):
+            return NotImplemented
+        return self.name == other.name and self.betas.shape == other.betas.shape and bool(torch.equal(self.betas, other.betas))
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.T))
 
     @property
     def T(self) -> int:

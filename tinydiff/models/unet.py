@@ -26,8 +26,6 @@ unconditional, as classifier-free guidance needs (Ho & Salimans 2022, sec. 3.2).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -162,7 +160,7 @@ class UNet(nn.Module):
         return self.num_classes
 
     def embed(self, t: Tensor, y: Tensor | None) -> Tensor:
-        """e = TimeEmbedding(t) + label_emb(y): t [B], y [B] or None -> [B, 4 * channels]."""
+        """e = TimeEmbedding(t) + label_emb(y): t [B], y [B] or None -> [B, max(4 * channels, 128)]."""
         e = self.time_emb(t)
         if self.label_emb is None:
             if y is not None:
