@@ -22,7 +22,7 @@ def _check_points(x: Tensor, name: str) -> None:
 
 
 def energy_distance(x: Tensor, y: Tensor) -> float:
-    """Squared energy distance between the empirical laws of x [N, D] and y [M, D] (Szekely & Rizzo 2013, eq. 2).
+    """Squared energy distance between the empirical laws of x [N, D] and y [M, D] (Székely & Rizzo 2013, eq. 2).
 
     D^2(X, Y) = 2 E|X - Y| - E|X - X'| - E|Y - Y'|
 

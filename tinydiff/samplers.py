@@ -17,7 +17,7 @@ Read in this order:
 1. :func:`denoise`                 model output -> (x0_hat, eps_hat)
 2. :func:`ddpm_sample`             Ho et al. 2020, all T steps, stochastic
 3. :func:`ddim_timesteps`          which steps a short sampler visits (diffusers' spacings)
-4. :func:`ddim_sigma`, :func:`ddim_step`   Song et al. 2021, eqs. 16 and 12
+4. :func:`ddim_sigma`, :func:`ddim_step`   Song, Meng & Ermon 2021, eqs. 16 and 12
 5. :func:`ddim_sample`, :func:`ddim_invert`   the loops over those steps, down and up
 6. :func:`slerp`                   interpolating between two starting noises
 7. :class:`SamplerSpec`            a sampler named by a string (``ddpm``, ``ddim:50``), for scripts
@@ -182,7 +182,7 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "leading") -> Tensor:
         trailing  round(T - k * T / steps) - 1, k = 0 .. steps-1   ->  999, 899, ..., 199, 99
         linspace  round(k * (T - 1) / (steps - 1)), k = steps-1 .. 0 -> 999, 888, ..., 111, 0
 
-    ``leading`` is the DDIM paper's "linear" subsequence (Song et al. 2021, appendix D.2)
+    ``leading`` is the DDIM paper's "linear" subsequence (Song, Meng & Ermon 2021, appendix D.2)
     and diffusers' default; it never visits T-1, so the sampler starts from a
     slightly less noisy step than x_T ~ N(0, I) assumes. ``trailing`` starts at T-1 but
     its last model call is at T/steps - 1, not 0. Rounding is numpy's (half to even),
@@ -212,7 +212,7 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "leading") -> Tensor:
 
 
 def ddim_sigma(alpha_bar_t: Tensor | float, alpha_bar_prev: Tensor | float, eta: float) -> Tensor | float:
-    """The DDIM noise level sigma_t(eta) (Song et al. 2021, eq. 16).
+    """The DDIM noise level sigma_t(eta) (Song, Meng & Ermon 2021, eq. 16).
 
     sigma_t(eta) = eta * sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) * sqrt(1 - alpha_bar_t / alpha_bar_prev)
 
@@ -225,7 +225,7 @@ def ddim_sigma(alpha_bar_t: Tensor | float, alpha_bar_prev: Tensor | float, eta:
 
 
 def ddim_step(x0_hat: Tensor, eps_hat: Tensor, alpha_bar_prev: float, sigma: float = 0.0, noise: Tensor | None = None) -> Tensor:
-    """One DDIM update (Song et al. 2021, eq. 12), from (x0_hat, eps_hat) predicted at step t:
+    """One DDIM update (Song, Meng & Ermon 2021, eq. 12), from (x0_hat, eps_hat) predicted at step t:
 
     x_prev = sqrt(alpha_bar_prev) x0_hat                         "predicted x_0"
            + sqrt(1 - alpha_bar_prev - sigma^2) eps_hat          "direction pointing to x_t"
@@ -271,11 +271,11 @@ def ddim_sample(
     progress: bool = True,
     return_trajectory: bool = False,
 ) -> Tensor | tuple[Tensor, Trajectory]:
-    """DDIM sampling (Song et al. 2021, eq. 12) over ``steps`` of the T training steps.
+    """DDIM sampling (Song, Meng & Ermon 2021, eq. 12) over ``steps`` of the T training steps.
 
     The same trained model as DDPM: DDIM's non-Markovian forward processes share
-    DDPM's marginals q(x_t | x_0), which is all the training objective sees (Song et al.
-    2021, sec. 4.1). For the visited steps tau_1 > ... > tau_S (:func:`ddim_timesteps`):
+    DDPM's marginals q(x_t | x_0), which is all the training objective sees (Song, Meng &
+    Ermon 2021, sec. 4.1). For the visited steps tau_1 > ... > tau_S (:func:`ddim_timesteps`):
 
         x0_hat, eps_hat = denoise(model, x_tau_i, tau_i)
         x_tau_{i+1} = ddim_step(x0_hat, eps_hat, alpha_bar_{tau_{i+1}}, sigma_{tau_i}(eta), z)
@@ -328,7 +328,7 @@ def ddim_invert(
 ) -> Tensor | tuple[Tensor, Trajectory]:
     """DDIM inversion: run the deterministic sampler (eta = 0) backwards, from data x_0 up to a latent x_T.
 
-    Eq. 12 with eta = 0 is an Euler step of the probability-flow ODE (Song et al. 2021,
+    Eq. 12 with eta = 0 is an Euler step of the probability-flow ODE (Song, Meng & Ermon 2021,
     sec. 4.3, eq. 14), so it can be run in either direction. Going up from level r to the
     next visited step s (the visited steps of :func:`ddim_sample`, in increasing order;
     the start x_0 has alpha_bar_r = 1):
@@ -369,7 +369,7 @@ def ddim_invert(
 
 
 def slerp(z0: Tensor, z1: Tensor, w: float | Tensor) -> Tensor:
-    """Spherical interpolation between two noises, per sample (Shoemake 1985; as used in Song et al. 2021, sec. 5.3).
+    """Spherical interpolation between two noises, per sample (Shoemake 1985; as used in Song, Meng & Ermon 2021, sec. 5.3).
 
     z_w = sin((1 - w) theta) / sin(theta) * z0 + sin(w theta) / sin(theta) * z1,
     theta = angle between z0 and z1 (each sample flattened to a vector).

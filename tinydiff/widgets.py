@@ -14,7 +14,7 @@ static fallback figure calls the *same* drawing function, so a static render
   annealed Langevin on a Gaussian mixture for a chosen step size and number of
   steps; the particles and their mode occupancy against the true weights.
 - :func:`ddim_paths_figure` / :func:`ddim_eta_explorer` (notebook 06): DDIM paths
-  (Song et al. 2021, eqs. 12 and 16) from fixed starts for a chosen eta.
+  (Song, Meng & Ermon 2021, eqs. 12 and 16) from fixed starts for a chosen eta.
 - :func:`guidance_figure` / :func:`guidance_explorer` (notebook 07): digits of one
   class from fixed noise, under classifier-free guidance at a chosen scale.
 
@@ -339,7 +339,7 @@ def ddim_paths_figure(
 ) -> FigureBase:
     """Run DDIM from the starts ``x_T`` [B, 2] with this ``eta`` and draw the paths (:func:`draw_paths`).
 
-    Each step is Song et al. 2021, eq. 12, with sigma_t(eta) of eq. 16: eta = 0 is the
+    Each step is Song, Meng & Ermon 2021, eq. 12, with sigma_t(eta) of eq. 16: eta = 0 is the
     deterministic probability-flow path, eta = 1 adds DDPM's posterior noise. Noise comes
     from a generator seeded with ``seed``. Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None)
     and returns it.
