@@ -174,21 +174,17 @@ def ddpm_sample(
 def ddim_timesteps(T: int, steps: int, spacing: str = "leading") -> Tensor:
     """The 0-based timesteps a ``steps``-step sampler visits, in sampling order (descending), LongTensor [steps].
 
-    The three spacings of diffusers' ``DDIMScheduler.set_timesteps`` (``steps_offset = 0``);
-    the names come from Lin et al. 2024, "Common Diffusion Noise Schedules and Sample
-    Steps are Flawed", Table 2. With T = 1000 and 10 steps:
+    The three spacings of Lin et al. 2024 (Table 2), under the names diffusers' ``timestep_spacing``
+    uses (README, "tinydiff and diffusers"). With T = 1000 and 10 steps:
 
         leading   k * (T // steps),            k = steps-1 .. 0   ->  900, 800, ..., 100, 0
         trailing  round(T - k * T / steps) - 1, k = 0 .. steps-1   ->  999, 899, ..., 199, 99
         linspace  round(k * (T - 1) / (steps - 1)), k = steps-1 .. 0 -> 999, 888, ..., 111, 0
 
-    ``leading`` is the DDIM paper's "linear" subsequence (Song, Meng & Ermon 2021, appendix D.2)
-    and diffusers' default; it never visits T-1, so the sampler starts from a
-    slightly less noisy step than x_T ~ N(0, I) assumes. ``trailing`` starts at T-1 but
-    its last model call is at T/steps - 1, not 0. Rounding is numpy's (half to even),
-    as in diffusers. One difference: we take exactly ``steps`` values, whereas diffusers'
-    ``np.arange(T, 0, -T/steps)`` can add an extra step at -1 through float round-off
-    (e.g. T = 1000, steps = 61).
+    ``leading`` is the DDIM paper's "linear" subsequence (Song, Meng & Ermon 2021, appendix D.2);
+    it never visits T-1, so the sampler starts from a slightly less noisy step than
+    x_T ~ N(0, I) assumes. ``trailing`` starts at T-1 but its last model call is at
+    T/steps - 1, not 0. Rounding is half to even (numpy's). Exactly ``steps`` values.
 
     Whatever the spacing, the step after the last one is the clean sample (alpha_bar = 1):
     see :func:`ddim_sample`.
@@ -281,9 +277,8 @@ def ddim_sample(
         x_tau_{i+1} = ddim_step(x0_hat, eps_hat, alpha_bar_{tau_{i+1}}, sigma_{tau_i}(eta), z)
 
     After the last visited step the sampler jumps to the clean sample: alpha_bar_prev = 1,
-    so the final update returns x0_hat itself (and sigma = 0: no noise is added). This
-    is diffusers' ``set_alpha_to_one=True``; with ``False`` (Stable Diffusion's setting)
-    diffusers stops at alpha_bar_0 < 1 instead, leaving a trace of noise in the output.
+    so the final update returns x0_hat itself (and sigma = 0: no noise is added). Stopping
+    at alpha_bar_0 < 1 instead leaves a trace of noise in the output.
 
     ``eta = 0`` (default): deterministic -- the same x_T gives bit-identical samples.
     ``eta = 1`` with ``steps = T``: DDPM's ancestral sampler with variance beta_tilde.
@@ -338,9 +333,8 @@ def ddim_invert(
         x_s     = sqrt(alpha_bar_s) x0_r + sqrt(1 - alpha_bar_s) eps_hat        (= ddim_step, going up)
 
     The clean start has no timestep of its own, so the first call is at (x_0, s).
-    This is the explicit Euler step (Dhariwal & Nichol 2021, appendix F); diffusers'
-    ``DDIMInverseScheduler`` evaluates the model at (x_r, s) instead -- equally first
-    order. Either way, sampling back down evaluates eps at x_s, not x_r, so the round
+    This is the explicit Euler step (Dhariwal & Nichol 2021, appendix F); evaluating the
+    model at (x_r, s) instead is equally first order. Either way, sampling back down evaluates eps at x_s, not x_r, so the round
     trip ``ddim_sample(x_T=ddim_invert(x0))`` returns x0 only up to an error that
     shrinks with the step size. Use the same ``steps`` and ``spacing`` both ways, and
     prefer spacings that stop short of T-1 (``leading``): where alpha_bar_s is tiny

@@ -14,9 +14,9 @@ A schedule is fully described by ``betas`` [T]; everything else follows
     alpha_bar_t = prod_{s <= t} alpha_s          q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)
     SNR(t)      = alpha_bar_t / (1 - alpha_bar_t)  (Kingma et al. 2021, eq. 2)
 
-Names follow diffusers' ``beta_schedule`` where the concept matches
-(``linear``, ``scaled_linear``, ``sigmoid``; our ``cosine`` is diffusers'
-``squaredcos_cap_v2``), so a learner moving on finds familiar ground.
+``linear`` and ``scaled_linear`` are the curves diffusers calls so; ``cosine`` is its
+``squaredcos_cap_v2``; ``sigmoid`` is Chen 2023's curve, not diffusers' ``sigmoid``
+(README, "tinydiff and diffusers", lists every name that differs).
 
 Example::
 
