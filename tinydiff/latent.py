@@ -11,7 +11,7 @@ x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps mixes signal and noise in th
 ratio the schedule was designed for only if x_0 has variance ~1. An autoencoder's
 latents have whatever scale training gave them (Stable Diffusion's VAE: std ~5.5),
 so LDM multiplies them by scale_factor = 1 / std(z), measured once on training
-latents (Rombach et al. 2022, sec. 4.3.2 and app. G -- Stable Diffusion's 0.18215 is
+latents (Rombach et al. 2022, sec. 4.3.2 and app. D.1 -- Stable Diffusion's 0.18215 is
 1 / 5.49). :class:`LatentCodec` applies it both ways, so training and samplers see
 unit-variance latents and never know the difference.
 """
