@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from tinydiff import schedules, widgets  # noqa: E402
+from tinydiff import plot, schedules, widgets  # noqa: E402
 from tinydiff.data import GaussianMixture  # noqa: E402
 from tinydiff.oracle import MixtureEpsilon  # noqa: E402
 
@@ -45,9 +45,9 @@ def test_changing_schedule_or_T_redraws_and_keeps_t_in_range(explorer):
 
 def test_explorer_figure_shows_the_closed_form_x_t_with_fixed_noise():
     x0 = torch.tensor([[1.0, -2.0], [0.5, 0.5], [-1.0, 0.0]])
-    data = widgets.FixedNoise.draw(x0, seed=0)
+    data = plot.FixedNoise.draw(x0, seed=0)
     s = schedules.get("linear", 1000)
-    fig = widgets.explorer_figure(s, [0, 500], data)
+    fig = plot.explorer_figure(s, [0, 500], data)
     assert len(fig.axes) == 2 * 3  # no images: curves, log-SNR, points per row
     alpha_bar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))
     for ax, t in zip(fig.axes[2::3], [0, 500]):
@@ -58,12 +58,12 @@ def test_explorer_figure_shows_the_closed_form_x_t_with_fixed_noise():
 
 def test_fixed_noise_is_seeded_and_shaped_like_the_data():
     images = torch.zeros(3, 1, 4, 4)
-    a = widgets.FixedNoise.draw(torch.zeros(10, 2), images, seed=5)
-    b = widgets.FixedNoise.draw(torch.zeros(10, 2), images, seed=5)
+    a = plot.FixedNoise.draw(torch.zeros(10, 2), images, seed=5)
+    b = plot.FixedNoise.draw(torch.zeros(10, 2), images, seed=5)
     assert a.images_noise.shape == images.shape
     assert torch.equal(a.points_noise, b.points_noise) and torch.equal(a.images_noise, b.images_noise)
     with pytest.raises(ValueError, match=r"\[N, 2\]"):
-        widgets.FixedNoise.draw(torch.zeros(10, 3))
+        plot.FixedNoise.draw(torch.zeros(10, 3))
 
 
 def test_schedule_explorer_rejects_bad_arguments():
@@ -72,10 +72,10 @@ def test_schedule_explorer_rejects_bad_arguments():
         widgets.schedule_explorer(points, schedule="quadratic")
     with pytest.raises(ValueError, match="0 <= t <= T-1 = 99"):
         widgets.schedule_explorer(points, T=100, t=100)
-    data = widgets.FixedNoise.draw(points)
+    data = plot.FixedNoise.draw(points)
     for bad_t in (-1, 100, []):
         with pytest.raises(ValueError, match="0 <= t <= T-1 = 99"):
-            widgets.explorer_figure(schedules.get("linear", 100), bad_t, data)
+            plot.explorer_figure(schedules.get("linear", 100), bad_t, data)
 
 
 # --- Langevin explorer (notebook 02) -------------------------------------------------------------
@@ -107,11 +107,11 @@ def test_langevin_figure_plain_stays_in_its_mode_annealed_finds_the_weights():
     Annealing from sigma = 6 mixes the modes first: occupancy near the weights [0.7, 0.3] (400 points: sd 0.023)."""
     mixture = far_apart()
     x_init = torch.tensor([-4.0, 0.0]) + 0.5 * torch.randn(400, 2, generator=torch.Generator().manual_seed(0))
-    plain = widgets.langevin_figure(mixture, x_init, step_size=0.02, n_steps=50)
+    plain = plot.langevin_figure(mixture, x_init, step_size=0.02, n_steps=50)
     bars = [p.get_height() for p in plain.axes[1].patches]
     np.testing.assert_allclose(bars, [0.7, 0.3, 1.0, 0.0])  # true weights, then occupancy
     sigmas = torch.logspace(math.log10(6.0), math.log10(0.3), 8)
-    annealed = widgets.langevin_figure(mixture, x_init, step_size=0.02, n_steps=400, sigmas=sigmas)
+    annealed = plot.langevin_figure(mixture, x_init, step_size=0.02, n_steps=400, sigmas=sigmas)
     occupancy = [p.get_height() for p in annealed.axes[1].patches][2:]
     np.testing.assert_allclose(occupancy, [0.7, 0.3], atol=0.1)
     assert len(annealed.axes[0].collections[0].get_offsets()) == 400
@@ -121,7 +121,7 @@ def test_langevin_figure_plain_stays_in_its_mode_annealed_finds_the_weights():
 def test_langevin_figure_drops_diverged_particles():
     """Step 100 on variances 0.25 is far above the stability limit 4 v = 1: every particle blows up."""
     x_init = torch.zeros(10, 2)
-    fig = widgets.langevin_figure(far_apart(), x_init, step_size=100.0, n_steps=200)
+    fig = plot.langevin_figure(far_apart(), x_init, step_size=100.0, n_steps=200)
     assert len(fig.axes[0].collections[0].get_offsets()) == 0
     assert fig.axes[1].get_title() == "0 finite particles"
     plt.close(fig)
@@ -159,7 +159,7 @@ def test_ddim_paths_figure_draws_the_closed_form_path_of_a_zero_eps_model():
     step tau_i is x_T sqrt(alpha_bar_{tau_i} / alpha_bar_{tau_1}) and the end point is x_T / sqrt(alpha_bar_{tau_1})."""
     T, steps = 100, 5
     x_T = torch.tensor([[1.0, -0.5], [0.2, 0.3]], dtype=torch.float64)
-    fig = widgets.ddim_paths_figure(lambda x, t: torch.zeros_like(x), schedules.get("linear", T), x_T, eta=0.0, steps=steps)
+    fig = plot.ddim_paths_figure(lambda x, t: torch.zeros_like(x), schedules.get("linear", T), x_T, eta=0.0, steps=steps)
     alpha_bar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, T))
     taus = np.arange(0, T, T // steps)[::-1]  # leading spacing: 80, 60, 40, 20, 0
     scale = np.append(np.sqrt(alpha_bar[taus] / alpha_bar[taus[0]]), 1 / np.sqrt(alpha_bar[taus[0]]))
@@ -179,7 +179,7 @@ def test_ddim_eta_explorer_rejects_bad_arguments():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         widgets.ddim_eta_explorer(model, schedule, torch.zeros(4, 2), eta=1.5)
     with pytest.raises(ValueError, match=r"\[S\+1, B, 2\]"):
-        widgets.draw_paths(plt.figure().subplots(), torch.zeros(3, 2))
+        plot.draw_paths(plt.figure().subplots(), torch.zeros(3, 2))
     plt.close("all")
 
 

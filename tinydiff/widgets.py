@@ -1,9 +1,10 @@
 """Interactive demos for the notebooks, each backed by a plain drawing function.
 
-Every demo is two things: a drawing function ``*_figure(..., fig=None) -> Figure``
-and an ipywidgets wrapper that redraws it when a control moves. The notebook's
-static fallback figure calls the *same* drawing function, so a static render
-(GitHub, a website, a viewer with no kernel) shows exactly what the widget shows.
+Every demo is two things: a drawing function ``*_figure(..., fig=None) -> Figure``, which
+lives in :mod:`tinydiff.plot` with every other figure, and an ipywidgets wrapper here that
+redraws it when a control moves. The notebook's static fallback figure calls the *same*
+drawing function, so a static render (GitHub, a website, a viewer with no kernel) shows
+exactly what the widget shows.
 
 - :func:`explorer_figure` / :func:`schedule_explorer` (notebook 01): the forward
   process for (schedule, t): the alpha_bar and log-SNR curves with a marker at t,
@@ -27,88 +28,23 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import ipywidgets as W
-import matplotlib.pyplot as plt
 import torch
-from matplotlib.figure import Figure, FigureBase
+from matplotlib.figure import Figure
 from torch import Tensor
 
-from . import plot, samplers, schedules
+from . import samplers, schedules
 from .data.toy import GaussianMixture, two_gaussians, two_moons
-from .diffusion import q_sample
-from .guidance import classifier_free
-from .langevin import annealed_langevin, check_sigmas, langevin, mixture_score
-from .metrics import mode_occupancy
+from .langevin import check_sigmas
+from .plot import FixedNoise, ddim_paths_figure, draw_paths, explorer_figure, guidance_figure, langevin_figure
 from .schedules import Schedule
 
-
-@dataclass(frozen=True)
-class FixedNoise:
-    """Clean data and one fixed noise draw for it.
-
-    ``points`` [N, 2] and ``points_noise`` [N, 2]; ``images`` [M, C, H, W] in [-1, 1] and
-    ``images_noise`` of the same shape, or both None (no digit panel).
-    """
-
-    points: Tensor
-    points_noise: Tensor
-    images: Tensor | None = None
-    images_noise: Tensor | None = None
-
-    @classmethod
-    def draw(cls, points: Tensor, images: Tensor | None = None, seed: int = 0) -> "FixedNoise":
-        """Draw eps ~ N(0, I) once for ``points`` [N, 2] and ``images`` [M, C, H, W] (on their devices), seeded."""
-        if points.ndim != 2 or points.shape[1] != 2:
-            raise ValueError(f"points must have shape [N, 2], got {list(points.shape)}")
-        if images is not None and images.ndim != 4:
-            raise ValueError(f"images must have shape [M, C, H, W], got {list(images.shape)}")
-        g = torch.Generator().manual_seed(seed)
-        eps_points = torch.randn(points.shape, generator=g).to(points)
-        eps_images = None if images is None else torch.randn(images.shape, generator=g).to(images)
-        return cls(points, eps_points, images, eps_images)
-
-
-def _steps(t: int | Sequence[int], T: int) -> list[int]:
-    """One 0-based step or several as a list of ints, each checked to lie in 0 .. T-1."""
-    many = t if isinstance(t, Sequence) else [t]
-    if not many or not all(hasattr(k, "__index__") and 0 <= k.__index__() < T for k in many):
-        raise ValueError(f"t must be an integer step or a non-empty list of them, each 0 <= t <= T-1 = {T - 1}; got {t!r}")
-    return [k.__index__() for k in many]
-
-
-def explorer_figure(
-    schedule: Schedule,
-    t: int | Sequence[int],
-    data: FixedNoise,
-    fig: Figure | None = None,
-    lim: float = 3.0,
-    nrow: int = 4,
-) -> Figure:
-    """Draw the forward process of ``schedule`` at step t (0-based): one row of panels per t.
-
-    Panels: alpha_bar_t and log-SNR(t) with a marker at t, the noised points x_t, the
-    noised images x_t (if ``data`` has images; clipped to [-1, 1] for display).
-    Draws on ``fig`` (made with pyplot if None, so a notebook shows it) and returns it.
-    """
-    steps = _steps(t, schedule.T)
-    ncols = 4 if data.images is not None else 3
-    if fig is None:
-        fig = plt.figure(figsize=(3.0 * ncols, 2.7 * len(steps)))
-    axes = fig.subplots(len(steps), ncols, squeeze=False)
-    for row, step in zip(axes, steps):
-        ab = float(schedule.alpha_bars[step])
-        plot.schedule_curves(schedule, "alpha_bar", ax=row[0], marker_t=step)
-        plot.schedule_curves(schedule, "log_snr", ax=row[1], marker_t=step)
-        row[0].set_title(f"{schedule.name}, T={schedule.T}")
-        row[1].set_title(f"log SNR = {float(schedule.log_snr[step]):.2f}")
-        x_t = q_sample(schedule, data.points, step, data.points_noise)
-        plot.scatter_2d(row[2], x_t, lim=lim, title=rf"$x_t$ at t={step}, $\bar\alpha_t$={ab:.3f}")
-        if data.images is not None:
-            images_t = q_sample(schedule, data.images, step, data.images_noise)
-            plot.image_grid(images_t, nrow=nrow, ax=row[3], title=f"digits at t={step}")
-    return fig
+__all__ = [  # the drawing functions are tinydiff.plot's; imported here because every widget redraws one
+    "DDIMEtaExplorer", "FixedNoise", "GuidanceExplorer", "LangevinExplorer", "ScheduleExplorer",
+    "ddim_eta_explorer", "ddim_paths_figure", "draw_paths", "explorer_figure", "figure_png", "guidance_explorer",
+    "guidance_figure", "langevin_explorer", "langevin_figure", "schedule_explorer",
+]
 
 
 def figure_png(fig: Figure) -> bytes:
@@ -202,48 +138,6 @@ def schedule_explorer(
 # --- Langevin: step size, number of steps, annealing on/off (notebook 02) -----------------------
 
 
-def langevin_figure(
-    mixture: GaussianMixture,
-    x_init: Tensor,
-    step_size: float,
-    n_steps: int,
-    sigmas: Sequence[float] | Tensor | None = None,
-    seed: int = 0,
-    fig: FigureBase | None = None,
-    lim: float = 4.5,
-) -> FigureBase:
-    """Run Langevin on ``mixture`` from ``x_init`` [N, 2] and draw the particles and their mode occupancy.
-
-    ``sigmas=None``: plain Langevin, x <- x + (eps/2) s(x) + sqrt(eps) z for ``n_steps`` steps
-    (Welling & Teh 2011, eq. 3). Otherwise annealed Langevin over the decreasing noise levels
-    ``sigmas`` (Song & Ermon 2019, Algorithm 1) with n_steps // L steps per level (at least one)
-    and alpha_i = eps sigma_i^2 / sigma_L^2, so ``step_size`` is the step at the last level.
-    Noise comes from a generator seeded with ``seed``. Left panel: the finite particles over
-    the density (a diverged run leaves none); right: :func:`~tinydiff.metrics.mode_occupancy`
-    against ``mixture.weights``. Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None) and returns it.
-    """
-    g = torch.Generator().manual_seed(seed)  # on the CPU: the same pictures on every device
-    if sigmas is None:
-        x = langevin(mixture.score, x_init, step_size=step_size, n_steps=n_steps, generator=g)
-    else:
-        levels = check_sigmas(sigmas)
-        x = annealed_langevin(mixture_score(mixture), x_init, levels, step_size=step_size,
-                              steps_per_level=max(1, n_steps // len(levels)), generator=g)
-    x = x[torch.isfinite(x).all(dim=1)]
-    if fig is None:
-        fig = plt.figure(figsize=(8, 3.4))
-    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1]})
-    name = "plain" if sigmas is None else "annealed"
-    plot.scatter_2d(left, x, mixture, lim=lim, title=rf"{name}, $\epsilon$ = {step_size:.3g}, {n_steps} steps")
-    k = list(range(mixture.n_components))
-    occupancy = mode_occupancy(mixture, x).tolist() if len(x) > 0 else [0.0] * len(k)
-    right.bar(k, mixture.weights.tolist(), width=0.6, color="0.8", label="true weight")
-    right.bar(k, occupancy, width=0.3, color="C0" if sigmas is None else "C3", label="occupancy")
-    right.set(xticks=k, xlabel="mode", ylim=(0, 1), title=f"{len(x)} finite particles")
-    right.legend(fontsize=8)
-    return fig
-
-
 class LangevinExplorer(W.VBox):
     """Controls (step size, steps, annealing) above an ``ipywidgets.Image`` showing :func:`langevin_figure`.
 
@@ -300,59 +194,6 @@ def langevin_explorer(
 # --- DDIM: paths for a chosen eta (notebook 06) ------------------------------------------------
 
 
-def draw_paths(
-    ax: plt.Axes,
-    xs: Tensor,
-    density: GaussianMixture | None = None,
-    title: str | None = None,
-    every: int = 1,
-    lim: float = 3.2,
-) -> None:
-    """Draw 2-D sampler paths ``xs`` [S+1, B, 2] (a :class:`~tinydiff.samplers.Trajectory`'s ``xs``).
-
-    One line per start point through every ``every``-th state and the last one, a dot at
-    the start x_T and a cross at the end x_0, over ``density`` if given.
-    """
-    if xs.ndim != 3 or xs.shape[2] != 2:
-        raise ValueError(f"xs must be 2-D paths of shape [S+1, B, 2], got {list(xs.shape)}")
-    xs = xs.detach().cpu()
-    if density is not None:
-        plot.density_2d(ax, density, lim=lim)
-    for b in range(xs.shape[1]):
-        path = torch.cat([xs[::every, b], xs[-1:, b]])
-        ax.plot(path[:, 0], path[:, 1], lw=0.8, alpha=0.8, color=f"C{b % 10}")
-    ax.plot(xs[0, :, 0], xs[0, :, 1], "o", color="k", ms=3)
-    ax.plot(xs[-1, :, 0], xs[-1, :, 1], "x", color="r", ms=6)
-    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[], title=title)
-
-
-def ddim_paths_figure(
-    model: samplers.Model,
-    schedule: Schedule,
-    x_T: Tensor,
-    eta: float,
-    steps: int = 100,
-    seed: int = 8,
-    density: GaussianMixture | None = None,
-    fig: FigureBase | None = None,
-    lim: float = 3.2,
-) -> FigureBase:
-    """Run DDIM from the starts ``x_T`` [B, 2] with this ``eta`` and draw the paths (:func:`draw_paths`).
-
-    Each step is Song, Meng & Ermon 2021, eq. 12, with sigma_t(eta) of eq. 16: eta = 0 is the
-    deterministic probability-flow path, eta = 1 adds DDPM's posterior noise. Noise comes
-    from a generator seeded with ``seed``. Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None)
-    and returns it.
-    """
-    g = torch.Generator().manual_seed(seed)  # on the CPU: the same pictures on every device
-    _, trajectory = samplers.ddim_sample(model, schedule, x_T.shape, steps=steps, eta=eta, x_T=x_T, generator=g,
-                                         progress=False, return_trajectory=True)
-    if fig is None:
-        fig = plt.figure(figsize=(4.5, 4.5))
-    draw_paths(fig.subplots(), trajectory.xs, density, rf"DDIM-{steps}, $\eta$ = {eta:.2f}", lim=lim)
-    return fig
-
-
 class DDIMEtaExplorer(W.VBox):
     """An eta slider above an ``ipywidgets.Image`` showing :func:`ddim_paths_figure` (same starts, same seed)."""
 
@@ -396,36 +237,6 @@ def ddim_eta_explorer(
 
 
 # --------------------------------------------------------------------------- notebook 07: guidance
-
-
-def guidance_figure(
-    net: torch.nn.Module,
-    schedule: Schedule,
-    digit: int,
-    scale: float,
-    n: int = 8,
-    steps: int = 20,
-    seed: int = 0,
-    prediction: str = "epsilon",
-    fig: FigureBase | None = None,
-) -> FigureBase:
-    """Draw ``n`` samples of ``digit`` with classifier-free guidance at ``scale`` (DDIM, eta = 0; Ho & Salimans 2022, eq. 6).
-
-    The starting noise comes from a CPU generator seeded with ``seed``, so moving the scale
-    changes only the guidance: the same x_T, pulled harder towards the label. ``net`` is a
-    class-conditional network with a null class (:func:`tinydiff.guidance.classifier_free`).
-    """
-    device = next(net.parameters()).device
-    y = torch.full((n,), int(digit), dtype=torch.long, device=device)
-    x_T = torch.randn(n, 1, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
-    x = samplers.ddim_sample(classifier_free(net, y, scale), schedule, x_T.shape, steps=steps, x_T=x_T,
-                             prediction=prediction, clip_x0=1.0, progress=False)
-    if fig is None:
-        fig = plt.figure(figsize=(0.6 * n, 0.9))
-    ax = fig.subplots()
-    plot.image_grid(x, nrow=n, ax=ax)
-    ax.set_title(f"digit {digit}, guidance scale s = {scale:g} (DDIM-{steps})", fontsize=9)
-    return fig
 
 
 class GuidanceExplorer(W.VBox):
