@@ -10,6 +10,7 @@ Modules, in the order the course meets them:
 - :mod:`tinydiff.losses`     L_simple = denoising score matching
 - :mod:`tinydiff.models`     MLP (2-D), UNet (digits), classifier (metrics), autoencoder (latents)
 - :mod:`tinydiff.train`      the training loop, as a generator
+- :mod:`tinydiff.distributed` several processes with torchrun + DistributedDataParallel
 - :mod:`tinydiff.checkpoint` safetensors checkpoints with a JSON config
 - :mod:`tinydiff.samplers`   DDPM and DDIM sampling, DDIM inversion, slerp, samplers by name
 - :mod:`tinydiff.guidance`   classifier-free and classifier guidance

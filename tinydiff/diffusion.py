@@ -5,7 +5,9 @@ index t (see :mod:`tinydiff.schedules`), alpha_bar_t = ``schedule.alpha_bars[t]`
 
 Every function takes a batch: ``x`` of shape [B, *data] (any data shape:
 [B, 2] points or [B, C, H, W] images) and ``t`` a LongTensor [B] (or one int
-for the whole batch). Results have the dtype and device of ``x``.
+for the whole batch). Results have the dtype and device of ``x``. With one int
+``t`` (what every sampler step passes) the schedule's coefficients are plain
+float64 numbers: no table is copied and nothing waits on the GPU.
 
 Prediction targets. A network may predict epsilon (Ho et al.), the clean
 sample x_0 (diffusers: ``"sample"``) or the velocity
@@ -16,19 +18,19 @@ convert any of them, so samplers never change when the target does.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .schedules import Schedule
-from .tensors import as_timesteps, gather
+from .tensors import check_timesteps, gather
 
 PREDICTION_TYPES = ("epsilon", "x0", "v")
 """What a network can be trained to predict (diffusers: epsilon, sample, v_prediction)."""
 
 
-def _sqrt_alpha_bars(schedule: Schedule, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-    """sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t), computed in float64 and gathered to [B, 1, ..., 1] like ``like``."""
-    ab = schedule.alpha_bars
-    return gather(ab.sqrt(), t, like), gather((1.0 - ab).sqrt(), t, like)
+def _sqrt_alpha_bars(schedule: Schedule, t: Tensor | int, like: Tensor) -> tuple[Tensor | float, Tensor | float]:
+    """sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) from the float64 tables, as [B, 1, ..., 1] like ``like`` (or numbers for an int t)."""
+    return gather(schedule.sqrt_alpha_bars, t, like), gather(schedule.sqrt_one_minus_alpha_bars, t, like)
 
 
 def _check_batch(x: Tensor, name: str) -> None:
@@ -55,9 +57,8 @@ def q_step(schedule: Schedule, x_prev: Tensor, t: Tensor | int, noise: Tensor) -
     """
     _check_batch(x_prev, "x_prev")
     _check_same_shape(x_prev, noise, "x_prev", "noise")
-    t = as_timesteps(t, x_prev.shape[0], schedule.T, x_prev.device)
-    beta = schedule.betas
-    return gather((1.0 - beta).sqrt(), t, x_prev) * x_prev + gather(beta.sqrt(), t, x_prev) * noise
+    t = check_timesteps(t, x_prev.shape[0], schedule.T, x_prev.device)
+    return gather(schedule.alphas, t, x_prev) ** 0.5 * x_prev + gather(schedule.betas, t, x_prev) ** 0.5 * noise
 
 
 def q_sample(schedule: Schedule, x0: Tensor, t: Tensor | int, noise: Tensor) -> Tensor:
@@ -70,7 +71,7 @@ def q_sample(schedule: Schedule, x0: Tensor, t: Tensor | int, noise: Tensor) -> 
     """
     _check_batch(x0, "x0")
     _check_same_shape(x0, noise, "x0", "noise")
-    t = as_timesteps(t, x0.shape[0], schedule.T, x0.device)
+    t = check_timesteps(t, x0.shape[0], schedule.T, x0.device)
     sqrt_ab, sqrt_1mab = _sqrt_alpha_bars(schedule, t, x0)
     return sqrt_ab * x0 + sqrt_1mab * noise
 
@@ -84,17 +85,18 @@ def q_posterior(schedule: Schedule, x0: Tensor, x_t: Tensor, t: Tensor | int) ->
 
     With 0-based indices, "x_{t-1}" at t = 0 is the clean sample: alpha_bar_{-1} = 1,
     so the mean is x_0 and the variance 0.
-    Shapes: x0, x_t [B, *data]; t [B]. Returns mean [B, *data] and variance [B, 1, ..., 1].
+    Shapes: x0, x_t [B, *data]; t [B]. Returns mean [B, *data] and variance [B, 1, ..., 1]. The coefficients are the schedule's float64 tables
+    (``Schedule.posterior_coef_x0`` etc.), gathered afterwards: 1 - alpha_bar at t = 0 is ~1e-4
+    and would lose digits if computed in the data's float32.
     """
     _check_batch(x_t, "x_t")
     _check_same_shape(x0, x_t, "x0", "x_t")
-    t = as_timesteps(t, x_t.shape[0], schedule.T, x_t.device)
-    # Coefficients in float64 on the schedule first, then gathered: 1 - alpha_bar at t = 0 is
-    # ~1e-4 and would lose digits if computed in the data's float32.
-    beta, ab, ab_prev = schedule.betas, schedule.alpha_bars, schedule.alpha_bars_prev
-    coef_x0 = gather(ab_prev.sqrt() * beta / (1.0 - ab), t, x_t)
-    coef_xt = gather((1.0 - beta).sqrt() * (1.0 - ab_prev) / (1.0 - ab), t, x_t)
-    variance = gather((1.0 - ab_prev) / (1.0 - ab) * beta, t, x_t)
+    t = check_timesteps(t, x_t.shape[0], schedule.T, x_t.device)
+    coef_x0 = gather(schedule.posterior_coef_x0, t, x_t)
+    coef_xt = gather(schedule.posterior_coef_xt, t, x_t)
+    variance = gather(schedule.posterior_variances, t, x_t)
+    if not isinstance(variance, Tensor):  # one int step: the same number for the whole batch
+        variance = torch.full((x_t.shape[0],) + (1,) * (x_t.ndim - 1), variance, dtype=x_t.dtype, device=x_t.device)
     return coef_x0 * x0 + coef_xt * x_t, variance
 
 
@@ -110,7 +112,7 @@ def training_target(schedule: Schedule, x0: Tensor, noise: Tensor, t: Tensor | i
         return noise
     if prediction == "x0":
         return x0
-    t = as_timesteps(t, x0.shape[0], schedule.T, x0.device)
+    t = check_timesteps(t, x0.shape[0], schedule.T, x0.device)
     sqrt_ab, sqrt_1mab = _sqrt_alpha_bars(schedule, t, x0)
     return sqrt_ab * noise - sqrt_1mab * x0
 
@@ -127,7 +129,7 @@ def predict_x0(schedule: Schedule, x_t: Tensor, t: Tensor | int, output: Tensor,
     _check_same_shape(x_t, output, "x_t", "model output")
     if prediction == "x0":
         return output
-    t = as_timesteps(t, x_t.shape[0], schedule.T, x_t.device)
+    t = check_timesteps(t, x_t.shape[0], schedule.T, x_t.device)
     sqrt_ab, sqrt_1mab = _sqrt_alpha_bars(schedule, t, x_t)
     if prediction == "epsilon":
         return (x_t - sqrt_1mab * output) / sqrt_ab
@@ -146,7 +148,7 @@ def predict_eps(schedule: Schedule, x_t: Tensor, t: Tensor | int, output: Tensor
     _check_same_shape(x_t, output, "x_t", "model output")
     if prediction == "epsilon":
         return output
-    t = as_timesteps(t, x_t.shape[0], schedule.T, x_t.device)
+    t = check_timesteps(t, x_t.shape[0], schedule.T, x_t.device)
     sqrt_ab, sqrt_1mab = _sqrt_alpha_bars(schedule, t, x_t)
     if prediction == "x0":
         return (x_t - sqrt_ab * output) / sqrt_1mab
@@ -159,11 +161,11 @@ def score_from_eps(schedule: Schedule, eps: Tensor, t: Tensor | int) -> Tensor:
     This is Tweedie's formula / denoising score matching (Vincent 2011) in DDPM notation
     (Song et al. 2021, eq. 7 with the VP perturbation kernel). Shapes: eps [B, *data]; t [B].
     """
-    t = as_timesteps(t, eps.shape[0], schedule.T, eps.device)
-    return -eps / gather((1.0 - schedule.alpha_bars).sqrt(), t, eps)
+    t = check_timesteps(t, eps.shape[0], schedule.T, eps.device)
+    return -eps / gather(schedule.sqrt_one_minus_alpha_bars, t, eps)
 
 
 def eps_from_score(schedule: Schedule, score: Tensor, t: Tensor | int) -> Tensor:
     """Inverse of :func:`score_from_eps`: eps = -sqrt(1 - alpha_bar_t) * score. Shapes: score [B, *data]; t [B]."""
-    t = as_timesteps(t, score.shape[0], schedule.T, score.device)
-    return -gather((1.0 - schedule.alpha_bars).sqrt(), t, score) * score
+    t = check_timesteps(t, score.shape[0], schedule.T, score.device)
+    return -gather(schedule.sqrt_one_minus_alpha_bars, t, score) * score

@@ -62,7 +62,7 @@ def classifier_guided_epsilon(schedule: Schedule, eps: Tensor, t: Tensor, grad_l
 
     Shapes: eps, grad_log_p_y [B, *data], t LongTensor [B] (0-based) -> [B, *data].
     """
-    return eps - scale * gather((1.0 - schedule.alpha_bars).sqrt(), t, eps) * grad_log_p_y
+    return eps - scale * gather(schedule.sqrt_one_minus_alpha_bars, t, eps) * grad_log_p_y
 
 
 def _check_labels(model: nn.Module, y: Tensor, allow_null: bool) -> Tensor:

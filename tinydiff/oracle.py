@@ -50,7 +50,7 @@ class MixtureEpsilon:
 
     def __call__(self, x_t: Tensor, t: Tensor | int) -> Tensor:
         t = as_timesteps(t, x_t.shape[0], self.schedule.T, x_t.device)
-        return -gather((1.0 - self.schedule.alpha_bars).sqrt(), t, x_t) * self.score(x_t, t)
+        return -gather(self.schedule.sqrt_one_minus_alpha_bars, t, x_t) * self.score(x_t, t)
 
 
 class MixtureClassEpsilon(nn.Module):
@@ -86,6 +86,6 @@ class MixtureClassEpsilon(nn.Module):
     def class_log_prob_grad(self, x_t: Tensor, t: Tensor | int, y: Tensor) -> Tensor:
         """The exact classifier's gradient grad log p_t(y | x_t) = grad log p_t(x_t | y) - grad log p_t(x_t) (Bayes), [B, D]."""
         t = as_timesteps(t, x_t.shape[0], self.schedule.T, x_t.device)
-        scale = gather((1.0 - self.schedule.alpha_bars).sqrt(), t, x_t)
+        scale = gather(self.schedule.sqrt_one_minus_alpha_bars, t, x_t)
         null = torch.full_like(y, self.null_class)
         return -(self(x_t, t, y) - self(x_t, t, null)) / scale

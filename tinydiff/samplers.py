@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from .diffusion import PREDICTION_TYPES, predict_eps, predict_x0, q_posterior
 from .schedules import Schedule
-from .tensors import device_and_dtype, gather, randn
+from .tensors import check_timesteps, device_and_dtype, randn
 
 Model = Callable[[Tensor, Tensor], Tensor]
 VARIANCES = ("beta_tilde", "beta")
@@ -66,11 +66,15 @@ def denoise(
     model: Model,
     schedule: Schedule,
     x_t: Tensor,
-    t: Tensor,
+    t: Tensor | int,
     prediction: str = "epsilon",
     clip_x0: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run the model once and return (x0_hat, eps_hat), both [B, *data].
+
+    ``t`` is a LongTensor [B] or, as every sampler passes it, one int step for the whole
+    batch: the model then gets ``t`` as a [B] tensor, and the conversions below use the
+    schedule's coefficients as plain numbers.
 
     The conversions are :func:`tinydiff.diffusion.predict_x0` / ``predict_eps``.
     With ``clip_x0 = c``, x0_hat is clamped to [-c, c] (images live in [-1, 1]) and
@@ -78,7 +82,9 @@ def denoise(
     (as in Ho et al.'s code and diffusers' ``clip_sample``). Either way
     x_t = sqrt(alpha_bar_t) x0_hat + sqrt(1 - alpha_bar_t) eps_hat holds.
     """
-    output = model(x_t, t)
+    t = check_timesteps(t, x_t.shape[0], schedule.T, x_t.device)
+    t_batch = t if isinstance(t, Tensor) else torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
+    output = model(x_t, t_batch)
     if not isinstance(output, Tensor) or output.shape != x_t.shape:
         got = list(output.shape) if isinstance(output, Tensor) else type(output).__name__
         raise ValueError(f"the model must return a tensor shaped like x_t {list(x_t.shape)}, got {got}")
@@ -103,19 +109,46 @@ def _check_prediction(prediction: str) -> None:
         raise ValueError(f"unknown prediction type {prediction!r}; choose one of {', '.join(PREDICTION_TYPES)}")
 
 
-def _record(path: dict[str, list] | None, x: Tensor, x0_hat: Tensor, step: int) -> None:
-    """Append one step to a trajectory being collected (``path`` is None when none is asked for)."""
-    if path is not None:
-        path["xs"].append(x.cpu())
-        path["x0s"].append(x0_hat.cpu())
-        path["steps"].append(step)
+# --------------------------------------------------------------------------- the loop every sampler shares
+
+Update = Callable[[int, Tensor], tuple[Tensor, Tensor]]
+"""A sampler's update rule: ``update(i, x)`` takes the state at the i-th visited step and
+returns (next state, the x0_hat it predicted on the way)."""
 
 
-def _finish(x: Tensor, path: dict[str, list] | None) -> Tensor | tuple[Tensor, Trajectory]:
-    if path is None:
+def start(model: Model, shape, x_T: Tensor | None, generator: torch.Generator | None) -> tuple[Tensor, Callable[[], Tensor]]:
+    """What every sampler does first: check ``shape`` [B, *data], pick the device and dtype
+    (``x_T``'s, else the model's parameters', else CPU float32), and draw x_T ~ N(0, I) unless given.
+
+    Returns (x_T, noise), where ``noise()`` draws a fresh N(0, I) tensor like x_T through ``generator``.
+    """
+    shape = _check_shape(shape, x_T)
+    device, dtype = device_and_dtype(model, x_T)
+
+    def noise() -> Tensor:
+        return randn(shape, generator=generator, device=device, dtype=dtype)
+
+    return (x_T if x_T is not None else noise()), noise
+
+
+def run(update: Update, x: Tensor, timesteps: list[int], *, desc: str, progress: bool = True,
+        return_trajectory: bool = False) -> Tensor | tuple[Tensor, Trajectory]:
+    """The loop every sampler shares: ``x = update(i, x)`` once per visited step, in order.
+
+    It owns what is the same for all samplers -- the progress bar and, with
+    ``return_trajectory=True``, a :class:`Trajectory` of the states and of the x0_hat
+    predicted at each step (copied to the CPU) -- so that a sampler is only its update rule.
+    ``timesteps`` [S] the 0-based steps visited, recorded as ``Trajectory.timesteps``.
+    """
+    xs, x0_preds = ([x.cpu()] if return_trajectory else []), []
+    for i in tqdm(range(len(timesteps)), desc=desc, disable=not progress, leave=False):
+        x, x0_hat = update(i, x)
+        if return_trajectory:
+            xs.append(x.cpu())
+            x0_preds.append(x0_hat.cpu())
+    if not return_trajectory:
         return x
-    steps = torch.tensor(path["steps"], dtype=torch.long)
-    return x, Trajectory(steps, torch.stack(path["xs"]), torch.stack(path["x0s"]))
+    return x, Trajectory(torch.tensor(timesteps, dtype=torch.long), torch.stack(xs), torch.stack(x0_preds))
 
 
 @torch.no_grad()
@@ -151,21 +184,19 @@ def ddpm_sample(
     if variance not in VARIANCES:
         raise ValueError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
     _check_prediction(prediction)
-    shape = _check_shape(shape, x_T)
-    device, dtype = device_and_dtype(model, x_T)
-    x = x_T if x_T is not None else randn(shape, generator=generator, device=device, dtype=dtype)
-    path = {"xs": [x.cpu()], "x0s": [], "steps": []} if return_trajectory else None
-    for step in tqdm(range(schedule.T - 1, -1, -1), desc="DDPM", disable=not progress, leave=False):
-        t = torch.full((shape[0],), step, dtype=torch.long, device=device)
+    x, noise = start(model, shape, x_T, generator)
+    variances = schedule.posterior_variances if variance == "beta_tilde" else schedule.betas
+    timesteps = list(range(schedule.T - 1, -1, -1))
+
+    def update(i: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        t = timesteps[i]
         x0_hat, _ = denoise(model, schedule, x, t, prediction, clip_x0)
-        mean, posterior_var = q_posterior(schedule, x0_hat, x, t)
-        if step > 0:
-            var = posterior_var if variance == "beta_tilde" else gather(schedule.betas, t, x)
-            x = mean + var.sqrt() * randn(shape, generator=generator, device=device, dtype=dtype)
-        else:
-            x = mean
-        _record(path, x, x0_hat, step)
-    return _finish(x, path)
+        mean, _ = q_posterior(schedule, x0_hat, x, t)
+        if t == 0:
+            return mean, x0_hat
+        return mean + float(variances[t]) ** 0.5 * noise(), x0_hat
+
+    return run(update, x, timesteps, desc="DDPM", progress=progress, return_trajectory=return_trajectory)
 
 
 # --------------------------------------------------------------------------- DDIM
@@ -289,24 +320,19 @@ def ddim_sample(
     ``return_trajectory=True`` also a :class:`Trajectory`.
     Raises ``ValueError`` for steps outside 1..T, an unknown spacing or eta < 0.
     """
-    timesteps = ddim_timesteps(schedule.T, steps, spacing)
+    timesteps = ddim_timesteps(schedule.T, steps, spacing).tolist()
     eta = _check_eta(eta)
     _check_prediction(prediction)
-    shape = _check_shape(shape, x_T)
-    device, dtype = device_and_dtype(model, x_T)
-    x = x_T if x_T is not None else randn(shape, generator=generator, device=device, dtype=dtype)
-    alpha_bars = schedule.alpha_bars.tolist()  # python floats in float64: exact, and on no device
-    path = {"xs": [x.cpu()], "x0s": [], "steps": []} if return_trajectory else None
-    steps_list = timesteps.tolist()
-    for i, step in enumerate(tqdm(steps_list, desc=f"DDIM-{steps}", disable=not progress, leave=False)):
-        t = torch.full((shape[0],), step, dtype=torch.long, device=device)
-        x0_hat, eps_hat = denoise(model, schedule, x, t, prediction, clip_x0)
-        alpha_bar_prev = alpha_bars[steps_list[i + 1]] if i + 1 < len(steps_list) else 1.0
-        sigma = ddim_sigma(alpha_bars[step], alpha_bar_prev, eta)
-        noise = randn(shape, generator=generator, device=device, dtype=dtype) if sigma > 0 else None
-        x = ddim_step(x0_hat, eps_hat, alpha_bar_prev, sigma, noise)
-        _record(path, x, x0_hat, step)
-    return _finish(x, path)
+    x, noise = start(model, shape, x_T, generator)
+    alpha_bars = schedule.alpha_bars.tolist()  # float64 Python numbers: exact, and on no device
+    levels = [alpha_bars[t] for t in timesteps] + [1.0]  # alpha_bar at each visited step, then the clean sample
+
+    def update(i: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        x0_hat, eps_hat = denoise(model, schedule, x, timesteps[i], prediction, clip_x0)
+        sigma = ddim_sigma(levels[i], levels[i + 1], eta)
+        return ddim_step(x0_hat, eps_hat, levels[i + 1], sigma, noise() if sigma > 0 else None), x0_hat
+
+    return run(update, x, timesteps, desc=f"DDIM-{steps}", progress=progress, return_trajectory=return_trajectory)
 
 
 @torch.no_grad()
@@ -349,17 +375,18 @@ def ddim_invert(
     if not isinstance(x0, Tensor) or x0.ndim < 1:
         raise ValueError("x0 must be a tensor of shape [B, *data]")
     alpha_bars = schedule.alpha_bars.tolist()
-    x, level = x0, None  # level: the timestep x is at (None = clean data, alpha_bar = 1)
-    path = {"xs": [x.cpu()], "x0s": [], "steps": []} if return_trajectory else None
-    for step in tqdm(timesteps, desc=f"DDIM inversion-{steps}", disable=not progress, leave=False):
-        t = torch.full((x.shape[0],), step if level is None else level, dtype=torch.long, device=x.device)
-        x0_r, eps_hat = denoise(model, schedule, x, t, prediction)
-        if level is None:
-            x0_r = x  # at the clean start x itself is x_0
-        x = ddim_step(x0_r, eps_hat, alpha_bars[step])
-        level = step
-        _record(path, x, x0_r, step)
-    return _finish(x, path)
+
+    def update(i: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        step = timesteps[i]
+        if i == 0:  # the clean start has no timestep of its own: eps from (x_0, s), and x_0 is x itself
+            _, eps_hat = denoise(model, schedule, x, step, prediction)
+            x0_r = x
+        else:
+            x0_r, eps_hat = denoise(model, schedule, x, timesteps[i - 1], prediction)
+        return ddim_step(x0_r, eps_hat, alpha_bars[step]), x0_r
+
+    return run(update, x0, timesteps, desc=f"DDIM inversion-{steps}", progress=progress,
+               return_trajectory=return_trajectory)
 
 
 def slerp(z0: Tensor, z1: Tensor, w: float | Tensor) -> Tensor:

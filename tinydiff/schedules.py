@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -43,7 +44,9 @@ class Schedule:
     """A discrete noise schedule of ``T`` steps (0-based indices, see module docstring).
 
     All tensors are 1-D of length ``T``, float64, on the CPU; samplers convert
-    them to the data's dtype and device when they use them.
+    them to the data's dtype and device when they use them. Each table is computed
+    once, on first use, and kept (the schedule is immutable, so it never goes stale):
+    a sampler that reads ``alpha_bars`` at every step does not redo the cumulative product.
     """
 
     name: str
@@ -71,35 +74,62 @@ class Schedule:
         """Number of diffusion steps; valid indices are 0 .. T-1."""
         return self.betas.numel()
 
-    @property
+    @cached_property
     def alphas(self) -> Tensor:
         """alpha_t = 1 - beta_t, shape [T]."""
         return 1.0 - self.betas
 
-    @property
+    @cached_property
     def alpha_bars(self) -> Tensor:
         """alpha_bar_t = prod_{s<=t} alpha_s (Ho et al. 2020, eq. 4), shape [T], strictly decreasing."""
         return torch.cumprod(self.alphas, dim=0)
 
-    @property
+    @cached_property
     def alpha_bars_prev(self) -> Tensor:
         """alpha_bar of the step before t, with alpha_bar = 1 before index 0 (clean data), shape [T]."""
         ab = self.alpha_bars
         return torch.cat([ab.new_ones(1), ab[:-1]])
 
-    @property
+    @cached_property
+    def sqrt_alpha_bars(self) -> Tensor:
+        """sqrt(alpha_bar_t), the signal coefficient of q(x_t | x_0) (Ho et al. 2020, eq. 4), shape [T]."""
+        return self.alpha_bars.sqrt()
+
+    @cached_property
+    def sqrt_one_minus_alpha_bars(self) -> Tensor:
+        """sqrt(1 - alpha_bar_t), the noise coefficient of q(x_t | x_0) (Ho et al. 2020, eq. 4), shape [T]."""
+        return (1.0 - self.alpha_bars).sqrt()
+
+    @cached_property
+    def posterior_coef_x0(self) -> Tensor:
+        """sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t): the weight of x_0 in the mean of q(x_{t-1} | x_t, x_0)
+        (Ho et al. 2020, eq. 7), shape [T]. Computed in float64: 1 - alpha_bar_0 is ~1e-4."""
+        return self.alpha_bars_prev.sqrt() * self.betas / (1.0 - self.alpha_bars)
+
+    @cached_property
+    def posterior_coef_xt(self) -> Tensor:
+        """sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t): the weight of x_t in the same mean (eq. 7), shape [T]."""
+        return self.alphas.sqrt() * (1.0 - self.alpha_bars_prev) / (1.0 - self.alpha_bars)
+
+    @cached_property
+    def posterior_variances(self) -> Tensor:
+        """beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t, the variance of q(x_{t-1} | x_t, x_0)
+        (Ho et al. 2020, eq. 7), shape [T]; 0 at t = 0, where x_{t-1} is the clean data."""
+        return (1.0 - self.alpha_bars_prev) / (1.0 - self.alpha_bars) * self.betas
+
+    @cached_property
     def snr(self) -> Tensor:
         """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) (Kingma et al. 2021, eq. 2), shape [T]."""
         ab = self.alpha_bars
         return ab / (1.0 - ab)
 
-    @property
+    @cached_property
     def log_snr(self) -> Tensor:
         """log SNR = log(alpha_bar) - log(1 - alpha_bar), shape [T]; decreasing in t."""
         ab = self.alpha_bars
         return torch.log(ab) - torch.log1p(-ab)
 
-    @property
+    @cached_property
     def sigmas(self) -> Tensor:
         """Noise level of the equivalent variance-exploding process, sqrt((1 - alpha_bar) / alpha_bar), shape [T].
 

@@ -15,10 +15,17 @@ package follows.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+
+
+def _check_step(t: int, T: int) -> int:
+    if not 0 <= t < T:
+        raise ValueError(f"timestep t={t} is out of range: indices are 0-based, 0 <= t <= T-1 = {T - 1}")
+    return t
 
 
 def as_timesteps(t: Tensor | int, batch_size: int, T: int, device: torch.device) -> Tensor:
@@ -32,9 +39,7 @@ def as_timesteps(t: Tensor | int, batch_size: int, T: int, device: torch.device)
     if isinstance(t, bool):
         raise TypeError("t must be an integer timestep or a LongTensor of shape [B], not a bool")
     if isinstance(t, int):
-        if not 0 <= t < T:
-            raise ValueError(f"timestep t={t} is out of range: indices are 0-based, 0 <= t <= T-1 = {T - 1}")
-        return torch.full((batch_size,), t, dtype=torch.long, device=device)
+        return torch.full((batch_size,), _check_step(t, T), dtype=torch.long, device=device)
     if not isinstance(t, Tensor):
         raise TypeError(f"t must be an int or a LongTensor of shape [B], got {type(t).__name__}")
     if t.dtype.is_floating_point or t.dtype == torch.bool or t.dtype.is_complex:
@@ -57,15 +62,58 @@ def as_timesteps(t: Tensor | int, batch_size: int, T: int, device: torch.device)
     return t.to(device=device, dtype=torch.long)
 
 
-def gather(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
+def check_timesteps(t: Tensor | int, batch_size: int, T: int, device: torch.device) -> Tensor | int:
+    """Like :func:`as_timesteps`, but a Python int stays an int (range-checked in Python, no tensor made).
+
+    The closed forms of :mod:`tinydiff.diffusion` take ``t`` through this: a sampler's one step
+    for the whole batch then costs no tensor work (and no GPU sync) beyond the arithmetic itself,
+    because :func:`gather` turns an int step into plain numbers.
+    """
+    if isinstance(t, int) and not isinstance(t, bool):
+        return _check_step(t, T)
+    return as_timesteps(t, batch_size, T, device)
+
+
+def gather(values: Tensor, t: Tensor | int, like: Tensor) -> Tensor | float:
     """Pick ``values[t]`` per batch element and shape it to broadcast against ``like``.
 
-    Shapes: ``values`` [T] (a schedule constant), ``t`` [B] long, ``like``
-    [B, *data] -> result [B, 1, ..., 1] in ``like``'s dtype and device.
+    Shapes: ``values`` [T] (a schedule constant, float64 on the CPU), ``t`` [B] long,
+    ``like`` [B, *data] -> result [B, 1, ..., 1] in ``like``'s dtype and device.
+
+    A sampler's step has one timestep for the whole batch: with ``t`` a Python int the
+    result is the float64 number ``values[t]``, which broadcasts against any tensor
+    with no copy, no kernel and no host-device transfer (the caller checks the range).
     """
+    if isinstance(t, int):
+        return float(values[t])
     # index_select, not values[t]: advanced indexing of large batches is ~1000x slower on a busy CPU.
-    picked = values.to(dtype=like.dtype).to(like.device).index_select(0, t.to(like.device))
+    picked = on_device(values, like).index_select(0, t.to(like.device))
     return picked.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+_COPIES: dict[tuple[int, torch.dtype, torch.device], tuple[int, Tensor]] = {}
+
+
+def on_device(values: Tensor, like: Tensor) -> Tensor:
+    """``values`` in ``like``'s dtype on ``like``'s device, converted once and then reused.
+
+    The dtype changes first, on the CPU (MPS has no float64). Schedule tables are computed once
+    (:class:`tinydiff.schedules.Schedule`), so training, which gathers at random timesteps at
+    every step, copies each table to the GPU once instead of at every call. A copy is reused
+    only for the same tensor object, unmodified since (its ``_version``); it is forgotten when
+    that tensor is freed (``weakref.finalize``), so a later tensor with the same id never gets it.
+    """
+    if values.dtype == like.dtype and values.device == like.device:
+        return values
+    key = (id(values), like.dtype, like.device)
+    hit = _COPIES.get(key)
+    if hit is not None and hit[0] == values._version:
+        return hit[1]
+    copy = values.to(dtype=like.dtype).to(like.device)
+    if hit is None:
+        weakref.finalize(values, _COPIES.pop, key, None)
+    _COPIES[key] = (values._version, copy)
+    return copy
 
 
 def randn(

@@ -15,6 +15,11 @@ checkpoints need no callbacks::
         if state.step % 500 == 0:
             print(state.step, state.loss)
 
+Several processes: under ``torchrun``, after :func:`tinydiff.distributed.setup`, the same
+call trains with DistributedDataParallel -- each of N ranks takes its slice of one global
+batch of N x ``batch_size``, so the run equals a single process with batch N x ``batch_size``
+(:mod:`tinydiff.distributed`). Without a process group nothing changes.
+
 Resuming: pass a previous state (or one read back by
 :func:`tinydiff.checkpoint.load_training_state`) as ``resume=``. It restores
 the weights (into ``model``, which may be freshly built), the step, the optimizer,
@@ -35,10 +40,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import load_state_strict
-from .losses import autoencoder_loss, diffusion_loss
+from .losses import autoencoder_loss, diffusion_loss, sample_timesteps
 from .schedules import Schedule
-from .tensors import device_and_dtype
+from .tensors import device_and_dtype, randn
 
 DataSource = Tensor | Callable[..., Tensor | tuple[Tensor, Tensor]]
 """A tensor x_0 [N, *data] to draw minibatches from, or ``data(batch_size, generator=g) -> x_0 [B, *data]``."""
@@ -185,8 +191,11 @@ def train(
         grad_clip: clip the gradient norm to this value (Ho et al. use 1.0); None to skip.
         labels, p_uncond, null_class: class labels [N]; each is replaced by ``null_class``
             (default ``model.null_class``) with probability ``p_uncond``.
+        batch_size: examples per step -- per process when several train together under torchrun
+            (the global batch is then N x ``batch_size``, drawn alike on every rank and split).
         generator: draws minibatches, t and eps; default: a CPU generator seeded from
             torch's global seed (so ``torch.manual_seed`` makes the run reproducible).
+            Under torchrun it must be seeded alike on every rank.
         autocast_bf16: bf16 mixed precision for the forward pass, on CUDA only.
         resume: a state to continue from (weights, step, optimizer, EMA and generator are restored).
 
@@ -216,20 +225,31 @@ def train(
     if autocast_bf16 and not use_bf16:
         warnings.warn(f"autocast_bf16 works on CUDA only; training in {dtype} on {device.type}", stacklevel=2)
 
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", disable=not progress)
+    world = distributed.current()
+    net = model
+    if world.size > 1:  # gradients averaged over the ranks in backward (the weights start equal: DDP copies rank 0's)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    mine = slice(world.rank * batch_size, (world.rank + 1) * batch_size)  # this rank's part of the global batch
+
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", disable=not progress or not world.is_main)
     for step in bar:
         for group in optimizer.param_groups:  # a function of the step alone, so resuming needs nothing extra
             group["lr"] = learning_rate(step, lr, warmup_steps, steps, lr_schedule)
-        x0, y = _draw_batch(data, labels, batch_size, generator)
+        # One global batch, drawn alike on every rank (t and eps in the order diffusion_loss would draw them);
+        # with one process the slice is all of it.
+        x0, y = _draw_batch(data, labels, world.size * batch_size, generator)
         x0 = x0.to(device=device, dtype=dtype)
         kwargs = {}
         if y is not None:
             y = y.to(device)
-            kwargs["y"] = _drop_labels(y, p_uncond, null_class, generator) if p_uncond > 0 else y
+            y = _drop_labels(y, p_uncond, null_class, generator) if p_uncond > 0 else y
+            kwargs["y"] = y[mine]
+        t = sample_timesteps(x0.shape[0], schedule.T, generator=generator, device=x0.device)
+        noise = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
         with autocast:
-            loss = diffusion_loss(model, schedule, x0, prediction=prediction, generator=generator, **kwargs)
-        value = _number(loss)
+            loss = diffusion_loss(net, schedule, x0[mine], t=t[mine], noise=noise[mine], prediction=prediction, **kwargs)
+        value = _number(distributed.mean_over_ranks(loss))  # the loss of the whole global batch
         if not math.isfinite(value) and loss.device.type != "meta":
             raise FloatingPointError(
                 f"the loss is {value} at step {step + 1}; training stopped before updating the weights. "

@@ -1,0 +1,156 @@
+"""How much time ``ddim_sample`` spends outside the network, measured against diffusers' DDIM loop.
+
+Run from the repository root on an otherwise idle machine (needs ``pip install diffusers``;
+nothing else in tinydiff does):
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/sampler_overhead.py
+
+Two cases, each with the *same* network, schedule and starting noise on both sides:
+
+- ``mlp``: DDIM-50 on 2,000 points with the 2-D MLP of notebooks 03-04 (``MLP()``, random
+  weights: the time does not depend on them), epsilon-prediction, cosine schedule. The network
+  is so small that what the sampler does around it weighs most.
+- ``unet``: DDIM-50 on a batch of 16 digits with the shipped MNIST UNet (v-prediction), labels 0-9.
+
+Our side is ``tinydiff.samplers.ddim_sample(..., eta=0, spacing="leading")``; diffusers' side is
+the loop its pipelines run, ``for t in scheduler.timesteps: x = scheduler.step(net(x, t), t, x).prev_sample``,
+with ``DDIMScheduler(trained_betas=<our betas>, set_alpha_to_one=True, clip_sample=False,
+timestep_spacing="leading")``: the same 50 timesteps and the same update, so the two
+results agree to float round-off (checked, and printed). Runs alternate, ours then theirs,
+``--repeats`` times; the medians give the ratio. "Network" is the time of the same 50 calls alone,
+so (sampler - network) is each side's overhead.
+
+Writes ``benchmarks/results/sampler_overhead.json`` (command, machine, load averages, the
+tinydiff commit or tree it measured, and every number). ``--tag`` names the run in that file, so
+one file holds the measurement before and after a change (run the script from the old tree with
+``PYTHONPATH=<old tree>`` for "before").
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on a shared CPU
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+import tinydiff  # noqa: E402
+from tinydiff import schedules  # noqa: E402
+from tinydiff.checkpoint import load_diffusion_model  # noqa: E402
+from tinydiff.evaluation import command_line, machine  # noqa: E402
+from tinydiff.guidance import conditional  # noqa: E402
+from tinydiff.models import MLP  # noqa: E402
+from tinydiff.samplers import ddim_sample  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 50
+
+
+def diffusers_ddim(net, betas: torch.Tensor, x_T: torch.Tensor, prediction: str) -> torch.Tensor:
+    """DDIM-50 with diffusers' DDIMScheduler.step, as its pipelines loop over it."""
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler(num_train_timesteps=betas.numel(), trained_betas=betas.numpy(), clip_sample=False,
+                              set_alpha_to_one=True, steps_offset=0, timestep_spacing="leading",
+                              prediction_type={"epsilon": "epsilon", "v": "v_prediction"}[prediction])
+    scheduler.set_timesteps(STEPS)
+    x = x_T
+    for t in scheduler.timesteps:
+        output = net(x, torch.full((x.shape[0],), int(t), dtype=torch.long))
+        x = scheduler.step(output, t, x, eta=0.0).prev_sample
+    return x
+
+
+def network_only(net, x_T: torch.Tensor, timesteps: list[int]) -> None:
+    for t in timesteps:
+        net(x_T, torch.full((x_T.shape[0],), t, dtype=torch.long))
+
+
+@torch.no_grad()
+def measure(name: str, net, schedule, x_T: torch.Tensor, prediction: str, repeats: int) -> dict:
+    ours_x = ddim_sample(net, schedule, x_T.shape, steps=STEPS, x_T=x_T, prediction=prediction, progress=False)
+    theirs_x = diffusers_ddim(net, schedule.betas, x_T, prediction)
+    agreement = float((ours_x - theirs_x).abs().max())
+    timesteps = list(range(0, schedule.T, schedule.T // STEPS))[::-1]
+    times = {"tinydiff": [], "diffusers": [], "network": []}
+    runs = {
+        "tinydiff": lambda: ddim_sample(net, schedule, x_T.shape, steps=STEPS, x_T=x_T, prediction=prediction, progress=False),
+        "diffusers": lambda: diffusers_ddim(net, schedule.betas, x_T, prediction),
+        "network": lambda: network_only(net, x_T, timesteps),
+    }
+    for _ in range(repeats):
+        for key, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    med = {key: statistics.median(v) for key, v in times.items()}
+    result = {
+        "case": name, "batch": x_T.shape[0], "steps": STEPS, "repeats": repeats,
+        "max_abs_difference": agreement,
+        "median_s": {k: round(v, 5) for k, v in med.items()},
+        "overhead_ms": {k: round(1000 * (med[k] - med["network"]), 2) for k in ("tinydiff", "diffusers")},
+        "ratio_tinydiff_to_diffusers": round(med["tinydiff"] / med["diffusers"], 3),
+    }
+    print(f"{name:5s} batch {x_T.shape[0]:5d}: tinydiff {1000 * med['tinydiff']:8.1f} ms, diffusers "
+          f"{1000 * med['diffusers']:8.1f} ms, network alone {1000 * med['network']:8.1f} ms -> ratio "
+          f"{result['ratio_tinydiff_to_diffusers']:.3f} (samples agree to {agreement:.1e})", flush=True)
+    return result
+
+
+def tree_id() -> str:
+    """The git commit of the tinydiff being measured (+ "-dirty" if its tree has changes)."""
+    where = Path(tinydiff.__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "tinydiff"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return str(where)
+    return commit + ("-dirty" if dirty else "")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--unet-repeats", type=int, default=5)
+    p.add_argument("--tag", default="after", help="the name of this run in the results file (e.g. before / after)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results/sampler_overhead.json"))
+    args = p.parse_args()
+
+    torch.manual_seed(0)
+    mlp_schedule = schedules.get("cosine", T=1000)
+    mlp = MLP().eval()
+    x_mlp = torch.randn(2000, 2, generator=torch.Generator().manual_seed(0))
+
+    model = load_diffusion_model(ROOT / "data/checkpoints/mnist_ddpm")
+    y = torch.arange(16) % 10
+    unet = conditional(model.net, y)
+    x_unet = torch.randn(16, *model.sample_shape, generator=torch.Generator().manual_seed(0))
+
+    print(f"tinydiff from {tree_id()}, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    load_before = os.getloadavg()
+    results = [measure("mlp", mlp, mlp_schedule, x_mlp, "epsilon", args.repeats),
+               measure("unet", unet, model.schedule, x_unet, model.prediction, args.unet_repeats)]
+    import diffusers
+
+    run = {"tinydiff": tree_id(), "diffusers": diffusers.__version__, "command": command_line(),
+           "machine": machine(), "threads": torch.get_num_threads(),
+           "load_average_before": [round(v, 2) for v in load_before],
+           "load_average_after": [round(v, 2) for v in os.getloadavg()], "results": results}
+    out = Path(args.out)
+    stored = json.loads(out.read_text()) if out.is_file() else {}
+    stored[args.tag] = run
+    out.write_text(json.dumps(stored, indent=2) + "\n")
+    print(f"wrote {out} [{args.tag}]")
+
+
+if __name__ == "__main__":
+    main()
