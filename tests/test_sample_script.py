@@ -1,6 +1,7 @@
 """scripts/sample.py, tinydiff.evaluation and SamplerSpec: digits from a checkpoint without a notebook."""
 
 import importlib.util
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from tinydiff.evaluation import balanced_labels, sample_digits
 from tinydiff.metrics import within_class_diversity
 from tinydiff.models import UNet
 from tinydiff.samplers import SamplerSpec, ddim_sample
+from tinydiff.solvers import DEFAULT_SPACING, SOLVER_FUNCTIONS, dpm_solver_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,11 +45,19 @@ def test_sampler_spec_parses_the_names_scripts_take():
     assert SamplerSpec.parse("ddim:50", 1000) == SamplerSpec("ddim", 50, "leading", 0.0)
     assert SamplerSpec.parse("ddim:20:trailing:1", 1000).name == "DDIM-20 trailing eta=1"
     assert SamplerSpec.parse("ddim:50", 1000).with_eta(0.5).name == "DDIM-50 eta=0.5"
-    for bad, message in [("dpm:20", "unknown sampler"), ("ddim", "unknown sampler"), ("ddim:0", "out of range"),
+    assert SamplerSpec.parse("dpm:20", 1000) == SamplerSpec("dpm", 20, "trailing", 0.0)  # the solver's own default
+    assert SamplerSpec.parse("dpm:20:trailing", 1000).name == "DPM-Solver++(2M)-20 trailing"
+    assert SamplerSpec.parse("heun:10", 1000).network_calls == 19
+    for bad, message in [("dpm", "unknown sampler"), ("rk4:20", "unknown sampler"), ("ddim", "unknown sampler"), ("ddim:0", "out of range"),
                          ("ddim:50:sideways", "unknown spacing"), ("ddim:50:leading:-1", "eta must be"),
                          ("ddpm:50", "unknown sampler")]:
         with pytest.raises(ValueError, match=message):
             SamplerSpec.parse(bad, 1000)
+
+
+def test_default_spacings_are_the_solvers_own():
+    for name, fn in SOLVER_FUNCTIONS.items():
+        assert inspect.signature(fn).parameters["spacing"].default == DEFAULT_SPACING[name], name
 
 
 def test_a_spec_runs_the_sampler_it_names():
@@ -56,6 +66,8 @@ def test_a_spec_runs_the_sampler_it_names():
     x_T = torch.randn(3, 2, generator=torch.Generator().manual_seed(0))
     direct = ddim_sample(model, s, (3, 2), steps=10, eta=0.0, x_T=x_T, progress=False)
     assert torch.equal(SamplerSpec.parse("ddim:10", 50)(model, s, (3, 2), x_T=x_T, progress=False), direct)
+    dpm = dpm_solver_sample(model, s, (3, 2), steps=10, x_T=x_T, progress=False)
+    assert torch.equal(SamplerSpec.parse("dpm:10", 50)(model, s, (3, 2), x_T=x_T, progress=False), dpm)
 
 
 def test_within_class_diversity_closed_form():

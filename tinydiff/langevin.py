@@ -86,6 +86,17 @@ def check_sigmas(sigmas: Sequence[float] | Tensor) -> Tensor:
     return s
 
 
+def langevin_step(x: Tensor, score: Tensor, step_size: float | Tensor, z: Tensor) -> Tensor:
+    """One step of unadjusted Langevin dynamics (Roberts & Tweedie 1996; Welling & Teh 2011, eq. 3):
+
+        x <- x + (step_size / 2) * score + sqrt(step_size) * z,     z ~ N(0, I).
+
+    Shapes: x, score, z [B, *data]; ``step_size`` a float or a tensor that broadcasts
+    against x (e.g. [B, 1, ..., 1], one step size per sample) -> [B, *data].
+    """
+    return x + 0.5 * step_size * score + step_size**0.5 * z
+
+
 @torch.no_grad()
 def langevin(
     score_fn: ScoreFn,
@@ -112,7 +123,7 @@ def langevin(
     xs = [x.cpu()] if return_trajectory else []
     for _ in tqdm(range(n_steps), desc="Langevin", disable=not progress, leave=False):
         z = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x = x + 0.5 * eps * _checked_score(score_fn(x), x) + eps**0.5 * z
+        x = langevin_step(x, _checked_score(score_fn(x), x), eps, z)
         if return_trajectory:
             xs.append(x.cpu())
     return (x, torch.stack(xs)) if return_trajectory else x
@@ -155,7 +166,7 @@ def annealed_langevin(
         alpha = eps * sigma**2 / float(s[-1]) ** 2
         for _ in range(steps_per_level):
             z = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = x + 0.5 * alpha * _checked_score(score_fn(x, sigma), x) + alpha**0.5 * z
+            x = langevin_step(x, _checked_score(score_fn(x, sigma), x), alpha, z)
             if return_trajectory:
                 xs.append(x.cpu())
     if final_denoise:

@@ -13,6 +13,8 @@ the sanity check to run before blaming the training.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -89,3 +91,32 @@ class MixtureClassEpsilon(nn.Module):
         scale = gather(self.schedule.sqrt_one_minus_alpha_bars, t, x_t)
         null = torch.full_like(y, self.null_class)
         return -(self(x_t, t, y) - self(x_t, t, null)) / scale
+
+
+def gaussian_ode_solution(mean: Tensor, cov: Tensor, x: Tensor, alpha_bar_from: float, alpha_bar_to: float) -> Tensor:
+    """The exact probability-flow ODE map between two noise levels, for Gaussian data x_0 ~ N(mean, cov).
+
+    In DDIM's variables x_bar = x / sqrt(alpha_bar), sigma_bar = sqrt((1 - alpha_bar) / alpha_bar), x_bar
+    follows N(mean, cov + sigma_bar^2 I) and the ODE d x_bar / d sigma_bar = eps = sigma_bar (cov + sigma_bar^2 I)^{-1}
+    (x_bar - mean) (Song, Meng & Ermon 2021, eq. 14; Karras et al. 2022, eq. 4) is linear. In the eigenbasis
+    of cov (variances v) each coordinate scales as sqrt(v + sigma_bar^2), so
+
+        x_bar_to = mean + (cov + sigma_bar_to^2 I)^{1/2} (cov + sigma_bar_from^2 I)^{-1/2} (x_bar_from - mean).
+
+    ``alpha_bar_to = 1`` gives the ODE's end point x_0. The reference every ODE solver's error is measured
+    against (notebook 09). Shapes: mean [D], cov [D, D], x [B, D] -> [B, D] (x's dtype and device).
+    """
+    mean = torch.as_tensor(mean, dtype=torch.float64)
+    cov = torch.as_tensor(cov, dtype=torch.float64)
+    if x.ndim != 2 or mean.shape != (x.shape[1],) or cov.shape != (x.shape[1], x.shape[1]):
+        raise ValueError(f"need x [B, D], mean [D] and cov [D, D]; got {list(x.shape)}, {list(mean.shape)}, {list(cov.shape)}")
+    for name, ab in (("alpha_bar_from", alpha_bar_from), ("alpha_bar_to", alpha_bar_to)):
+        if not 0.0 < float(ab) <= 1.0:
+            raise ValueError(f"{name} must lie in (0, 1], got {float(ab)}")
+    var_from = (1.0 - float(alpha_bar_from)) / float(alpha_bar_from)
+    var_to = (1.0 - float(alpha_bar_to)) / float(alpha_bar_to)
+    v, U = torch.linalg.eigh(cov)
+    factor = U @ torch.diag(((v + var_to) / (v + var_from)).sqrt()) @ U.T
+    x_bar = x.to(torch.float64).cpu() / math.sqrt(float(alpha_bar_from))
+    x_bar_to = mean + (x_bar - mean) @ factor.T
+    return (math.sqrt(float(alpha_bar_to)) * x_bar_to).to(dtype=x.dtype, device=x.device)

@@ -428,7 +428,9 @@ class SamplerSpec:
 
     ``ddpm`` (or ``ddpm:<T>``): :func:`ddpm_sample`, all T steps. ``ddim:<steps>[:<spacing>[:<eta>]]``:
     :func:`ddim_sample`, e.g. ``ddim:50`` (leading spacing, eta = 0) or ``ddim:50:trailing:1``.
-    Calling a spec runs that sampler with the keywords every sampler shares.
+    ``<solver>:<steps>[:<spacing>]`` with a solver of :mod:`tinydiff.solvers` -- ``heun``, ``dpm``
+    (DPM-Solver++(2M)), ``plms``, ``sde`` (reverse SDE, Euler-Maruyama), ``pc`` (predictor-corrector) --
+    e.g. ``dpm:20``. Calling a spec runs that sampler with the keywords every sampler shares.
     """
 
     kind: str
@@ -438,6 +440,8 @@ class SamplerSpec:
 
     @classmethod
     def parse(cls, text: str, T: int) -> "SamplerSpec":
+        from .solvers import DEFAULT_SPACING, SOLVERS, check_solver_steps
+
         parts = text.split(":")
         if parts[0] == "ddpm" and (len(parts) == 1 or (len(parts) == 2 and parts[1] == str(T))):
             return cls("ddpm", T, "all", 1.0)
@@ -446,8 +450,14 @@ class SamplerSpec:
             eta = _check_eta(float(parts[3])) if len(parts) > 3 else 0.0
             ddim_timesteps(T, int(parts[1]), spacing)  # validates steps and spacing
             return cls("ddim", int(parts[1]), spacing, eta)
-        raise ValueError(f"unknown sampler {text!r}: write ddpm (all {T} steps) or ddim:<steps>[:<spacing>[:<eta>]], "
-                         "e.g. ddim:50 or ddim:50:leading:1")
+        if parts[0] in SOLVERS and 2 <= len(parts) <= 3 and parts[1].isdigit():
+            spacing = parts[2] if len(parts) > 2 and parts[2] else DEFAULT_SPACING[parts[0]]
+            ddim_timesteps(T, int(parts[1]), spacing)
+            check_solver_steps(parts[0], int(parts[1]))
+            return cls(parts[0], int(parts[1]), spacing, 0.0)
+        raise ValueError(f"unknown sampler {text!r}: write ddpm (all {T} steps), ddim:<steps>[:<spacing>[:<eta>]] "
+                         f"or <solver>:<steps>[:<spacing>] with a solver of {', '.join(SOLVERS)}; "
+                         "e.g. ddim:50, ddim:50:leading:1 or dpm:20")
 
     def with_eta(self, eta: float) -> "SamplerSpec":
         """The same DDIM sampler with another eta (DDPM has no eta to change)."""
@@ -457,17 +467,30 @@ class SamplerSpec:
 
     @property
     def name(self) -> str:
-        """A label for tables and figures: ``DDPM-1000``, ``DDIM-50``, ``DDIM-50 eta=1``, ``DDIM-50 trailing``."""
+        """A label for tables and figures: ``DDPM-1000``, ``DDIM-50``, ``DDIM-50 eta=1``, ``DDIM-50 trailing``, ``DPM-Solver++(2M)-20``."""
         if self.kind == "ddpm":
             return f"DDPM-{self.steps}"
         spacing = "" if self.spacing == "leading" else f" {self.spacing}"
+        if self.kind != "ddim":
+            label = {"heun": "Heun", "dpm": "DPM-Solver++(2M)", "plms": "PLMS", "sde": "SDE", "pc": "PC"}[self.kind]
+            return f"{label}-{self.steps}{spacing}"
         return f"DDIM-{self.steps}{spacing}" + ("" if self.eta == 0 else f" eta={self.eta:g}")
+
+    @property
+    def network_calls(self) -> int:
+        """How many times the sampler calls the model (:func:`tinydiff.solvers.network_calls`)."""
+        from .solvers import network_calls
+
+        return network_calls(self.kind, self.steps)
 
     def __call__(self, model: Model, schedule: Schedule, shape, *, x_T: Tensor | None = None,
                  generator: torch.Generator | None = None, prediction: str = "epsilon", clip_x0: float | None = None,
                  progress: bool = True) -> Tensor:
+        shared = dict(x_T=x_T, generator=generator, prediction=prediction, clip_x0=clip_x0, progress=progress)
         if self.kind == "ddpm":
-            return ddpm_sample(model, schedule, shape, x_T=x_T, generator=generator, prediction=prediction,
-                               clip_x0=clip_x0, progress=progress)
-        return ddim_sample(model, schedule, shape, steps=self.steps, eta=self.eta, spacing=self.spacing, x_T=x_T,
-                           generator=generator, prediction=prediction, clip_x0=clip_x0, progress=progress)
+            return ddpm_sample(model, schedule, shape, **shared)
+        if self.kind == "ddim":
+            return ddim_sample(model, schedule, shape, steps=self.steps, eta=self.eta, spacing=self.spacing, **shared)
+        from .solvers import SOLVER_FUNCTIONS
+
+        return SOLVER_FUNCTIONS[self.kind](model, schedule, shape, steps=self.steps, spacing=self.spacing, **shared)
