@@ -189,3 +189,39 @@ def test_bad_input_gets_a_clear_error():
         SamplerSpec.parse("rk4:10", 100)
     with pytest.raises(ValueError, match="plms_sample needs steps >= 4"):
         SamplerSpec.parse("plms:3", 100)
+
+
+# --------------------------------------------------------------------------- likelihood
+
+
+def _mixture_log_likelihood(schedule_name: str, steps: int, exact: bool = True, seed: int = 1):
+    from tinydiff.likelihood import ode_log_likelihood
+
+    schedule, mixture = schedules.get(schedule_name, T=1000), anisotropic_mixture()
+    x = mixture.sample(300, generator=torch.Generator().manual_seed(0)).double()
+    truth = mixture.noised(float(schedule.alpha_bars[0])).log_prob(x)
+    ll = ode_log_likelihood(MixtureEpsilon(mixture, schedule), schedule, x, steps=steps, exact=exact,
+                            generator=torch.Generator().manual_seed(seed), progress=False)
+    return ll - truth
+
+
+@pytest.mark.parametrize("schedule_name, steps, mae", [("cosine", 250, 0.01), ("cosine", 1000, 0.002), ("linear", 1000, 0.004)])
+def test_ode_likelihood_with_the_exact_eps_is_the_mixture_log_density(schedule_name, steps, mae):
+    """Point by point, in nats (measured MAE: cosine 0.0056 at 250 levels, 0.0004 at 1000; linear 0.0015)."""
+    error = _mixture_log_likelihood(schedule_name, steps)
+    assert float(error.abs().mean()) < mae
+
+
+def test_hutchinson_estimate_is_unbiased():
+    """One Rademacher probe per point: per-point spread ~1.8 nats, mean error within 3 standard errors of 0."""
+    error = _mixture_log_likelihood("cosine", 250, exact=False)
+    assert abs(float(error.mean())) < 3 * float(error.std()) / error.numel() ** 0.5
+    assert float(error.std()) < 5.0
+
+
+def test_bits_per_dim_of_a_uniform_density():
+    """Uniform data on [-1, 1]^D has log p = -D log 2; dequantised into 256 bins it is 8 bits per dimension."""
+    from tinydiff.likelihood import bits_per_dim
+
+    D = 784
+    assert float(bits_per_dim(torch.tensor([-D * math.log(2.0)]), D)[0]) == pytest.approx(8.0)

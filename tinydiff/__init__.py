@@ -13,6 +13,8 @@ Modules, in the order the course meets them:
 - :mod:`tinydiff.distributed` several processes with torchrun + DistributedDataParallel
 - :mod:`tinydiff.checkpoint` safetensors checkpoints with a JSON config
 - :mod:`tinydiff.samplers`   DDPM and DDIM sampling, DDIM inversion, slerp, samplers by name
+- :mod:`tinydiff.solvers`    fast samplers: Heun, DPM-Solver++(2M), PLMS, reverse SDE, predictor-corrector
+- :mod:`tinydiff.likelihood` exact log-likelihoods from the probability-flow ODE
 - :mod:`tinydiff.guidance`   classifier-free and classifier guidance
 - :mod:`tinydiff.latent`     latent diffusion: images <-> unit-variance latents of an autoencoder
 - :mod:`tinydiff.evaluation` seeded, cached sampling of digits and their FD / accuracy / diversity

@@ -14,7 +14,7 @@ Notation, at a visited step t (the papers' alpha_t, sigma_t are our square roots
 
 The probability-flow ODE (Song et al. 2021, eq. 13) of DDPM's variance-preserving process has
 the same marginals as the SDE. In DDIM's variables it is simply (Song, Meng & Ermon 2021, eq. 14;
-Karras et al. 2022, eq. 4 with their sigma = sigma_bar)
+Karras et al. 2022's ODE with their sigma = sigma_bar)
 
     d x_bar / d sigma_bar = eps(x_t, t),
 
@@ -23,7 +23,7 @@ The solvers below are the higher-order steps of the same ODE:
 
 - :func:`heun_sample`        Heun's 2nd-order method in (sigma_bar, x_bar)  (Karras et al. 2022, Algorithm 1)
 - :func:`dpm_solver_sample`  DPM-Solver++(2M): 2nd-order multistep on x0_hat in lambda  (Lu et al. 2022b, Algorithm 2)
-- :func:`plms_sample`        pseudo linear multistep on eps_hat, DDIM as the transfer  (Liu et al. 2022, eqs. 11-12)
+- :func:`plms_sample`        pseudo linear multistep on eps_hat, DDIM as the transfer  (Liu et al. 2022)
 
 and the stochastic ones, on the reverse-time SDE (Anderson 1982; Song et al. 2021, eq. 6):
 
@@ -164,7 +164,7 @@ def dpm_solver_sample(
     """DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2): a 2nd-order multistep solver on the data prediction.
 
     The ODE's exact solution from t to t' is x_t' = (s_t'/s_t) x_t + a_t' int_lambda^lambda' e^{-(lambda'-l)}
-    x0(l) dl (Lu et al. 2022b, eq. 8). With h = lambda_t' - lambda_t and the previous step's h_prev,
+    x0(l) dl (Lu et al. 2022b: the linear part solved exactly, only the x0 integral approximated). With h = lambda_t' - lambda_t and the previous step's h_prev,
     r = h_prev / h, it approximates x0 over the step by a line through the last two predictions:
 
         D     = (1 + 1/(2r)) x0_hat(t) - (1/(2r)) x0_hat(t_prev)          (first step: D = x0_hat(t))
@@ -204,7 +204,7 @@ def dpm_solver_sample(
 
 
 _ADAMS_BASHFORTH = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
-"""Adams-Bashforth weights of eps_t, eps_{t+1 step}, ... (newest first), orders 1-4 (Liu et al. 2022, eq. 12)."""
+"""Adams-Bashforth weights of eps_t, eps_{t+1 step}, ... (newest first), orders 1-4 (as PLMS uses them, Liu et al. 2022)."""
 
 
 @torch.no_grad()
@@ -222,10 +222,10 @@ def plms_sample(
     progress: bool = True,
     return_trajectory: bool = False,
 ) -> Tensor | tuple[Tensor, Trajectory]:
-    """PLMS, the pseudo linear multistep method of PNDM (Liu et al. 2022, eqs. 11-12), as in Stable Diffusion's first sampler.
+    """PLMS, the pseudo linear multistep method of PNDM (Liu et al. 2022), as in Stable Diffusion's first sampler.
 
-    The *transfer* part is the DDIM step with a given eps (Liu et al., eq. 11); the *gradient* part
-    combines the eps_hat of the last four steps with Adams-Bashforth weights (eq. 12):
+    The *transfer* part is the DDIM step with a given eps; the *gradient* part combines the eps_hat
+    of the last four steps with the 4-step Adams-Bashforth weights:
 
         e' = (55 e_t - 59 e_{t+1} + 37 e_{t+2} - 9 e_{t+3}) / 24,        x_t' = DDIM step of x_t with e'
 
@@ -300,7 +300,7 @@ def reverse_sde_sample(
     (Song et al. 2021, eq. 11). Its time reversal, dx = [-beta/2 x - beta grad log p_t(x)] dt + sqrt(beta) dw_bar,
     has the same marginals; each step from visited step t to t' (:func:`_euler_maruyama`) uses the score
     -eps_hat / s_t and the beta of the jump. After the last visited step the sampler returns x0_hat
-    (Tweedie's denoising step; Song et al. 2021, app. G, "denoising"). ``steps`` network calls.
+    (Tweedie's formula, Efron 2011: the final denoising step of Jolicoeur-Martineau et al. 2021). ``steps`` network calls.
     Shapes as :func:`tinydiff.samplers.ddim_sample`.
     """
     _check_steps(steps, 1, "reverse_sde_sample", "it visits at least one step")
