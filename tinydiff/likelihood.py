@@ -118,12 +118,12 @@ def ode_log_likelihood(
     return prior + D * math.log(a[-1] / a[0]) + integral
 
 
-def bits_per_dim(log_likelihood: Tensor, dims: int, bins: int = 256, data_range: float = 2.0) -> Tensor:
+def bits_per_dim(log_likelihood: Tensor, dims: int, bin_width: float = 2 / 255) -> Tensor:
     """Bits per dimension of discrete data from the log-density (nats) of its continuous version.
 
-    Data with ``bins`` levels scaled to an interval of length ``data_range`` (8-bit images in [-1, 1]:
-    256 bins of width 2/256) under uniform dequantisation: bpd = -(log p(x) + D log(width)) / (D ln 2)
-    (Theis et al. 2016; Ho et al. 2020, sec. 4). Shapes: [B] -> [B].
+    Under uniform dequantisation (Theis et al. 2016) a discrete value's probability is the density times
+    the volume of its bin, so bpd = -(log p(x) + D log(bin_width)) / (D ln 2). The default bin width is that
+    of 8-bit images mapped to [-1, 1] as tinydiff does (pixel / 127.5 - 1: levels 2/255 apart).
+    Shapes: [B] -> [B].
     """
-    width = data_range / bins
-    return -(log_likelihood + dims * math.log(width)) / (dims * math.log(2.0))
+    return -(log_likelihood + dims * math.log(bin_width)) / (dims * math.log(2.0))
