@@ -59,6 +59,9 @@ def main() -> None:
     p.add_argument("--resume", help="a runs/*_state.safetensors written by this script")
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--threads", type=int, help="torch.set_num_threads")
+    p.add_argument("--channels-last", action="store_true",
+                   help="keep the weights in channels-last memory order: the same math up to float rounding, "
+                        "about 1.2x faster convolutions on a CPU (measured on 2 Xeon cores)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
 
@@ -102,6 +105,8 @@ def main() -> None:
         log(f"resuming from step {resume.step} ({elapsed_before:.0f} s already trained)", flush=True)
     else:
         model = UNet(**model_cfg).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"{n_params:,} parameters; {len(images)} training {'latents' if latent else 'images'}; {machine()}", flush=True)
 
@@ -147,6 +152,7 @@ def main() -> None:
         "machine": machine(),
         "device": device,
         "processes": world.size,
+        "channels_last": args.channels_last,
         "parameters": n_params,
         "final_loss_mean_last_200": round(sum(losses[-200:]) / max(1, len(losses[-200:])), 5),
         "weights": "EMA",
