@@ -324,6 +324,20 @@ def ddim_sample(
     eta = _check_eta(eta)
     _check_prediction(prediction)
     x, noise = start(model, shape, x_T, generator)
+    update = ddim_update(model, schedule, timesteps, eta, noise, prediction, clip_x0)
+    return run(update, x, timesteps, desc=f"DDIM-{steps}", progress=progress, return_trajectory=return_trajectory)
+
+
+def ddim_update(model: Model, schedule: Schedule, timesteps: list[int], eta: float, noise: Callable[[], Tensor],
+                prediction: str = "epsilon", clip_x0: float | None = None) -> Update:
+    """DDIM's update rule over the visited ``timesteps`` (descending 0-based steps), for :func:`run`.
+
+    ``update(i, x)`` takes x at ``timesteps[i]`` to the next visited step -- or, after the last
+    one, to the clean sample (alpha_bar = 1) -- by :func:`ddim_step` with sigma(eta) of eq. 16,
+    drawing ``noise()`` only when sigma > 0. :func:`ddim_sample` is this rule run once down the
+    grid; :mod:`tinydiff.editing` runs it from a partly noised input (SDEdit) and between
+    resampling jumps (RePaint).
+    """
     alpha_bars = schedule.alpha_bars.tolist()  # float64 Python numbers: exact, and on no device
     levels = [alpha_bars[t] for t in timesteps] + [1.0]  # alpha_bar at each visited step, then the clean sample
 
@@ -332,7 +346,7 @@ def ddim_sample(
         sigma = ddim_sigma(levels[i], levels[i + 1], eta)
         return ddim_step(x0_hat, eps_hat, levels[i + 1], sigma, noise() if sigma > 0 else None), x0_hat
 
-    return run(update, x, timesteps, desc=f"DDIM-{steps}", progress=progress, return_trajectory=return_trajectory)
+    return update
 
 
 @torch.no_grad()

@@ -198,6 +198,37 @@ class GaussianMixture:
             raise ValueError(f"component index k={k} is out of range 0..{self.n_components - 1}")
         return GaussianMixture(self.weights[k : k + 1], self.means[k : k + 1], self.covs[k : k + 1])
 
+    def condition(self, known: list[int], value: Tensor) -> "GaussianMixture":
+        """The exact conditional p(x_u | x_k = value) of the unknown coordinates u given the known ones k.
+
+        Again a Gaussian mixture (Bishop 2006, eqs. 2.81-2.82 per component; Bayes for the weights):
+
+            w_j'   proportional to  w_j N(value; mu_jk, Sigma_jkk)
+            mu_j'  = mu_ju + Sigma_juk Sigma_jkk^-1 (value - mu_jk)
+            Sigma_j' = Sigma_juu - Sigma_juk Sigma_jkk^-1 Sigma_jku
+
+        ``known``: indices of the known coordinates (a non-empty proper subset of 0..D-1);
+        ``value`` [len(known)]. Returns a mixture over the other coordinates, in increasing order.
+        """
+        known = sorted(set(int(i) for i in known))
+        if not known or len(known) >= self.dim or known[0] < 0 or known[-1] >= self.dim:
+            raise ValueError(f"known must be a non-empty proper subset of the coordinates 0..{self.dim - 1}, got {known}")
+        value = torch.as_tensor(value, dtype=torch.float64).flatten().cpu()
+        if value.shape != (len(known),):
+            raise ValueError(f"value must have {len(known)} entries, one per known coordinate, got {list(value.shape)}")
+        unknown = [i for i in range(self.dim) if i not in known]
+        k, u = torch.tensor(known), torch.tensor(unknown)
+        s_kk = self.covs[:, k][:, :, k]
+        s_uk = self.covs[:, u][:, :, k]
+        s_uu = self.covs[:, u][:, :, u]
+        gain = s_uk @ torch.linalg.inv(s_kk)  # [K, |u|, |k|]
+        diff = value[None] - self.means[:, k]  # [K, |k|]
+        means = self.means[:, u] + (gain @ diff.unsqueeze(-1)).squeeze(-1)
+        covs = s_uu - gain @ s_uk.transpose(-1, -2)
+        marginal = GaussianMixture(self.weights, self.means[:, k], s_kk)
+        log_w = marginal._component_log_probs(value[None])[0]
+        return GaussianMixture(torch.softmax(log_w, 0), means, 0.5 * (covs + covs.transpose(-1, -2)))
+
     def mean(self) -> Tensor:
         """E[x], shape [D]."""
         return (self.weights[:, None] * self.means).sum(0)
