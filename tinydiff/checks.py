@@ -1,0 +1,255 @@
+"""Checks for the notebooks' "implement it" exercises: your function against the library's, on random inputs.
+
+Each ``check_*`` calls the learner's function on a few random inputs (float64, a batch of
+different timesteps, fixed seed), compares the result with ``tinydiff``'s own implementation
+and returns a :class:`Verdict` that prints as one line:
+
+    correct                       the same numbers, to float64 round-off
+    not done yet                  the function still raises NotImplementedError (the stub)
+    wrong shape / wrong type      what came back, and what was expected
+    looks like <a known mistake>  the output equals a common wrong formula (named)
+    values differ                 the largest error and where
+
+Every check is tested against the mistakes it names (tests/test_checks.py), so a "correct"
+here means something. The library functions are the reference: read them with ``??`` after
+you have tried.
+
+Read in this order: :class:`Verdict`, :func:`compare` (the one place the comparison happens),
+then one ``check_*`` per exercise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from . import schedules
+from .diffusion import q_posterior, q_sample
+from .guidance import guided_epsilon
+from .samplers import ddim_step
+from .schedules import Schedule
+
+ATOL = 1e-8
+"""How close "correct" is: float64 inputs of size ~1, so anything further is a different formula."""
+
+
+@dataclass
+class Verdict:
+    """The result of a check: ``ok`` and a one-line ``message`` (what a learner reads)."""
+
+    name: str
+    ok: bool
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.message}"
+
+    def __repr__(self) -> str:  # a notebook shows the verdict, not a dataclass
+        return str(self)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def compare(name: str, learner: Callable[[], object], expected: Tensor, mistakes: dict[str, Tensor] | None = None,
+            also_correct: dict[str, Tensor] | None = None) -> Verdict:
+    """Run ``learner()`` once and grade its result against ``expected`` [any shape].
+
+    ``also_correct`` names other right answers (e.g. another valid variance); ``mistakes`` maps a description of a common error to the output that error produces on the
+    same inputs; an answer that matches one of them is named ("looks like ..."). A learner's
+    ``NotImplementedError`` is "not done yet"; any other exception is reported with its message.
+    """
+    try:
+        out = learner()
+    except NotImplementedError:
+        return Verdict(name, False, "not done yet (the function still raises NotImplementedError)")
+    except Exception as err:  # the learner's code failed: say how, do not crash the notebook
+        return Verdict(name, False, f"raised {type(err).__name__}: {err}")
+    if not isinstance(out, Tensor):
+        return Verdict(name, False, f"wrong type: returned {type(out).__name__}, expected a tensor of shape {list(expected.shape)}")
+    if out.shape != expected.shape:
+        hint = ""
+        if out.numel() > expected.numel():
+            hint = " -- a coefficient of shape [B] multiplied into [B, D] broadcasts wrongly: reshape it to [B, 1]"
+        return Verdict(name, False, f"wrong shape: {list(out.shape)}, expected {list(expected.shape)}{hint}")
+    out = out.detach().to(expected)
+    if not torch.isfinite(out).all():
+        return Verdict(name, False, "the output has NaN or inf entries (a division by zero, or a sqrt of a negative number?)")
+    if torch.allclose(out, expected, atol=ATOL, rtol=0):
+        return Verdict(name, True, "correct")
+    for variant, right in (also_correct or {}).items():
+        if torch.allclose(out, right.to(expected), atol=ATOL, rtol=0):
+            return Verdict(name, True, f"correct ({variant})")
+    for mistake, wrong in (mistakes or {}).items():
+        if torch.allclose(out, wrong.to(expected), atol=ATOL, rtol=0):
+            return Verdict(name, False, f"not yet: looks like {mistake}")
+    err = (out - expected).abs()
+    worst = tuple(int(i) for i in torch.unravel_index(err.argmax(), err.shape))
+    return Verdict(name, False, f"values differ: largest error {float(err.max()):.3g} at index {list(worst)} "
+                                f"(yours {float(out[worst]):.4f}, expected {float(expected[worst]):.4f})")
+
+
+def _inputs(batch: int = 8, dim: int = 3, seed: int = 0) -> tuple[Schedule, Tensor, Tensor, Tensor]:
+    """The linear schedule (alpha_t and alpha_bar_t differ enough to tell apart), x [B, D], eps [B, D],
+    and t [B]: one timestep per row, including t = 0 and t = T-1 (where index mistakes show)."""
+    g = torch.Generator().manual_seed(seed)
+    schedule = schedules.get("linear", T=1000)
+    x = torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    eps = torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    t = torch.randint(1, schedule.T - 1, (batch,), generator=g)
+    t[0], t[-1] = 0, schedule.T - 1
+    return schedule, x, eps, t
+
+
+def _col(values: Tensor, t: Tensor) -> Tensor:
+    """values[t] as a float64 column [B, 1], the shape that broadcasts over [B, D]."""
+    return values.to(torch.float64)[t][:, None]
+
+
+# --- notebook 01: the forward process ------------------------------------------------------
+
+
+def check_q_sample(fn: Callable[[Schedule, Tensor, Tensor, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(schedule, x0, t, noise)`` -> x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps (Ho et al. 2020, eq. 4).
+
+    Shapes: x0, noise [B, D], t LongTensor [B] (0-based) -> [B, D]."""
+    schedule, x0, eps, t = _inputs()
+    ab, a = _col(schedule.alpha_bars, t), _col(schedule.alphas, t)
+    ab_next = _col(schedule.alpha_bars, (t + 1).clamp(max=schedule.T - 1))
+    ab_prev = _col(torch.cat([torch.ones(1, dtype=torch.float64), schedule.alpha_bars]), t)  # alpha_bar_{t-1}
+    mistakes = {
+        "alpha_bar without the square roots": ab * x0 + (1 - ab) * eps,
+        "alpha_t (one step) instead of alpha_bar_t (the product)": a.sqrt() * x0 + (1 - a).sqrt() * eps,
+        "the two coefficients swapped": (1 - ab).sqrt() * x0 + ab.sqrt() * eps,
+        "t off by one: alpha_bar at t+1 (0-based t indexes the tables directly)": ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps,
+        "t off by one: alpha_bar at t-1 (0-based t indexes the tables directly)": ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps,
+        "the noise subtracted instead of added": ab.sqrt() * x0 - (1 - ab).sqrt() * eps,
+    }
+    return compare("q_sample", lambda: fn(schedule, x0.clone(), t.clone(), eps.clone()), q_sample(schedule, x0, t, eps), mistakes)
+
+
+# --- notebook 04: the posterior and one DDPM step -------------------------------------------
+
+
+def check_posterior_mean(fn: Callable[[Schedule, Tensor, Tensor, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(schedule, x0, x_t, t)`` -> the mean of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, eq. 7).
+
+    mean = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x0 + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t,
+    with alpha_bar_{-1} = 1 at t = 0. Shapes: x0, x_t [B, D], t [B] -> [B, D]."""
+    schedule, x0, x_t, t = _inputs(seed=1)
+    expected, _ = q_posterior(schedule, x0, x_t, t)
+    ab, a, b = _col(schedule.alpha_bars, t), _col(schedule.alphas, t), _col(schedule.betas, t)
+    ab_prev = _col(schedule.alpha_bars_prev, t)
+    c0, ct = ab_prev.sqrt() * b / (1 - ab), a.sqrt() * (1 - ab_prev) / (1 - ab)
+    c0_bar, ct_bar = ab.sqrt() * b / (1 - ab), a.sqrt() * (1 - ab) / (1 - ab)
+    mistakes = {
+        "the coefficients of x0 and x_t swapped": ct * x0 + c0 * x_t,
+        "alpha_bar_t where eq. 7 has alpha_bar_{t-1}": c0_bar * x0 + ct_bar * x_t,
+        "alpha_t without its square root": ab_prev.sqrt() * b / (1 - ab) * x0 + a * (1 - ab_prev) / (1 - ab) * x_t,
+    }
+    return compare("posterior mean", lambda: fn(schedule, x0.clone(), x_t.clone(), t.clone()), expected, mistakes)
+
+
+def check_ddpm_step(fn: Callable[[Schedule, Tensor, Tensor, Tensor, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(schedule, x_t, t, eps_hat, z)`` -> x_{t-1} of DDPM's sampler (Ho et al. 2020, Algorithm 2):
+
+    x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_t) + sigma_t z,   no noise at t = 0,
+
+    with sigma_t^2 = beta_tilde_t (eq. 7) or beta_t: both are accepted (Ho et al., sec. 3.2).
+    Shapes: x_t, eps_hat, z [B, D], t [B] -> [B, D]."""
+    schedule, x_t, eps, t = _inputs(seed=2)
+    z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    ab, a, b = _col(schedule.alpha_bars, t), _col(schedule.alphas, t), _col(schedule.betas, t)
+    mean = (x_t - b / (1 - ab).sqrt() * eps) / a.sqrt()
+    last = (t == 0)[:, None]
+    tilde = mean + torch.where(last, 0.0, _col(schedule.posterior_variances, t).sqrt()) * z
+    plain = mean + torch.where(last, 0.0, b.sqrt()) * z
+    mistakes = {
+        # (with beta_tilde the noise at t = 0 vanishes by itself: beta_tilde_0 = 0; with beta_t it does not)
+        "noise added at the last step too (t = 0 must return the mean alone)": mean + b.sqrt() * z,
+        "the variance where the standard deviation belongs (sigma_t is the square root of beta_tilde_t)":
+            mean + torch.where(last, 0.0, _col(schedule.posterior_variances, t)) * z,
+        "no noise at all (that is the mean of x_{t-1}, not a sample)": mean,
+        "sqrt(1 - alpha_bar_t) without dividing beta_t by it": (x_t - b * (1 - ab).sqrt() * eps) / a.sqrt()
+                                                              + torch.where(last, 0.0, _col(schedule.posterior_variances, t).sqrt()) * z,
+    }
+    return compare("DDPM step", lambda: fn(schedule, x_t.clone(), t.clone(), eps.clone(), z.clone()), tilde, mistakes,
+                   also_correct={"with sigma_t^2 = beta_t, Ho et al.'s other choice": plain})
+
+
+# --- notebook 06: one DDIM step --------------------------------------------------------------
+
+
+def check_ddim_step(fn: Callable[[Tensor, Tensor, float, float, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(x0_hat, eps_hat, alpha_bar_prev, sigma, z)`` -> DDIM's eq. 12 (Song, Meng & Ermon 2021):
+
+    x_prev = sqrt(alpha_bar_prev) x0_hat + sqrt(1 - alpha_bar_prev - sigma^2) eps_hat + sigma z.
+    Shapes: x0_hat, eps_hat, z [B, D]; alpha_bar_prev, sigma floats -> [B, D]."""
+    _, x0, eps, _ = _inputs(seed=3)
+    z = torch.randn(x0.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    ab_prev, sigma = 0.62, 0.3
+    expected = ddim_step(x0, eps, ab_prev, sigma, z)
+    mistakes = {
+        "sqrt(1 - alpha_bar_prev) for the direction (eq. 12 subtracts sigma^2 under the root)":
+            math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev) * eps + sigma * z,
+        "alpha_bar_prev without its square root": ab_prev * x0 + math.sqrt(1 - ab_prev - sigma**2) * eps + sigma * z,
+        "the noise term left out": math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev - sigma**2) * eps,
+        "sigma^2 where sigma belongs in the noise term": math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev - sigma**2) * eps + sigma**2 * z,
+    }
+    return compare("DDIM step", lambda: fn(x0.clone(), eps.clone(), ab_prev, sigma, z.clone()), expected, mistakes)
+
+
+# --- notebook 07: the classifier-free guidance combination ----------------------------------
+
+
+def check_cfg(fn: Callable[[Tensor, Tensor, float], Tensor]) -> Verdict:
+    """Grade ``fn(eps_cond, eps_uncond, scale)`` -> eps_uncond + s (eps_cond - eps_uncond) (Ho & Salimans 2022, eq. 6, w = s - 1).
+
+    Shapes: [B, D] twice and a float -> [B, D]."""
+    _, cond, uncond, _ = _inputs(seed=4)
+    s = 2.5
+    mistakes = {
+        "Ho & Salimans' (1 + w) eps_c - w eps_u with w = s: that is scale s + 1 in our convention":
+            (1 + s) * cond - s * uncond,
+        "the conditional and unconditional outputs swapped": cond + s * (uncond - cond),
+        "the guidance term without the unconditional output added back": s * (cond - uncond),
+    }
+    return compare("classifier-free guidance", lambda: fn(cond.clone(), uncond.clone(), s), guided_epsilon(cond, uncond, s), mistakes)
+
+
+# --- notebook 10: the replacement step of inpainting ------------------------------------------
+
+
+def check_replacement(fn: Callable[[Tensor, Tensor, Tensor, float, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(x_unknown, x_known, mask, alpha_bar, z)`` -> RePaint's eq. 8 (Lugmayr et al. 2022):
+
+    mask * (sqrt(alpha_bar) x_known + sqrt(1 - alpha_bar) z) + (1 - mask) * x_unknown.
+    Shapes: x_unknown, x_known, z [B, D], mask [B, D] of 0/1 (1 = known), alpha_bar a float -> [B, D]."""
+    _, x_unknown, x_known, _ = _inputs(seed=5)
+    g = torch.Generator().manual_seed(7)
+    z = torch.randn(x_known.shape, generator=g, dtype=torch.float64)
+    mask = (torch.rand(x_known.shape, generator=g) < 0.5).to(torch.float64)
+    ab = 0.37
+    noised = math.sqrt(ab) * x_known + math.sqrt(1 - ab) * z
+    mistakes = {
+        "the mask read the wrong way round (1 = known)": (1 - mask) * noised + mask * x_unknown,
+        "the clean known part pasted in (it must be noised to the same level as x_unknown)": mask * x_known + (1 - mask) * x_unknown,
+        "the known part noised without the square roots": mask * (ab * x_known + (1 - ab) * z) + (1 - mask) * x_unknown,
+    }
+    return compare("replacement step", lambda: fn(x_unknown.clone(), x_known.clone(), mask.clone(), ab, z.clone()),
+                   mask * noised + (1 - mask) * x_unknown, mistakes)
+
+
+CHECKS = {
+    "q_sample": check_q_sample,
+    "posterior_mean": check_posterior_mean,
+    "ddpm_step": check_ddpm_step,
+    "ddim_step": check_ddim_step,
+    "cfg": check_cfg,
+    "replacement": check_replacement,
+}
+"""Every check, by the name of the function it grades."""
