@@ -20,6 +20,19 @@ def stub(*args):
     raise NotImplementedError
 
 
+# --- q_step and q_sample ---------------------------------------------------------------------
+
+
+def test_q_step_right_stub_and_mistakes():
+    own = lambda s, x, t, e: (1 - col(s.betas, t)).sqrt() * x + col(s.betas, t).sqrt() * e  # eq. 2 by hand
+    assert str(checks.check_q_step(own)) == "q_step: correct"
+    assert "not done yet" in str(checks.check_q_step(stub))
+    assert "coefficient 1" in str(checks.check_q_step(lambda s, x, t, e: x + col(s.betas, t).sqrt() * e))
+    assert "without the square roots" in str(checks.check_q_step(lambda s, x, t, e: (1 - col(s.betas, t)) * x + col(s.betas, t) * e))
+    closed = lambda s, x, t, e: col(s.alpha_bars, t).sqrt() * x + (1 - col(s.alpha_bars, t)).sqrt() * e
+    assert "closed form" in str(checks.check_q_step(closed))
+
+
 # --- q_sample -------------------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from . import schedules
-from .diffusion import q_posterior, q_sample
+from .diffusion import q_posterior, q_sample, q_step
 from .guidance import guided_epsilon
 from .samplers import ddim_step
 from .schedules import Schedule
@@ -111,6 +111,24 @@ def _col(values: Tensor, t: Tensor) -> Tensor:
 
 
 # --- notebook 01: the forward process ------------------------------------------------------
+
+
+def check_q_step(fn: Callable[[Schedule, Tensor, Tensor, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(schedule, x_prev, t, noise)`` -> x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps (Ho et al. 2020, eq. 2).
+
+    Shapes: x_prev, noise [B, D], t LongTensor [B] (0-based) -> [B, D]."""
+    schedule, x_prev, eps, t = _inputs(seed=8)
+    b, ab = _col(schedule.betas, t), _col(schedule.alpha_bars, t)
+    b_next = _col(schedule.betas, (t + 1).clamp(max=schedule.T - 1))
+    mistakes = {
+        "beta_t without the square roots": (1 - b) * x_prev + b * eps,
+        "the coefficient 1 in front of x_{t-1} (without sqrt(1 - beta_t) the variance grows without bound)":
+            x_prev + b.sqrt() * eps,
+        "alpha_bar_t (the closed form's coefficients) in a single step": ab.sqrt() * x_prev + (1 - ab).sqrt() * eps,
+        "t off by one: beta at t+1 (0-based t indexes the tables directly)": (1 - b_next).sqrt() * x_prev + b_next.sqrt() * eps,
+    }
+    return compare("q_step", lambda: fn(schedule, x_prev.clone(), t.clone(), eps.clone()), q_step(schedule, x_prev, t, eps),
+                   mistakes)
 
 
 def check_q_sample(fn: Callable[[Schedule, Tensor, Tensor, Tensor], Tensor]) -> Verdict:
@@ -245,6 +263,7 @@ def check_replacement(fn: Callable[[Tensor, Tensor, Tensor, float, Tensor], Tens
 
 
 CHECKS = {
+    "q_step": check_q_step,
     "q_sample": check_q_sample,
     "posterior_mean": check_posterior_mean,
     "ddpm_step": check_ddpm_step,
