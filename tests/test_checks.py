@@ -127,6 +127,22 @@ def test_ddim_step():
     assert "not done yet" in str(checks.check_ddim_step(stub))
 
 
+def test_ddim_sigma():
+    right = lambda ab, abp, eta: eta * ((1 - abp) / (1 - ab)).sqrt() * (1 - ab / abp).sqrt()
+    assert checks.check_ddim_sigma(right).ok
+    assert "eta left out" in str(checks.check_ddim_sigma(lambda ab, abp, eta: right(ab, abp, 1.0)))
+    assert "sigma^2 instead" in str(checks.check_ddim_sigma(lambda ab, abp, eta: right(ab, abp, eta) ** 2))
+    assert "not done yet" in str(checks.check_ddim_sigma(stub))
+
+
+def test_classifier_guidance():
+    right = lambda s, eps, t, g, scale: eps - scale * (1 - col(s.alpha_bars, t)).sqrt() * g
+    assert checks.check_classifier_guidance(right).ok
+    wrong_sign = lambda s, eps, t, g, scale: eps + scale * (1 - col(s.alpha_bars, t)).sqrt() * g
+    assert "against grad log p" in str(checks.check_classifier_guidance(wrong_sign))
+    assert "left out" in str(checks.check_classifier_guidance(lambda s, eps, t, g, scale: eps - scale * g))
+
+
 def test_cfg():
     assert checks.check_cfg(lambda c, u, s: u + s * (c - u)).ok
     assert checks.check_cfg(guided_epsilon).ok
@@ -150,4 +166,4 @@ def test_every_check_rejects_the_stub_and_a_constant(name):
     check = checks.CHECKS[name]
     assert not check(stub).ok
     verdict = check(lambda *args: torch.zeros(8, 3, dtype=torch.float64))
-    assert not verdict.ok and ("values differ" in verdict.message or "looks like" in verdict.message)
+    assert not verdict.ok and any(word in verdict.message for word in ("values differ", "looks like", "wrong shape"))

@@ -29,8 +29,8 @@ from torch import Tensor
 
 from . import schedules
 from .diffusion import q_posterior, q_sample, q_step
-from .guidance import guided_epsilon
-from .samplers import ddim_step
+from .guidance import classifier_guided_epsilon, guided_epsilon
+from .samplers import ddim_sigma, ddim_step
 from .schedules import Schedule
 
 ATOL = 1e-8
@@ -221,6 +221,41 @@ def check_ddim_step(fn: Callable[[Tensor, Tensor, float, float, Tensor], Tensor]
     return compare("DDIM step", lambda: fn(x0.clone(), eps.clone(), ab_prev, sigma, z.clone()), expected, mistakes)
 
 
+def check_ddim_sigma(fn: Callable[[Tensor, Tensor, float], Tensor]) -> Verdict:
+    """Grade ``fn(alpha_bar_t, alpha_bar_prev, eta)`` -> DDIM's sigma_t(eta) (Song, Meng & Ermon 2021, eq. 16):
+
+    eta * sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) * sqrt(1 - alpha_bar_t / alpha_bar_prev).
+    Shapes: alpha_bar_t, alpha_bar_prev [B] (alpha_bar_prev > alpha_bar_t: the step goes down), eta a float -> [B]."""
+    schedule, _, _, t = _inputs(seed=9)
+    t = t.clamp(min=20)
+    ab, ab_prev, eta = schedule.alpha_bars.to(torch.float64)[t], schedule.alpha_bars.to(torch.float64)[t - 20], 0.7
+    mistakes = {
+        "eta left out (eta scales sigma: 0 = deterministic, 1 = DDPM)": ddim_sigma(ab, ab_prev, 1.0),
+        "the variance sigma^2 instead of sigma": ddim_sigma(ab, ab_prev, eta) ** 2,
+        "the first ratio upside down ((1 - alpha_bar_t) / (1 - alpha_bar_prev))":
+            eta * ((1 - ab) / (1 - ab_prev)).sqrt() * (1 - ab / ab_prev).sqrt(),
+        "alpha_bar_prev / alpha_bar_t in the second root (it must be below 1)": eta * ((1 - ab_prev) / (1 - ab)).sqrt()
+            * (1 - ab_prev / ab).abs().sqrt(),
+    }
+    return compare("DDIM sigma", lambda: fn(ab.clone(), ab_prev.clone(), eta), ddim_sigma(ab, ab_prev, eta), mistakes)
+
+
+def check_classifier_guidance(fn: Callable[[Schedule, Tensor, Tensor, Tensor, float], Tensor]) -> Verdict:
+    """Grade ``fn(schedule, eps, t, grad_log_p_y, scale)`` -> eps - s sqrt(1 - alpha_bar_t) grad log p(y | x_t)
+    (Dhariwal & Nichol 2021, Algorithm 2; notebook 07's eq. 3). Shapes: eps, grad [B, D], t [B] -> [B, D]."""
+    schedule, eps, grad, t = _inputs(seed=10)
+    s = 2.0
+    root = _col(schedule.sqrt_one_minus_alpha_bars, t)
+    mistakes = {
+        "the gradient added: guidance must move eps against grad log p(y | x_t) (eps is minus the scaled score)":
+            eps + s * root * grad,
+        "the sqrt(1 - alpha_bar_t) left out (a score correction becomes an eps correction through it)": eps - s * grad,
+        "1 - alpha_bar_t without the square root": eps - s * root**2 * grad,
+    }
+    return compare("classifier guidance", lambda: fn(schedule, eps.clone(), t.clone(), grad.clone(), s),
+                   classifier_guided_epsilon(schedule, eps, t, grad, s), mistakes)
+
+
 # --- notebook 07: the classifier-free guidance combination ----------------------------------
 
 
@@ -268,6 +303,8 @@ CHECKS = {
     "posterior_mean": check_posterior_mean,
     "ddpm_step": check_ddpm_step,
     "ddim_step": check_ddim_step,
+    "ddim_sigma": check_ddim_sigma,
+    "classifier_guidance": check_classifier_guidance,
     "cfg": check_cfg,
     "replacement": check_replacement,
 }
