@@ -161,6 +161,12 @@ def test_replacement():
     assert "wrong way round" in str(checks.check_replacement(inverted))
 
 
+def test_renoise():
+    right = lambda x, a, b, z: math.sqrt(b / a) * x + math.sqrt(1 - b / a) * z
+    assert checks.check_renoise(right).ok
+    assert "treated as clean" in str(checks.check_renoise(lambda x, a, b, z: math.sqrt(b) * x + math.sqrt(1 - b) * z))
+
+
 @pytest.mark.parametrize("name", sorted(checks.CHECKS))
 def test_every_check_rejects_the_stub_and_a_constant(name):
     check = checks.CHECKS[name]

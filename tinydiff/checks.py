@@ -29,6 +29,7 @@ from torch import Tensor
 
 from . import schedules
 from .diffusion import q_posterior, q_sample, q_step
+from .editing import renoise
 from .guidance import classifier_guided_epsilon, guided_epsilon
 from .samplers import ddim_sigma, ddim_step
 from .schedules import Schedule
@@ -297,6 +298,22 @@ def check_replacement(fn: Callable[[Tensor, Tensor, Tensor, float, Tensor], Tens
                    mask * noised + (1 - mask) * x_unknown, mistakes)
 
 
+def check_renoise(fn: Callable[[Tensor, float, float, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(x, alpha_bar_from, alpha_bar_to, z)`` -> RePaint's jump back up the forward process:
+    sqrt(ab_to / ab_from) x + sqrt(1 - ab_to / ab_from) z, a sample of q(x_to | x_from) (Ho et al. 2020, eq. 2
+    composed over the steps between). Shapes: x, z [B, D]; two floats (ab_to < ab_from) -> [B, D]."""
+    _, x, z, _ = _inputs(seed=11)
+    ab_from, ab_to = 0.8, 0.3
+    r = ab_to / ab_from
+    mistakes = {
+        "the ratio upside down (alpha_bar_from / alpha_bar_to is above 1)": math.sqrt(1 / r) * x + math.sqrt(abs(1 - 1 / r)) * z,
+        "x treated as clean data (q_sample from x): x is already noised to alpha_bar_from":
+            math.sqrt(ab_to) * x + math.sqrt(1 - ab_to) * z,
+        "no square roots": r * x + (1 - r) * z,
+    }
+    return compare("renoise", lambda: fn(x.clone(), ab_from, ab_to, z.clone()), renoise(x, ab_from, ab_to, z), mistakes)
+
+
 CHECKS = {
     "q_step": check_q_step,
     "q_sample": check_q_sample,
@@ -307,5 +324,6 @@ CHECKS = {
     "classifier_guidance": check_classifier_guidance,
     "cfg": check_cfg,
     "replacement": check_replacement,
+    "renoise": check_renoise,
 }
 """Every check, by the name of the function it grades."""
