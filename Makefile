@@ -1,6 +1,8 @@
 # The two commands of the README's Quickstart:
 #   make lab    set up .venv (once) and open JupyterLab on the course
 #   make test   set up .venv (once) and run the unit tests and every notebook (nbval)
+#   make site   build the offline course website into build/site (stored outputs, nothing executed)
+#   make demo   serve the classroom demo page (the widget demos, no code) with Voila on 127.0.0.1
 # Both are idempotent: the virtual environment is built once and reused.
 # A torch already installed in .venv is kept (pyproject asks only for torch>=2.2).
 
@@ -12,14 +14,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tinydiff-installed
 
-.PHONY: lab test unit notebooks test-threads execute clean-venv
+.PHONY: lab test unit notebooks test-threads execute site demo clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[course,test]"
+	$(BIN)/python -m pip install --quiet -e ".[course,test,site]"
 	touch $(STAMP)
 
 # Jupyter refuses to run as root (containers, cloud shells) unless told to.
@@ -51,6 +53,12 @@ execute: $(STAMP)
 	for nb in notebooks/*.ipynb; do \
 		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 "$$nb" || exit 1; \
 	done
+
+site: $(STAMP)
+	$(BIN)/python scripts/build_site.py
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
 
 clean-venv:
 	rm -rf $(VENV)

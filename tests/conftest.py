@@ -11,3 +11,51 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ---- a real browser (headless Chromium driven by Playwright), for the site, JupyterLab and demo-page tests ----
+# Debian's chromium (apt-get install chromium): Playwright's own browser download is not used. Flags as measured
+# in a root container with no display and no network beyond 127.0.0.1.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium for one test module; skips, saying how to install what is missing."""
+    import shutil
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("browser tests need Playwright: pip install -e '.[site]' (make test installs it)")
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("browser tests need Chromium: sudo apt-get install chromium (Debian/Ubuntu); "
+                    ".ci/run installs it, so CI runs these tests")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=path, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+class PageProblems:
+    """What went wrong while a page was open: console errors, uncaught exceptions, failed or off-host requests."""
+
+    def __init__(self, page, allowed_origin: str) -> None:
+        self.problems: list[str] = []
+        page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.problems.append(f"uncaught: {e}"))
+        page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.url} ({r.failure})"))
+        page.on("response", lambda r: self.problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+        page.on("request", lambda r: None if r.url.startswith((allowed_origin, "data:", "blob:"))
+                else self.problems.append(f"request off the local server: {r.url}"))
+
+    def take(self) -> list[str]:
+        found, self.problems[:] = list(self.problems), []
+        return found
+
+
+@pytest.fixture
+def page_problems():
+    return PageProblems

@@ -31,6 +31,16 @@ def test_animation_draws_the_requested_states():
     assert "<script" in to_html(anim).data
 
 
+def test_player_needs_no_network():
+    """matplotlib's player links Font Awesome from a CDN; ours has no URL at all and every button a visible symbol."""
+    anim = animate_trajectory([torch.zeros(3, 4, 2)], n_frames=3)
+    raw, ours = anim.to_jshtml(), to_html(anim).data
+    assert "https://" in raw and 'class="fa ' in raw                      # what the fix is for
+    assert "https://" not in ours and "http://" not in ours and 'class="fa ' not in ours
+    assert ours.count("<button") == raw.count("<button") == 9
+    assert "\u25b6" in ours and "\u23f8" in ours                          # play and pause
+
+
 def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match=r"\[S, B, 2\]"):
         animate_trajectory(torch.zeros(5, 3))

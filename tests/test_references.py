@@ -13,7 +13,7 @@ KEY = re.compile(r"^- \*\*(.+?)\*\* — ", re.MULTILINE)
 
 def cited_texts() -> dict[str, str]:
     files = [*ROOT.glob("tinydiff/**/*.py"), *ROOT.glob("scripts/*.py"), *ROOT.glob("benchmarks/*.py"),
-             *ROOT.glob("*.md"), *ROOT.glob("benchmarks/*.md"), *ROOT.glob("data/**/*.md")]
+             *ROOT.glob("*.md"), *ROOT.glob("benchmarks/*.md"), *ROOT.glob("data/**/*.md"), *ROOT.glob("site/*.md")]
     texts = {str(f.relative_to(ROOT)): f.read_text(encoding="utf-8") for f in files if f.name != "REFERENCES.md"}
     for nb in ROOT.glob("notebooks/*.ipynb"):  # the cells as written, not their outputs
         cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]

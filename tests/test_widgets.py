@@ -32,6 +32,19 @@ def test_moving_t_redraws_the_figure(explorer):
     assert bytes(explorer.image.value) == before
 
 
+def test_figure_is_shown_at_its_own_size_with_twice_the_pixels(explorer):
+    """Not stretched to the cell's width (the issue's blurry eta explorer): the Image is as wide as the figure in
+    CSS pixels (inches x dpi) and holds PIXEL_RATIO times as many pixels, for high-DPI screens."""
+    png = bytes(explorer.image.value)
+    png_width, png_height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    css_width = int(explorer.image.width)
+    assert explorer.image.layout.align_self == "flex-start"
+    assert widgets.PIXEL_RATIO == 2 and abs(png_width - 2 * css_width) <= 2
+    ncols = 4  # points, digits and two curve panels: 3 inches each (ScheduleExplorer.render)
+    assert css_width == round(3.0 * ncols * plt.rcParams["figure.dpi"])
+    assert png_height < png_width
+
+
 def test_changing_schedule_or_T_redraws_and_keeps_t_in_range(explorer):
     before = bytes(explorer.image.value)
     explorer.schedule_name.value = "cosine"

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import re
+
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
@@ -104,4 +106,22 @@ def to_html(anim: FuncAnimation, frame_format: str = "jpeg"):
     from IPython.display import HTML
 
     with mpl.rc_context({"animation.frame_format": frame_format}):
-        return HTML(anim.to_jshtml())
+        return HTML(offline_player(anim.to_jshtml()))
+
+
+# matplotlib's player draws its buttons with Font Awesome icons from a CDN: with no network (or on the offline
+# course website) the buttons are blank and the page logs a failed request. The same buttons with text symbols:
+PLAYER_ICONS = {
+    "fa fa-minus": "\u2212", "fa fa-fast-backward": "\u23ee", "fa fa-step-backward": "\u25c2",
+    "fa fa-play fa-flip-horizontal": "\u25c0", "fa fa-pause": "\u23f8", "fa fa-play": "\u25b6",
+    "fa fa-step-forward": "\u25b8", "fa fa-fast-forward": "\u23ed", "fa fa-plus": "+",
+}
+
+
+def offline_player(html: str) -> str:
+    """``anim.to_jshtml()``'s player with no request to a CDN: the Font Awesome stylesheet link removed and each
+    icon replaced by a text symbol (the buttons keep their titles)."""
+    html = re.sub(r'<link rel="stylesheet"\s+href="https://[^"]*font-awesome[^"]*">', "", html)
+    for icon, symbol in PLAYER_ICONS.items():
+        html = html.replace(f'<i class="{icon}"></i>', symbol)
+    return html

@@ -43,15 +43,28 @@ from .schedules import Schedule
 __all__ = [  # the drawing functions are tinydiff.plot's; imported here because every widget redraws one
     "DDIMEtaExplorer", "FixedNoise", "GuidanceExplorer", "LangevinExplorer", "ScheduleExplorer",
     "ddim_eta_explorer", "ddim_paths_figure", "draw_paths", "explorer_figure", "figure_png", "guidance_explorer",
-    "guidance_figure", "langevin_explorer", "langevin_figure", "schedule_explorer",
+    "guidance_figure", "langevin_explorer", "langevin_figure", "schedule_explorer", "show_figure",
 ]
 
 
-def figure_png(fig: Figure) -> bytes:
-    """Render a matplotlib Figure to PNG bytes (at its own dpi)."""
+def figure_png(fig: Figure, dpi: float | None = None) -> bytes:
+    """Render a matplotlib Figure to PNG bytes (at its own dpi unless ``dpi`` is given)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", dpi=dpi if dpi is not None else fig.dpi)
     return buffer.getvalue()
+
+
+PIXEL_RATIO = 2
+"""Device pixels per CSS pixel that the widgets draw for: 2 is crisp on high-DPI screens and projectors."""
+
+
+def show_figure(image: W.Image, fig: Figure) -> None:
+    """Draw ``fig`` into the Image widget at its display size: ``PIXEL_RATIO`` x its pixels, shown at
+    (inches x dpi) CSS pixels -- the size the notebook's static figures have -- and never stretched to the
+    width of the cell (a box's children stretch unless told otherwise)."""
+    image.value = figure_png(fig, dpi=fig.dpi * PIXEL_RATIO)
+    image.width = str(round(fig.get_figwidth() * fig.dpi))
+    image.layout.align_self = "flex-start"
 
 
 def _default_images() -> Tensor | None:
@@ -107,7 +120,7 @@ class ScheduleExplorer(W.VBox):
         ncols = 4 if self.data.images is not None else 3
         fig = Figure(figsize=(3.0 * ncols, 2.7))
         explorer_figure(self.schedule, int(self.t.value), self.data, fig=fig)
-        self.image.value = figure_png(fig)
+        show_figure(self.image, fig)
 
 
 def schedule_explorer(
@@ -163,7 +176,7 @@ class LangevinExplorer(W.VBox):
         sigmas = self.sigmas if self.annealed.value else None
         langevin_figure(self.mixture, self.x_init, float(self.step_size.value), int(self.n_steps.value),
                         sigmas, seed=self.seed, fig=fig)
-        self.image.value = figure_png(fig)
+        show_figure(self.image, fig)
 
 
 def langevin_explorer(
@@ -212,7 +225,7 @@ class DDIMEtaExplorer(W.VBox):
         fig = Figure(figsize=(4.5, 4.5))
         ddim_paths_figure(self.model, self.schedule, self.x_T, float(self.eta.value), self.steps, self.seed,
                           self.density, fig=fig)
-        self.image.value = figure_png(fig)
+        show_figure(self.image, fig)
 
 
 def ddim_eta_explorer(
@@ -259,7 +272,7 @@ class GuidanceExplorer(W.VBox):
         fig = Figure(figsize=(0.6 * self.n, 0.9), dpi=110)
         guidance_figure(self.net, self.schedule, int(self.digit.value), float(self.scale.value), self.n, self.steps,
                         prediction=self.prediction, fig=fig)
-        self.image.value = figure_png(fig)
+        show_figure(self.image, fig)
 
 
 def guidance_explorer(net: torch.nn.Module, schedule: Schedule, digit: int = 3, scale: float = 1.0, n: int = 8,
