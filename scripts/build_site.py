@@ -7,7 +7,7 @@ The site needs no network when it is read: MathJax comes from the ``jupyter-serv
 (installed from PyPI), Sphinx's theme ships its own assets, and no widget JavaScript is loaded.
 
 Sources: ``site/`` (Sphinx's ``conf.py``, the index, the notation page), ``README.md`` (its course map is
-included in the index), ``REFERENCES.md`` and the notebooks. They are staged in ``build/site-src``, where each
+included in the index), ``REFERENCES.md``, ``TEACHING.md`` and the notebooks. They are staged in ``build/site-src``, where each
 notebook is copied with its widget outputs replaced (see :func:`static_notebook`), and Sphinx writes
 ``build/site``.
 """
@@ -91,6 +91,7 @@ def stage(src: Path) -> int:
     shutil.copytree(ROOT / "site", src, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "README.md", src / "README.md")
     shutil.copy(ROOT / "REFERENCES.md", src / "references.md")
+    shutil.copy(ROOT / "TEACHING.md", src / "teaching.md")
     shutil.copytree(mathjax_dir(), src / "_static" / "mathjax")
     (src / "notebooks").mkdir()
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
