@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from tinydiff import checks
-from tinydiff.diffusion import q_posterior, q_sample
+from tinydiff.data import GaussianMixture
+from tinydiff.diffusion import predict_eps, predict_x0, q_posterior, q_sample, score_from_eps
 from tinydiff.guidance import guided_epsilon
+from tinydiff.langevin import langevin_step
 from tinydiff.samplers import ddim_step
 
 
@@ -63,6 +65,106 @@ def test_q_sample_shape_and_error_messages():
     assert "wrong type" in checks.check_q_sample(lambda s, x0, t, e: 3.0).message
     verdict = checks.check_q_sample(lambda s, x0, t, e: x0 + 0.01)
     assert not verdict.ok and "values differ" in verdict.message
+
+
+# --- notebook 02: the mixture score and one Langevin step --------------------------------------
+
+
+def mixture_score(x, weights, means, covs, *, resp="posterior", flip=1.0, matrix="precision"):
+    """Eq. (2) of notebook 02 the way a learner writes it, with switches for the common mistakes."""
+    log_n = torch.distributions.MultivariateNormal(means, covariance_matrix=covs).log_prob(x[:, None, :])  # [B, K]
+    r = {
+        "posterior": lambda: torch.softmax(weights.log() + log_n, dim=1),
+        "weights": lambda: weights.expand(len(x), -1),
+        "no weights": lambda: torch.softmax(log_n, dim=1),
+        "unnormalised": lambda: weights * log_n.exp(),
+        "over the batch": lambda: torch.softmax(weights.log() + log_n, dim=0),
+        "ones": lambda: torch.ones_like(log_n),
+    }[resp]()
+    m = torch.linalg.inv(covs) if matrix == "precision" else covs
+    comp = (m @ (flip * (means - x[:, None, :])).unsqueeze(-1)).squeeze(-1)  # [B, K, D]
+    return (r.unsqueeze(-1) * comp).sum(1)
+
+
+def test_mixture_score_right_stub_and_mistakes():
+    assert str(checks.check_mixture_score(mixture_score)) == "mixture score: correct"
+    assert checks.check_mixture_score(lambda x, w, m, c: GaussianMixture(w, m, c).score(x)).ok
+    assert "not done yet" in str(checks.check_mixture_score(stub))
+    named = {
+        "sign flipped": dict(flip=-1.0),
+        "Sigma_k where its inverse belongs": dict(matrix="covariance"),
+        "the weights w_k where the responsibilities": dict(resp="weights"),
+        "without the weights w_k": dict(resp="no weights"),
+        "not divided by p(x)": dict(resp="unnormalised"),
+        "normalised over the batch": dict(resp="over the batch"),
+        "summed with no weights": dict(resp="ones"),
+    }
+    for words, mistake in named.items():
+        verdict = checks.check_mixture_score(lambda x, w, m, c: mixture_score(x, w, m, c, **mistake))
+        assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
+
+
+def test_langevin_step_right_stub_and_mistakes():
+    right = lambda x, s, eps, z: x + eps / 2 * s + math.sqrt(eps) * z  # eq. (3) by hand
+    assert str(checks.check_langevin_step(right)) == "Langevin step: correct"
+    assert checks.check_langevin_step(langevin_step).ok
+    assert "not done yet" in str(checks.check_langevin_step(stub))
+    named = {
+        "step_size / 2 in front of the score": lambda x, s, eps, z: x + eps * s + math.sqrt(eps) * z,
+        "it needs sqrt(step_size)": lambda x, s, eps, z: x + eps / 2 * s + eps * z,
+        "the score subtracted": lambda x, s, eps, z: x - eps / 2 * s + math.sqrt(eps) * z,
+        "no noise": lambda x, s, eps, z: x + eps / 2 * s,
+        "the convention x + eps s + sqrt(2 eps) z": lambda x, s, eps, z: x + eps * s + math.sqrt(2 * eps) * z,
+        "two conventions mixed": lambda x, s, eps, z: x + eps / 2 * s + (2 * eps) ** 0.5 * z,
+        "the increment alone": lambda x, s, eps, z: eps / 2 * s + math.sqrt(eps) * z,
+    }
+    for words, wrong in named.items():
+        verdict = checks.check_langevin_step(wrong)
+        assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
+
+
+# --- notebook 03: the DSM target and Tweedie's formula -------------------------------------------
+
+
+def test_dsm_target_right_stub_and_mistakes():
+    def right(s, x0, x_t, t):  # eq. (2) of notebook 03, the conditional score
+        ab = col(s.alpha_bars, t)
+        return -(x_t - ab.sqrt() * x0) / (1 - ab)
+
+    assert str(checks.check_dsm_target(right)) == "DSM target: correct"
+    # through the noise: eps = (x_t - sqrt(ab) x0) / sqrt(1 - ab), then -eps / sqrt(1 - ab) (the library's route)
+    assert checks.check_dsm_target(lambda s, x0, x_t, t: score_from_eps(s, predict_eps(s, x_t, t, x0, "x0"), t)).ok
+    assert "not done yet" in str(checks.check_dsm_target(stub))
+    ab = lambda s, t: col(s.alpha_bars, t)
+    named = {
+        "the sign flipped": lambda s, x0, x_t, t: (x_t - ab(s, t).sqrt() * x0) / (1 - ab(s, t)),
+        "the standard deviation: that is -eps": lambda s, x0, x_t, t: -(x_t - ab(s, t).sqrt() * x0) / (1 - ab(s, t)).sqrt(),
+        "x_0 where the mean": lambda s, x0, x_t, t: -(x_t - x0) / (1 - ab(s, t)),
+        "alpha_bar_t x_0 without the square root": lambda s, x0, x_t, t: -(x_t - ab(s, t) * x0) / (1 - ab(s, t)),
+        "divided by sigma_t^2": lambda s, x0, x_t, t: -(x_t - ab(s, t).sqrt() * x0) / col(s.sigmas, t) ** 2,
+        "alpha_t (one step)": lambda s, x0, x_t, t: -(x_t - col(s.alphas, t).sqrt() * x0) / (1 - col(s.alphas, t)),
+    }
+    for words, wrong in named.items():
+        verdict = checks.check_dsm_target(wrong)
+        assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
+
+
+def test_tweedie_right_stub_and_mistakes():
+    ab = lambda s, t: col(s.alpha_bars, t)
+    right = lambda s, x_t, t, score: (x_t + (1 - ab(s, t)) * score) / ab(s, t).sqrt()  # eq. (5) of notebook 03
+    assert str(checks.check_tweedie(right)) == "Tweedie: correct"
+    assert "not done yet" in str(checks.check_tweedie(stub))
+    named = {
+        "sqrt(1 - alpha_bar_t) in front of the score": lambda s, x_t, t, sc: (x_t + (1 - ab(s, t)).sqrt() * sc) / ab(s, t).sqrt(),
+        "the score subtracted": lambda s, x_t, t, sc: (x_t - (1 - ab(s, t)) * sc) / ab(s, t).sqrt(),
+        "not divided by sqrt(alpha_bar_t)": lambda s, x_t, t, sc: x_t + (1 - ab(s, t)) * sc,
+        "divided by alpha_bar_t instead": lambda s, x_t, t, sc: (x_t + (1 - ab(s, t)) * sc) / ab(s, t),
+        "the score used as if it were eps": lambda s, x_t, t, sc: predict_x0(s, x_t, t, sc),
+        "notebook 02's x + sigma_t^2 s(x)": lambda s, x_t, t, sc: x_t + col(s.sigmas, t) ** 2 * sc,
+    }
+    for words, wrong in named.items():
+        verdict = checks.check_tweedie(wrong)
+        assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
 
 
 # --- the posterior mean and one DDPM step -------------------------------------------------------

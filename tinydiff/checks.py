@@ -28,9 +28,11 @@ import torch
 from torch import Tensor
 
 from . import schedules
-from .diffusion import q_posterior, q_sample, q_step
+from .data.toy import GaussianMixture
+from .diffusion import eps_from_score, predict_x0, q_posterior, q_sample, q_step, score_from_eps
 from .editing import renoise
 from .guidance import classifier_guided_epsilon, guided_epsilon
+from .langevin import langevin_step
 from .samplers import ddim_sigma, ddim_step
 from .schedules import Schedule
 
@@ -149,6 +151,131 @@ def check_q_sample(fn: Callable[[Schedule, Tensor, Tensor, Tensor], Tensor]) -> 
         "the noise subtracted instead of added": ab.sqrt() * x0 - (1 - ab).sqrt() * eps,
     }
     return compare("q_sample", lambda: fn(schedule, x0.clone(), t.clone(), eps.clone()), q_sample(schedule, x0, t, eps), mistakes)
+
+
+# --- notebook 02: the score of a mixture and one Langevin step ---------------------------------
+
+
+def _mixture_inputs(seed: int = 12) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """x [8, 2] and a 3-component mixture with unequal weights [3], means [3, 2] and full covariances
+    [3, 2, 2] that overlap, so that the responsibilities p(k | x) are neither 0 nor 1 (where weight mistakes show)."""
+    g = torch.Generator().manual_seed(seed)
+    weights = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    means = torch.randn(3, 2, generator=g, dtype=torch.float64)
+    root = 0.5 * torch.randn(3, 2, 2, generator=g, dtype=torch.float64)
+    covs = root @ root.transpose(-1, -2) + 0.2 * torch.eye(2, dtype=torch.float64)
+    x = 1.5 * torch.randn(8, 2, generator=g, dtype=torch.float64)
+    return x, weights, means, covs
+
+
+def check_mixture_score(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(x, weights, means, covs)`` -> the score of p(x) = sum_k w_k N(x; mu_k, Sigma_k) (notebook 02's eq. 2):
+
+    s(x) = sum_k p(k | x) Sigma_k^{-1} (mu_k - x),   p(k | x) = w_k N(x; mu_k, Sigma_k) / p(x),
+
+    graded against ``GaussianMixture.score``. Shapes: x [B, D], weights [K] (summing to 1), means [K, D],
+    covs [K, D, D] -> [B, D]."""
+    x, weights, means, covs = _mixture_inputs()
+    mixture = GaussianMixture(weights, means, covs)
+    log_n = torch.stack([mixture.component(k).log_prob(x) for k in range(len(weights))], dim=1)  # log N(x; mu_k, Sigma_k) [B, K]
+    resp = mixture.responsibilities(x)  # [B, K]
+    diff = means[None] - x[:, None, :]  # mu_k - x, [B, K, D]
+    prec = torch.linalg.inv(covs)
+
+    def mix(r: Tensor, m: Tensor = prec, d: Tensor = diff) -> Tensor:  # sum_k r_k M_k d_k
+        return (r.unsqueeze(-1) * (m[None] @ d.unsqueeze(-1)).squeeze(-1)).sum(1)
+
+    mistakes = {
+        "the sign flipped: Sigma_k^{-1} (x - mu_k) points away from the modes (the score points uphill, at the means)":
+            mix(resp, d=-diff),
+        "Sigma_k where its inverse belongs (the precision Sigma_k^{-1})": mix(resp, m=covs),
+        "the weights w_k where the responsibilities p(k | x) belong (they depend on x)": mix(weights.expand(len(x), -1)),
+        "p(k | x) without the weights w_k (the likelihoods N(x; mu_k, Sigma_k) normalised, the prior forgotten)":
+            mix(torch.softmax(log_n, dim=1)),
+        "w_k N(x; mu_k, Sigma_k) not divided by p(x) (the responsibilities must sum to 1 over k)":
+            mix(weights * log_n.exp()),
+        "the responsibilities normalised over the batch (softmax over dim 0): p(k | x) sums to 1 over the components k":
+            mix(torch.softmax(weights.log() + log_n, dim=0)),
+        "the components' scores summed with no weights at all": mix(torch.ones_like(resp)),
+    }
+    return compare("mixture score", lambda: fn(x.clone(), weights.clone(), means.clone(), covs.clone()), mixture.score(x),
+                   mistakes)
+
+
+def check_langevin_step(fn: Callable[[Tensor, Tensor, float, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(x, score, step_size, z)`` -> one step of unadjusted Langevin dynamics (Welling & Teh 2011, eq. 3;
+    notebook 02's eq. 3): x + (eps / 2) score + sqrt(eps) z with eps = step_size, graded against
+    ``langevin.langevin_step``. Shapes: x, score, z [B, D]; step_size a float -> [B, D]."""
+    _, x, score, _ = _inputs(seed=13)
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
+    eps = 0.3
+    mistakes = {
+        "step_size where eq. (3) has step_size / 2 in front of the score": x + eps * score + math.sqrt(eps) * z,
+        "the noise scaled by step_size: it needs sqrt(step_size) (the noise of one step has variance eps)":
+            x + eps / 2 * score + eps * z,
+        "the score subtracted: that walks downhill, away from the modes": x - eps / 2 * score + math.sqrt(eps) * z,
+        "no noise: that is gradient ascent on log p, and every particle ends on a mode": x + eps / 2 * score,
+        "the convention x + eps s + sqrt(2 eps) z (the SDE dx = grad log p dt + sqrt(2) dW): that is eq. (3) with "
+        "step 2 eps; here eps is the step of x + (eps/2) s + sqrt(eps) z": x + eps * score + math.sqrt(2 * eps) * z,
+        "sqrt(2 eps) noise with the (eps/2) drift: two conventions mixed (eq. 3 has sqrt(eps))":
+            x + eps / 2 * score + math.sqrt(2 * eps) * z,
+        "the increment alone, without x": eps / 2 * score + math.sqrt(eps) * z,
+    }
+    return compare("Langevin step", lambda: fn(x.clone(), score.clone(), eps, z.clone()), langevin_step(x, score, eps, z),
+                   mistakes)
+
+
+# --- notebook 03: the denoising score-matching target and Tweedie's formula ---------------------
+
+
+def check_dsm_target(fn: Callable[[Schedule, Tensor, Tensor, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(schedule, x0, x_t, t)`` -> the regression target of denoising score matching (Vincent 2011) in
+    DDPM notation (notebook 03's eq. 2): the score of q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I),
+
+    -(x_t - sqrt(alpha_bar_t) x_0) / (1 - alpha_bar_t) = -eps / sqrt(1 - alpha_bar_t),
+
+    graded against ``diffusion.score_from_eps`` of the eps that made x_t. Shapes: x0, x_t [B, D], t [B] (0-based) -> [B, D]."""
+    schedule, x0, eps, t = _inputs(seed=15)
+    x_t = q_sample(schedule, x0, t, eps)
+    ab, a = _col(schedule.alpha_bars, t), _col(schedule.alphas, t)
+    residual = x_t - ab.sqrt() * x0
+    mistakes = {
+        "the sign flipped: the target points from x_t back towards sqrt(alpha_bar_t) x_0, so it has a minus sign":
+            residual / (1 - ab),
+        "divided by sqrt(1 - alpha_bar_t), the standard deviation: that is -eps; the score divides by the variance 1 - alpha_bar_t":
+            -residual / (1 - ab).sqrt(),
+        "x_0 where the mean of q(x_t | x_0) is sqrt(alpha_bar_t) x_0": -(x_t - x0) / (1 - ab),
+        "alpha_bar_t x_0 without the square root (the mean of q(x_t | x_0) is sqrt(alpha_bar_t) x_0)": -(x_t - ab * x0) / (1 - ab),
+        "divided by sigma_t^2 = (1 - alpha_bar_t) / alpha_bar_t, the noise level of x_t / sqrt(alpha_bar_t) (notebook 02): "
+        "x_t itself has variance 1 - alpha_bar_t given x_0": -residual * ab / (1 - ab),
+        "alpha_t (one step) instead of alpha_bar_t (the product)": -(x_t - a.sqrt() * x0) / (1 - a),
+    }
+    return compare("DSM target", lambda: fn(schedule, x0.clone(), x_t.clone(), t.clone()), score_from_eps(schedule, eps, t),
+                   mistakes)
+
+
+def check_tweedie(fn: Callable[[Schedule, Tensor, Tensor, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(schedule, x_t, t, score)`` -> Tweedie's formula (Efron 2011; notebook 03's eq. 5), score form:
+
+    E[x_0 | x_t] = (x_t + (1 - alpha_bar_t) grad log q_t(x_t)) / sqrt(alpha_bar_t),
+
+    graded against ``diffusion.predict_x0`` (eq. 5's eps form) of ``diffusion.eps_from_score(score)`` (eq. 4).
+    Shapes: x_t, score [B, D], t [B] (0-based) -> [B, D]."""
+    schedule, x_t, score, t = _inputs(seed=16)
+    ab = _col(schedule.alpha_bars, t)
+    mistakes = {
+        "sqrt(1 - alpha_bar_t) in front of the score: the score form needs the variance 1 - alpha_bar_t "
+        "(sqrt(1 - alpha_bar_t) goes with eps)": (x_t + (1 - ab).sqrt() * score) / ab.sqrt(),
+        "the score subtracted: it points towards the data, so Tweedie adds it": (x_t - (1 - ab) * score) / ab.sqrt(),
+        "not divided by sqrt(alpha_bar_t): that is E[sqrt(alpha_bar_t) x_0 | x_t], the scaled signal": x_t + (1 - ab) * score,
+        "divided by alpha_bar_t instead of its square root": (x_t + (1 - ab) * score) / ab,
+        "the score used as if it were eps (the eps form of eq. 5 needs eps = -sqrt(1 - alpha_bar_t) score, eq. 4)":
+            (x_t - (1 - ab).sqrt() * score) / ab.sqrt(),
+        "notebook 02's x + sigma_t^2 s(x) applied to x_t and its score: that form is for x = x_t / sqrt(alpha_bar_t) "
+        "and the score of p_sigma": x_t + (1 - ab) / ab * score,
+    }
+    return compare("Tweedie", lambda: fn(schedule, x_t.clone(), t.clone(), score.clone()),
+                   predict_x0(schedule, x_t, t, eps_from_score(schedule, score, t)), mistakes)
 
 
 # --- notebook 04: the posterior and one DDPM step -------------------------------------------
@@ -317,6 +444,10 @@ def check_renoise(fn: Callable[[Tensor, float, float, Tensor], Tensor]) -> Verdi
 CHECKS = {
     "q_step": check_q_step,
     "q_sample": check_q_sample,
+    "mixture_score": check_mixture_score,
+    "langevin_step": check_langevin_step,
+    "dsm_target": check_dsm_target,
+    "tweedie": check_tweedie,
     "posterior_mean": check_posterior_mean,
     "ddpm_step": check_ddpm_step,
     "ddim_step": check_ddim_step,
