@@ -8,10 +8,12 @@ import torch
 
 from tinydiff import checks
 from tinydiff.data import GaussianMixture
-from tinydiff.diffusion import predict_eps, predict_x0, q_posterior, q_sample, score_from_eps
+from tinydiff.diffusion import predict_eps, predict_x0, q_posterior, q_sample, score_from_eps, training_target
 from tinydiff.guidance import guided_epsilon
 from tinydiff.langevin import langevin_step
-from tinydiff.samplers import ddim_step
+from tinydiff.latent import latent_scale_factor
+from tinydiff.likelihood import divergence
+from tinydiff.samplers import ddim_step, slerp
 
 
 def col(values, t):
@@ -275,3 +277,169 @@ def test_every_check_rejects_the_stub_and_a_constant(name):
     assert not check(stub).ok
     verdict = check(lambda *args: torch.zeros(8, 3, dtype=torch.float64))
     assert not verdict.ok and any(word in verdict.message for word in ("values differ", "looks like", "wrong shape"))
+
+
+# --- notebook 05: the v target and x_0 from v ---------------------------------------------------
+
+
+def test_v_target_right_stub_and_mistakes():
+    a = lambda s, t: col(s.alpha_bars, t).sqrt()
+    r = lambda s, t: (1 - col(s.alpha_bars, t)).sqrt()
+    right = lambda s, x0, e, t: a(s, t) * e - r(s, t) * x0  # Salimans & Ho 2022, sec. 4
+    assert str(checks.check_v_target(right)) == "v target: correct"
+    assert checks.check_v_target(lambda s, x0, e, t: training_target(s, x0, e, t, "v")).ok
+    assert "not done yet" in str(checks.check_v_target(stub))
+    ab = lambda s, t: col(s.alpha_bars, t)
+    named = {
+        "sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) swapped": lambda s, x0, e, t: r(s, t) * e - a(s, t) * x0,
+        "eps and x_0 swapped": lambda s, x0, e, t: a(s, t) * x0 - r(s, t) * e,
+        "minus v": lambda s, x0, e, t: r(s, t) * x0 - a(s, t) * e,
+        "x_0 added": lambda s, x0, e, t: a(s, t) * e + r(s, t) * x0,
+        "without the square roots": lambda s, x0, e, t: ab(s, t) * e - (1 - ab(s, t)) * x0,
+        "x_t (eq. 4, q_sample)": lambda s, x0, e, t: q_sample(s, x0, t, e),
+        "the epsilon target": lambda s, x0, e, t: training_target(s, x0, e, t, "epsilon"),
+    }
+    for words, wrong in named.items():
+        verdict = checks.check_v_target(wrong)
+        assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
+
+
+def test_x0_from_v_right_stub_and_mistakes():
+    a = lambda s, t: col(s.alpha_bars, t).sqrt()
+    r = lambda s, t: (1 - col(s.alpha_bars, t)).sqrt()
+    right = lambda s, x_t, t, v: a(s, t) * x_t - r(s, t) * v
+    assert str(checks.check_x0_from_v(right)) == "x0 from v: correct"
+    assert checks.check_x0_from_v(lambda s, x_t, t, v: predict_x0(s, x_t, t, v, "v")).ok
+    assert "not done yet" in str(checks.check_x0_from_v(stub))
+    ab = lambda s, t: col(s.alpha_bars, t)
+    named = {
+        "sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) swapped": lambda s, x_t, t, v: r(s, t) * x_t - a(s, t) * v,
+        "v added": lambda s, x_t, t, v: a(s, t) * x_t + r(s, t) * v,
+        "eq. (15), the epsilon formula": lambda s, x_t, t, v: (x_t - r(s, t) * v) / a(s, t),
+        "without the square roots": lambda s, x_t, t, v: ab(s, t) * x_t - (1 - ab(s, t)) * v,
+        "eps from v": lambda s, x_t, t, v: r(s, t) * x_t + a(s, t) * v,
+    }
+    for words, wrong in named.items():
+        verdict = checks.check_x0_from_v(wrong)
+        assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
+
+
+# --- notebook 08: the latent scale factor and slerp --------------------------------------------
+
+
+def test_latent_scale_factor_right_stub_and_mistakes():
+    assert str(checks.check_latent_scale_factor(lambda z: 1 / float(z.std()))) == "latent scale factor: correct"
+    assert checks.check_latent_scale_factor(lambda z: 1 / z.std()).ok  # a 0-d tensor is fine too
+    assert checks.check_latent_scale_factor(latent_scale_factor).ok
+    population = checks.check_latent_scale_factor(lambda z: 1 / z.std(correction=0))
+    assert population.ok and "population std" in population.message
+    assert "not done yet" in str(checks.check_latent_scale_factor(stub))
+    per_channel = lambda z: z.transpose(0, 1).flatten(1).std(1)
+    named = {
+        "the standard deviation itself": lambda z: float(z.std()),
+        "1 / variance": lambda z: 1 / z.var(),
+        "1 / mean |z|": lambda z: 1 / z.abs().mean(),
+        "1 / the root mean square": lambda z: 1 / z.pow(2).mean().sqrt(),
+        "1 / the average of the per-channel standard deviations": lambda z: 1 / per_channel(z).mean(),
+        "1 / the std over the batch dimension alone": lambda z: 1 / z.std(dim=0).mean(),
+        "one factor per channel": lambda z: 1 / z.std(dim=(0, 2, 3), keepdim=True),
+        "the per-channel standard deviations": per_channel,
+    }
+    for words, wrong in named.items():
+        verdict = checks.check_latent_scale_factor(wrong)
+        assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
+    verdict = checks.check_latent_scale_factor(lambda z: 1 / z.std(dim=(1, 2, 3)))  # one per sample: [N]
+    assert not verdict.ok and "wrong shape" in verdict.message and "one number" in verdict.message
+
+
+def my_slerp(z0, z1, w, *, per_sample=True, divide=True):
+    a, b = z0.flatten(1), z1.flatten(1)
+    if per_sample:
+        theta = torch.arccos((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).reshape(-1, 1, 1, 1)
+    else:
+        theta = torch.arccos((a * b).sum() / (a.norm() * b.norm()))
+    out = torch.sin((1 - w) * theta) * z0 + torch.sin(w * theta) * z1
+    return out / torch.sin(theta) if divide else out
+
+
+def test_slerp_right_stub_and_mistakes():
+    assert str(checks.check_slerp(my_slerp)) == "slerp: correct"
+    assert checks.check_slerp(slerp).ok
+    assert "not done yet" in str(checks.check_slerp(stub))
+    named = {
+        "the straight line": lambda z0, z1, w: (1 - w) * z0 + w * z1,
+        "the weights swapped": lambda z0, z1, w: my_slerp(z0, z1, 1 - w),
+        "not divided by sin(theta)": lambda z0, z1, w: my_slerp(z0, z1, w, divide=False),
+        "one angle for the whole batch": lambda z0, z1, w: my_slerp(z0, z1, w, per_sample=False),
+    }
+    for words, wrong in named.items():
+        verdict = checks.check_slerp(wrong)
+        assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
+
+
+# --- notebook 09: one DPM-Solver++ step and Hutchinson's estimate ---------------------------------
+
+
+def dpm_step(s, x_t, x0_hat, t, t_next, *, sign=-1.0, flip_ratio=False, a_from_start=False, log_snr=False, roots=True):
+    """One first-order DPM-Solver++ step as a learner writes it, with switches for the common mistakes."""
+    ab, ab_next = float(s.alpha_bars[t]), float(s.alpha_bars[t_next])
+    power = 0.5 if roots else 1.0
+    a, sig, a_n, sig_n = ab**power, (1 - ab) ** power, ab_next**power, (1 - ab_next) ** power
+    lam = (lambda al, sg: math.log(al / sg) * (2 if log_snr else 1)) if roots else (lambda al, sg: math.log(al / sg))
+    h = lam(a_n, sig_n) - lam(a, sig)
+    ratio = sig / sig_n if flip_ratio else sig_n / sig
+    return ratio * x_t + sign * (a if a_from_start else a_n) * math.expm1(-h) * x0_hat
+
+
+def test_dpm_solver_step_right_stub_and_mistakes():
+    assert str(checks.check_dpm_solver_step(dpm_step)) == "DPM-Solver++ step: correct"
+    assert "not done yet" in str(checks.check_dpm_solver_step(stub))
+
+    def ddim(s, x_t, x0_hat, t, t_next):  # the same step through DDIM's eq. (12) with eta = 0
+        ab, ab_next = float(s.alpha_bars[t]), float(s.alpha_bars[t_next])
+        eps_hat = (x_t - ab**0.5 * x0_hat) / (1 - ab) ** 0.5
+        return ab_next**0.5 * x0_hat + (1 - ab_next) ** 0.5 * eps_hat
+
+    assert checks.check_dpm_solver_step(ddim).ok
+
+    def plus_h(s, x_t, x0_hat, t, t_next):  # e^{h} - 1
+        ab, ab_next = float(s.alpha_bars[t]), float(s.alpha_bars[t_next])
+        h = math.log((ab_next / (1 - ab_next)) ** 0.5) - math.log((ab / (1 - ab)) ** 0.5)
+        return ((1 - ab_next) / (1 - ab)) ** 0.5 * x_t - ab_next**0.5 * math.expm1(h) * x0_hat
+
+    named = {
+        "e^{h} - 1 where it is e^{-h} - 1": plus_h,
+        "the ratio upside down": lambda *a: dpm_step(*a, flip_ratio=True),
+        "a_t (the level you start from)": lambda *a: dpm_step(*a, a_from_start=True),
+        "a plus sign": lambda *a: dpm_step(*a, sign=1.0),
+        "the full log-SNR": lambda *a: dpm_step(*a, log_snr=True),
+        "where their square roots a and s belong": lambda *a: dpm_step(*a, roots=False),
+    }
+    for words, wrong in named.items():
+        verdict = checks.check_dpm_solver_step(wrong)
+        assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
+
+
+def hutchinson(f, x, z, *, probe=True, second_z=True, reduce="sum"):
+    x = x.detach().requires_grad_(True)
+    out = f(x)
+    (g,) = torch.autograd.grad(out, x, grad_outputs=z) if probe else torch.autograd.grad(out.sum(), x)
+    g = g * z if second_z else g
+    return g.sum(1) if reduce == "sum" else g.mean(1)
+
+
+def test_hutchinson_right_stub_and_mistakes():
+    assert str(checks.check_hutchinson(hutchinson)) == "Hutchinson: correct"
+    assert checks.check_hutchinson(lambda f, x, z: divergence(f, x, probe=z)[1]).ok
+    assert "not done yet" in str(checks.check_hutchinson(stub))
+    named = {
+        "the exact divergence": lambda f, x, z: divergence(f, x)[1],
+        "no grad_outputs=z": lambda f, x, z: hutchinson(f, x, z, probe=False),
+        "without the second z": lambda f, x, z: hutchinson(f, x, z, second_z=False),
+        "no derivative": lambda f, x, z: (f(x) * z).sum(1),
+        "the mean over the D dimensions": lambda f, x, z: hutchinson(f, x, z, reduce="mean"),
+    }
+    for words, wrong in named.items():
+        verdict = checks.check_hutchinson(wrong)
+        assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
+

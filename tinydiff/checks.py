@@ -29,11 +29,13 @@ from torch import Tensor
 
 from . import schedules
 from .data.toy import GaussianMixture
-from .diffusion import eps_from_score, predict_x0, q_posterior, q_sample, q_step, score_from_eps
+from .diffusion import eps_from_score, predict_eps, predict_x0, q_posterior, q_sample, q_step, score_from_eps, training_target
 from .editing import renoise
 from .guidance import classifier_guided_epsilon, guided_epsilon
 from .langevin import langevin_step
-from .samplers import ddim_sigma, ddim_step
+from .latent import latent_scale_factor
+from .likelihood import divergence
+from .samplers import ddim_sigma, ddim_step, slerp
 from .schedules import Schedule
 
 ATOL = 1e-8
@@ -59,7 +61,7 @@ class Verdict:
 
 
 def compare(name: str, learner: Callable[[], object], expected: Tensor, mistakes: dict[str, Tensor] | None = None,
-            also_correct: dict[str, Tensor] | None = None) -> Verdict:
+            also_correct: dict[str, Tensor] | None = None, atol: float = ATOL) -> Verdict:
     """Run ``learner()`` once and grade its result against ``expected`` [any shape].
 
     ``also_correct`` names other right answers (e.g. another valid variance); ``mistakes`` maps a description of a common error to the output that error produces on the
@@ -82,13 +84,13 @@ def compare(name: str, learner: Callable[[], object], expected: Tensor, mistakes
     out = out.detach().to(expected)
     if not torch.isfinite(out).all():
         return Verdict(name, False, "the output has NaN or inf entries (a division by zero, or a sqrt of a negative number?)")
-    if torch.allclose(out, expected, atol=ATOL, rtol=0):
+    if torch.allclose(out, expected, atol=atol, rtol=0):
         return Verdict(name, True, "correct")
     for variant, right in (also_correct or {}).items():
-        if torch.allclose(out, right.to(expected), atol=ATOL, rtol=0):
+        if torch.allclose(out, right.to(expected), atol=atol, rtol=0):
             return Verdict(name, True, f"correct ({variant})")
     for mistake, wrong in (mistakes or {}).items():
-        if torch.allclose(out, wrong.to(expected), atol=ATOL, rtol=0):
+        if torch.allclose(out, wrong.to(expected), atol=atol, rtol=0):
             return Verdict(name, False, f"not yet: looks like {mistake}")
     err = (out - expected).abs()
     worst = tuple(int(i) for i in torch.unravel_index(err.argmax(), err.shape))
@@ -327,6 +329,52 @@ def check_ddpm_step(fn: Callable[[Schedule, Tensor, Tensor, Tensor, Tensor], Ten
                    also_correct={"with sigma_t^2 = beta_t, Ho et al.'s other choice": plain})
 
 
+# --- notebook 05: the v target and x_0 from a v prediction -----------------------------------
+
+
+def check_v_target(fn: Callable[[Schedule, Tensor, Tensor, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(schedule, x0, eps, t)`` -> the velocity target v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0
+    (Salimans & Ho 2022, sec. 4; notebook 05, section 5), graded against ``diffusion.training_target(..., "v")``.
+
+    Shapes: x0, eps [B, D], t LongTensor [B] (0-based) -> [B, D]."""
+    schedule, x0, eps, t = _inputs(seed=17)
+    ab = _col(schedule.alpha_bars, t)
+    a, s = ab.sqrt(), (1 - ab).sqrt()
+    mistakes = {
+        "sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) swapped (v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0)":
+            s * eps - a * x0,
+        "eps and x_0 swapped: sqrt(alpha_bar_t) goes with eps in v": a * x0 - s * eps,
+        "minus v: the sign convention is v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0": s * x0 - a * eps,
+        "x_0 added: v subtracts sqrt(1 - alpha_bar_t) x_0": a * eps + s * x0,
+        "alpha_bar_t without the square roots": ab * eps - (1 - ab) * x0,
+        "x_t (eq. 4, q_sample): v is not the noised sample": a * x0 + s * eps,
+        "the epsilon target (training_target(..., 'epsilon')): v mixes eps and x_0": eps,
+    }
+    return compare("v target", lambda: fn(schedule, x0.clone(), eps.clone(), t.clone()),
+                   training_target(schedule, x0, eps, t, "v"), mistakes)
+
+
+def check_x0_from_v(fn: Callable[[Schedule, Tensor, Tensor, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(schedule, x_t, t, v)`` -> x0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v, the clean sample
+    implied by a v prediction (Salimans & Ho 2022, sec. 4; notebook 05, section 5), graded against
+    ``diffusion.predict_x0(..., prediction="v")``. Shapes: x_t, v [B, D], t LongTensor [B] (0-based) -> [B, D]."""
+    schedule, x_t, v, t = _inputs(seed=18)
+    ab = _col(schedule.alpha_bars, t)
+    a, s = ab.sqrt(), (1 - ab).sqrt()
+    mistakes = {
+        "sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) swapped (x_0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v)":
+            s * x_t - a * v,
+        "v added: x_0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v": a * x_t + s * v,
+        "eq. (15), the epsilon formula (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), with v in place of eps":
+            predict_x0(schedule, x_t, t, v, "epsilon"),
+        "alpha_bar_t without the square roots": ab * x_t - (1 - ab) * v,
+        "eps from v (sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v): that is the noise, not x_0":
+            predict_eps(schedule, x_t, t, v, "v"),
+    }
+    return compare("x0 from v", lambda: fn(schedule, x_t.clone(), t.clone(), v.clone()),
+                   predict_x0(schedule, x_t, t, v, "v"), mistakes)
+
+
 # --- notebook 06: one DDIM step --------------------------------------------------------------
 
 
@@ -402,6 +450,150 @@ def check_cfg(fn: Callable[[Tensor, Tensor, float], Tensor]) -> Verdict:
     return compare("classifier-free guidance", lambda: fn(cond.clone(), uncond.clone(), s), guided_epsilon(cond, uncond, s), mistakes)
 
 
+# --- notebook 08: the latent scale factor and spherical interpolation ----------------------------
+
+
+def check_latent_scale_factor(fn: Callable[[Tensor], float | Tensor]) -> Verdict:
+    """Grade ``fn(latents)`` -> the scale factor c = 1 / std(z) of notebook 08's eq. (4) (Rombach et al. 2022,
+    sec. 4.3.2 and app. D.1): one number, the standard deviation over *every* element of the batch,
+    graded against ``latent.latent_scale_factor``.
+
+    Shapes: latents [N, C, H, W] -> a float (or a 0-d tensor). The latents here have the spread of Stable Diffusion's
+    (std about 5.5) and channels of different means and scales, so per-channel and uncentred statistics differ.
+    The library computes in float32: "correct" here means to 1e-6."""
+    g = torch.Generator().manual_seed(19)
+    scales = torch.tensor([4.0, 5.5, 6.5, 5.0], dtype=torch.float64)[None, :, None, None]
+    offsets = torch.tensor([0.5, -1.0, 0.3, 0.8], dtype=torch.float64)[None, :, None, None]
+    z = scales * torch.randn(6, 4, 3, 3, generator=g, dtype=torch.float64) + offsets
+    std = z.std()
+    per_channel = z.transpose(0, 1).flatten(1).std(1)  # [C]
+    mistakes = {
+        "the standard deviation itself: the factor is its reciprocal (it multiplies the latents)": std,
+        "1 / variance: the factor multiplies z, so it divides by the standard deviation": 1 / std**2,
+        "1 / mean |z|, not 1 / std": 1 / z.abs().mean(),
+        "1 / the root mean square (the mean not subtracted; LDM's std centres the latents)": 1 / z.pow(2).mean().sqrt(),
+        "1 / the average of the per-channel standard deviations (eq. 4 takes one std over every element)":
+            1 / per_channel.mean(),
+        "1 / the std over the batch dimension alone, averaged over positions (eq. 4 takes one std over every element)":
+            1 / z.std(0).mean(),
+    }
+    returned = []
+
+    def learner() -> object:
+        out = fn(z.clone())
+        returned.append(out)
+        if isinstance(out, (float, int)) and not isinstance(out, bool):
+            return torch.tensor(float(out), dtype=torch.float64)
+        return out
+
+    verdict = compare("latent scale factor", learner, torch.tensor(latent_scale_factor(z), dtype=torch.float64), mistakes,
+                      also_correct={"with the population std, correction=0: on real latents the two agree to 1/(2N)":
+                                    1 / z.std(correction=0)}, atol=1e-6)
+    out = returned[-1] if returned else None
+    if "wrong shape" in verdict.message and isinstance(out, Tensor) and out.numel() == len(per_channel):
+        flat = out.detach().flatten().to(torch.float64)
+        for wrong, words in ((1 / per_channel, "one factor per channel (1 / std of each channel)"),
+                             (per_channel, "the per-channel standard deviations")):
+            if torch.allclose(flat, wrong, atol=1e-6, rtol=0):
+                return Verdict(verdict.name, False, f"not yet: looks like {words}; eq. (4) is one number, "
+                                                    "1 / std over every element of the latents")
+    if "wrong shape" in verdict.message:
+        return Verdict(verdict.name, False, verdict.message.split(" -- ")[0] + " (one number for all the latents: a float)")
+    return verdict
+
+
+def check_slerp(fn: Callable[[Tensor, Tensor, float], Tensor]) -> Verdict:
+    """Grade ``fn(z0, z1, w)`` -> spherical interpolation (Shoemake 1985; Song, Meng & Ermon 2021, sec. 5.3),
+    per sample:
+
+    z_w = sin((1 - w) theta) / sin(theta) z0 + sin(w theta) / sin(theta) z1,   cos(theta) = <z0, z1> / (|z0| |z1|),
+
+    with theta the angle between the two samples, each flattened to a vector; graded against ``samplers.slerp``.
+    Shapes: z0, z1 [B, C, H, W]; w a float in [0, 1] -> [B, C, H, W]."""
+    g = torch.Generator().manual_seed(20)
+    z0 = torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64)
+    z1 = torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64)
+    w = 0.3
+    a, b = z0.flatten(1), z1.flatten(1)
+    theta = torch.arccos((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)))[:, None, None, None]  # [B, 1, 1, 1]
+    theta_batch = torch.arccos((a * b).sum() / (a.norm() * b.norm()))  # one angle for the whole batch
+    mistakes = {
+        "the straight line (1 - w) z0 + w z1: its midpoint has a norm the model never saw": (1 - w) * z0 + w * z1,
+        "the weights swapped: sin((1 - w) theta) belongs to z0 (w = 0 must return z0)": slerp(z0, z1, 1 - w),
+        "not divided by sin(theta)": torch.sin((1 - w) * theta) * z0 + torch.sin(w * theta) * z1,
+        "one angle for the whole batch: theta is the angle between the two samples of each pair":
+            (torch.sin((1 - w) * theta_batch) * z0 + torch.sin(w * theta_batch) * z1) / torch.sin(theta_batch),
+    }
+    return compare("slerp", lambda: fn(z0.clone(), z1.clone(), w), slerp(z0, z1, w), mistakes)
+
+
+# --- notebook 09: one first-order DPM-Solver++ step and Hutchinson's divergence estimate -------------
+
+
+def check_dpm_solver_step(fn: Callable[[Schedule, Tensor, Tensor, int, int], Tensor]) -> Verdict:
+    """Grade ``fn(schedule, x_t, x0_hat, t, t_next)`` -> one first-order DPM-Solver++ step from step t down to
+    t_next (Lu et al. 2022b: Algorithm 2's first step, D = x0_hat; notebook 09, section 3):
+
+    x_t' = (s_t' / s_t) x_t - a_t' (e^{-h} - 1) x0_hat,   h = lambda_t' - lambda_t,   lambda = log(a / s),
+
+    with a = sqrt(alpha_bar) and s = sqrt(1 - alpha_bar) (the papers' alpha_t, sigma_t). It is exactly DDIM's
+    eta = 0 step (Song, Meng & Ermon 2021, eq. 12), and is graded against ``samplers.ddim_step`` with
+    eps_hat = ``diffusion.predict_eps(..., x0_hat, "x0")``. Shapes: x_t, x0_hat [B, D]; t > t_next ints -> [B, D]."""
+    schedule, x_t, x0_hat, _ = _inputs(seed=21)
+    t, t_next = 700, 500
+    ab, ab_next = schedule.alpha_bars.to(torch.float64)[[t, t_next]].tolist()
+    a, s, a_n, s_n = math.sqrt(ab), math.sqrt(1 - ab), math.sqrt(ab_next), math.sqrt(1 - ab_next)
+    h = math.log(a_n / s_n) - math.log(a / s)
+    h_bar = math.log(ab_next / (1 - ab_next)) - math.log(ab / (1 - ab))  # with alpha_bar where its root belongs
+    mistakes = {
+        "e^{h} - 1 where it is e^{-h} - 1 (or h with the wrong sign: h = lambda_t' - lambda_t > 0 going down)":
+            (s_n / s) * x_t - a_n * math.expm1(h) * x0_hat,
+        "the ratio upside down: s_t' / s_t multiplies x_t": (s / s_n) * x_t - a_n * math.expm1(-h) * x0_hat,
+        "a_t (the level you start from) where a_t' belongs": (s_n / s) * x_t - a * math.expm1(-h) * x0_hat,
+        "a plus sign before a_t' (e^{-h} - 1) x0_hat (e^{-h} - 1 is negative: the step adds signal)":
+            (s_n / s) * x_t + a_n * math.expm1(-h) * x0_hat,
+        "lambda = log(alpha_bar / (1 - alpha_bar)), the full log-SNR: the notebook's lambda is half of it, log(a / s)":
+            (s_n / s) * x_t - a_n * math.expm1(-h_bar) * x0_hat,
+        "alpha_bar and 1 - alpha_bar where their square roots a and s belong":
+            ((1 - ab_next) / (1 - ab)) * x_t - ab_next * math.expm1(-h_bar) * x0_hat,
+    }
+    eps_hat = predict_eps(schedule, x_t, t, x0_hat, "x0")
+    return compare("DPM-Solver++ step", lambda: fn(schedule, x_t.clone(), x0_hat.clone(), t, t_next),
+                   ddim_step(x0_hat, eps_hat, ab_next), mistakes)
+
+
+def check_hutchinson(fn: Callable[[Callable[[Tensor], Tensor], Tensor, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(f, x, z)`` -> Hutchinson's estimate of the divergence of f at x with the probe z (Hutchinson 1989;
+    notebook 09, section 5), per sample:
+
+    z^T (d f / d x) z,   one vector-Jacobian product in all,
+
+    graded against ``likelihood.divergence(f, x, probe=z)``. Shapes: f maps [B, D] -> [B, D] sample by sample
+    (a nonlinear field here); x [B, D]; z [B, D] with entries +-1 -> [B]."""
+    _, x, _, _ = _inputs(seed=22)
+    g = torch.Generator().manual_seed(23)
+    A = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    z = torch.randint(0, 2, x.shape, generator=g).to(torch.float64) * 2 - 1  # Rademacher probes
+
+    def f(v: Tensor) -> Tensor:
+        return torch.sin(v @ A) + 0.5 * v**2 * v.roll(1, dims=1)
+
+    with torch.enable_grad():
+        xg = x.clone().requires_grad_(True)
+        out = f(xg)
+        (jz,) = torch.autograd.grad(out, xg, grad_outputs=z, retain_graph=True)  # z^T J, per sample
+        (j1,) = torch.autograd.grad(out.sum(), xg)  # 1^T J
+    mistakes = {
+        "the exact divergence (the trace, one backward pass per dimension): Hutchinson's estimate is z^T J z, one pass":
+            divergence(f, x)[1],
+        "the gradient of f summed (no grad_outputs=z) dotted with z: that is 1^T J z": (j1 * z).sum(1),
+        "z^T J summed without the second z": jz.sum(1),
+        "z^T f(x): the output dotted with z, no derivative": (f(x) * z).sum(1),
+        "the mean over the D dimensions where the trace is a sum": (jz * z).mean(1),
+    }
+    return compare("Hutchinson", lambda: fn(f, x.clone(), z.clone()), divergence(f, x, probe=z)[1], mistakes)
+
+
 # --- notebook 10: the replacement step of inpainting ------------------------------------------
 
 
@@ -450,10 +642,16 @@ CHECKS = {
     "tweedie": check_tweedie,
     "posterior_mean": check_posterior_mean,
     "ddpm_step": check_ddpm_step,
+    "v_target": check_v_target,
+    "x0_from_v": check_x0_from_v,
     "ddim_step": check_ddim_step,
     "ddim_sigma": check_ddim_sigma,
     "classifier_guidance": check_classifier_guidance,
     "cfg": check_cfg,
+    "latent_scale_factor": check_latent_scale_factor,
+    "slerp": check_slerp,
+    "dpm_solver_step": check_dpm_solver_step,
+    "hutchinson": check_hutchinson,
     "replacement": check_replacement,
     "renoise": check_renoise,
 }
