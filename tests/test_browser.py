@@ -119,9 +119,13 @@ def screenshot_dir(request) -> Path:
     return folder
 
 
+FIGURES = "e => Array.from(e.querySelectorAll('img')).map(i => i.src).join(' ')"
+"""The figures a widget's output area shows: the Image widget's blob URL, or the image in an Output widget.
+Only the images: the slider's own readout changes at once, before the kernel has redrawn anything."""
+
+
 def figure_of(output) -> str:
-    """What a widget's output area shows: its HTML (the Image widget's blob URL, or an Output widget's image)."""
-    return output.evaluate("e => e.innerHTML")
+    return output.evaluate(FIGURES)
 
 
 def move_main_slider(page, output, shots: Path, name: str, timeout_ms: int = 120_000) -> None:
@@ -132,7 +136,8 @@ def move_main_slider(page, output, shots: Path, name: str, timeout_ms: int = 120
     handle = output.locator(".widget-slider .noUi-handle").first
     handle.focus()
     handle.press("ArrowRight")
-    page.wait_for_function("([e, before]) => e.innerHTML !== before && e.querySelector('img') !== null",
+    assert before, f"{name}: no figure in the widget's output before the move"
+    page.wait_for_function(f"([e, before]) => ({FIGURES})(e) !== before && ({FIGURES})(e) !== ''",
                            arg=[output.element_handle(), before], timeout=timeout_ms, polling=500)
     page.wait_for_timeout(300)
     output.screenshot(path=str(shots / f"{name}-after.png"))
