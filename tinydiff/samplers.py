@@ -131,14 +131,15 @@ def start(model: Model, shape, x_T: Tensor | None, generator: torch.Generator | 
     return (x_T if x_T is not None else noise()), noise
 
 
-def run(update: Update, x: Tensor, timesteps: list[int], *, desc: str, progress: bool = True,
+def run(update: Update, x: Tensor, timesteps: list[int] | list[float], *, desc: str, progress: bool = True,
         return_trajectory: bool = False) -> Tensor | tuple[Tensor, Trajectory]:
     """The loop every sampler shares: ``x = update(i, x)`` once per visited step, in order.
 
     It owns what is the same for all samplers -- the progress bar and, with
     ``return_trajectory=True``, a :class:`Trajectory` of the states and of the x0_hat
     predicted at each step (copied to the CPU) -- so that a sampler is only its update rule.
-    ``timesteps`` [S] the 0-based steps visited, recorded as ``Trajectory.timesteps``.
+    ``timesteps`` [S] the 0-based steps visited (or, for the flow samplers of :mod:`tinydiff.flow`, the
+    continuous times), recorded as ``Trajectory.timesteps``.
     """
     xs, x0_preds = ([x.cpu()] if return_trajectory else []), []
     for i in tqdm(range(len(timesteps)), desc=desc, disable=not progress, leave=False):
@@ -148,7 +149,7 @@ def run(update: Update, x: Tensor, timesteps: list[int], *, desc: str, progress:
             x0_preds.append(x0_hat.cpu())
     if not return_trajectory:
         return x
-    return x, Trajectory(torch.tensor(timesteps, dtype=torch.long), torch.stack(xs), torch.stack(x0_preds))
+    return x, Trajectory(torch.tensor(timesteps), torch.stack(xs), torch.stack(x0_preds))  # ints: a LongTensor
 
 
 @torch.no_grad()

@@ -1,0 +1,192 @@
+"""Flow matching on the straight path: x_t = (1 - t) x_0 + t eps, learn the velocity u = eps - x_0.
+
+Conventions, in one place (mixing two of them is the most reported flow-matching bug):
+
+- **Time** t is continuous in [0, 1]; **t = 0 is data, t = 1 is noise**, the direction of tinydiff's integer
+  steps (step 0 nearly clean, step T-1 nearly noise), of rectified flow's code for Stable Diffusion 3 (Esser et al.
+  2024) and of minRF. facebookresearch/flow_matching and torchcfm run the other way (noise at t = 0, data x_1 at
+  t = 1, target x_1 - x_0): their velocity is minus ours at time 1 - t.
+- **The path** is the straight line x_t = (1 - t) x_0 + t eps (Liu et al. 2023; Lipman et al. 2023 with
+  sigma_min = 0), one of the Gaussian paths x_t = a_t x_0 + b_t eps; DDPM's is a_t = sqrt(alpha_bar),
+  b_t = sqrt(1 - alpha_bar).
+- **The target** is the path's velocity u = d x_t / d t = eps - x_0, the same for every t. The equivalent form
+  (x_t - x_0) / t, or the data-at-1 form (x_1 - x_t) / (1 - t), divides by a time that goes to 0 at one end.
+- **What the network sees:** ``model(x_t, network_time(t))`` with network_time(t) = 999 t, so t = 1 enters the
+  time embedding like tinydiff's integer step T - 1 = 999 of a 1,000-step schedule and t = 0 like step 0: the MLP
+  and the UNet work unchanged.
+- **Sampling** integrates dx/dt = u from t = 1 down to t = 0 on ``steps`` equal steps; the number of steps is
+  always given explicitly.
+
+Shapes: ``x`` [B, *data]; ``t`` a float or a tensor [B] of times in [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .data.toy import GaussianMixture
+from .samplers import Model, Trajectory, run, start
+from .tensors import randn
+
+TIME_SCALE = 999.0
+"""network_time(t) = TIME_SCALE * t: the flow time as the network's time embedding sees it (t = 1 <-> step 999)."""
+
+
+def check_times(t: Tensor | float, batch: int | None = None) -> Tensor | float:
+    """Check that flow times lie in [0, 1] (and, for a tensor, that it has shape [B]); returns t unchanged."""
+    if isinstance(t, Tensor):
+        if t.ndim != 1 or (batch is not None and t.shape[0] != batch):
+            raise ValueError(f"t must be a float or a tensor of shape [B] = [{batch}], got shape {list(t.shape)}")
+        bad = (t < 0) | (t > 1) | torch.isnan(t)
+        if bad.any():
+            raise ValueError(f"flow times must lie in [0, 1] (0 = data, 1 = noise), got {float(t[bad][0])}")
+        return t
+    if not 0.0 <= float(t) <= 1.0:
+        raise ValueError(f"flow times must lie in [0, 1] (0 = data, 1 = noise), got {t}")
+    return float(t)
+
+
+def _column(t: Tensor | float, like: Tensor) -> Tensor | float:
+    """t as a number, or as a [B, 1, ..., 1] tensor in like's dtype and device, to broadcast over [B, *data]."""
+    if isinstance(t, Tensor):
+        return t.to(dtype=like.dtype, device=like.device).reshape(-1, *[1] * (like.ndim - 1))
+    return t
+
+
+def network_time(t: Tensor | float, batch: int, device: torch.device | None = None) -> Tensor:
+    """The time fed to the network, TIME_SCALE * t, as a float tensor [B]."""
+    t = check_times(t, batch)
+    if isinstance(t, Tensor):
+        return TIME_SCALE * t.to(device=device, dtype=torch.float32)
+    return torch.full((batch,), TIME_SCALE * t, device=device)
+
+
+def path_sample(x0: Tensor, t: Tensor | float, eps: Tensor) -> Tensor:
+    """x_t = (1 - t) x_0 + t eps, the straight path (Liu et al. 2023, eq. 1; Lipman et al. 2023, eq. 20 with
+    sigma_min = 0). x0, eps [B, *data]; t a float or [B]. Returns [B, *data]."""
+    if x0.shape != eps.shape:
+        raise ValueError(f"x0 and eps must have the same shape, got {list(x0.shape)} and {list(eps.shape)}")
+    tc = _column(check_times(t, x0.shape[0]), x0)
+    return (1 - tc) * x0 + tc * eps
+
+
+def velocity_target(x0: Tensor, eps: Tensor) -> Tensor:
+    """The straight path's velocity u = d x_t / dt = eps - x_0 (Liu et al. 2023, eq. 1), [B, *data]."""
+    if x0.shape != eps.shape:
+        raise ValueError(f"x0 and eps must have the same shape, got {list(x0.shape)} and {list(eps.shape)}")
+    return eps - x0
+
+
+def x0_from_velocity(x_t: Tensor, t: Tensor | float, u: Tensor) -> Tensor:
+    """x_0 = x_t - t u: where the path through x_t with velocity u started (exact for the straight path)."""
+    return x_t - _column(check_times(t, x_t.shape[0]), x_t) * u
+
+
+def eps_from_velocity(x_t: Tensor, t: Tensor | float, u: Tensor) -> Tensor:
+    """eps = x_t + (1 - t) u: where the path through x_t with velocity u ends at t = 1."""
+    return x_t + (1 - _column(check_times(t, x_t.shape[0]), x_t)) * u
+
+
+def velocity(model: Model, x_t: Tensor, t: float) -> Tensor:
+    """Run a velocity model once at one time t for the whole batch: ``model(x_t, network_time(t))`` [B, *data]."""
+    out = model(x_t, network_time(t, x_t.shape[0], x_t.device))
+    if not isinstance(out, Tensor) or out.shape != x_t.shape:
+        got = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"the model must return a velocity shaped like x_t {list(x_t.shape)}, got {got}")
+    return out
+
+
+def flow_matching_loss(model: Model, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """The conditional flow-matching loss E_{t, x_0, eps} |u_theta(x_t, t) - (eps - x_0)|^2 (Lipman et al. 2023,
+    eq. 9 on the straight path; Liu et al. 2023, eq. 1), with t ~ U[0, 1], averaged over elements. x0 [B, *data];
+    returns a scalar. Its minimum over all functions is E|eps - x_0 - E[eps - x_0 | x_t]|^2, not 0."""
+    t = torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=x0.dtype)
+    eps = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    x_t = path_sample(x0, t, eps)
+    out = model(x_t, network_time(t, x0.shape[0], x0.device))
+    return (out - velocity_target(x0, eps)).pow(2).mean()
+
+
+FLOW_METHODS = ("euler", "heun")
+
+
+@torch.no_grad()
+def flow_sample(model: Model, shape, *, steps: int, method: str = "euler", x_1: Tensor | None = None,
+                generator: torch.Generator | None = None, progress: bool = True,
+                return_trajectory: bool = False) -> Tensor | tuple[Tensor, Trajectory]:
+    """Integrate dx/dt = u(x, t) from t = 1 (noise x_1 ~ N(0, I)) to t = 0 on ``steps`` equal steps.
+
+    ``euler``: x_s = x_t + (s - t) u(x_t, t), one network call a step (first order).
+    ``heun``: the Euler step, then the average of the velocities at both ends (Karras et al. 2022, Alg. 1;
+    second order, two calls a step). Returns x_0 [B, *data]; with ``return_trajectory`` also a
+    :class:`~tinydiff.samplers.Trajectory` whose ``timesteps`` are the flow times visited (floats) and whose
+    ``x0_preds`` are x_t - t u.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int (the number of ODE steps from t = 1 to 0), got {steps!r}")
+    if method not in FLOW_METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(FLOW_METHODS)}")
+    x, _ = start(model, shape, x_1, generator)
+    times = [1.0 - i / steps for i in range(steps)] + [0.0]
+
+    def update(i: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        t, s = times[i], times[i + 1]
+        u = velocity(model, x, t)
+        x_next = x + (s - t) * u
+        if method == "heun":
+            x_next = x + (s - t) * 0.5 * (u + velocity(model, x_next, s))
+        return x_next, x - t * u
+
+    return run(update, x, times[:-1], desc=f"flow {method}-{steps}", progress=progress,
+               return_trajectory=return_trajectory)
+
+
+class MixtureVelocity:
+    """The exact velocity E[eps - x_0 | x_t] of the straight path when x_0 follows ``mixture``.
+
+    Component k maps to x_t | k ~ N((1 - t) mu_k, C_k) with C_k = (1 - t)^2 Sigma_k + t^2 I, and
+    (x_0, eps, x_t) are jointly Gaussian given k, so (Bishop 2006, eq. 2.81)
+
+        E[x_0 | x_t, k] = mu_k + (1 - t) Sigma_k C_k^-1 (x_t - (1 - t) mu_k),
+        E[eps | x_t, k] = t C_k^-1 (x_t - (1 - t) mu_k),
+
+    averaged with the responsibilities p(k | x_t) of the noised mixture. Call it like a network,
+    ``oracle(x_t, network_time(t))``, with x_t [B, D]; returns [B, D] in x_t's dtype and device.
+    """
+
+    def __init__(self, mixture: GaussianMixture) -> None:
+        self.mixture = mixture
+
+    def noised_mixture(self, t: float) -> GaussianMixture:
+        """The law of x_t at flow time t: the mixture with means (1 - t) mu_k and covariances C_k."""
+        t = check_times(t)
+        m = self.mixture
+        eye = torch.eye(m.dim, dtype=torch.float64)
+        return GaussianMixture(m.weights, (1 - t) * m.means, (1 - t) ** 2 * m.covs + t**2 * eye)
+
+    def at(self, x_t: Tensor, t: Tensor | float) -> Tensor:
+        """The exact velocity at flow time t (one float, or one time per row [B]), [B, D]."""
+        t = check_times(t, x_t.shape[0])
+        m = self.mixture
+        xd = x_t.detach().cpu().to(torch.float64)
+        tt = (t.detach().cpu().to(torch.float64) if isinstance(t, Tensor) else torch.full((xd.shape[0],), t,
+              dtype=torch.float64)).reshape(-1, 1, 1)                               # [B, 1, 1]
+        a = 1 - tt
+        eye = torch.eye(m.dim, dtype=torch.float64)
+        covs = a[..., None] ** 2 * m.covs[None] + tt[..., None] ** 2 * eye          # C_k per row: [B, K, D, D]
+        diff = xd[:, None, :] - a * m.means[None]                                   # x_t - (1 - t) mu_k: [B, K, D]
+        chol = torch.linalg.cholesky(covs)
+        white = torch.cholesky_solve(diff.unsqueeze(-1), chol)                      # C_k^-1 diff: [B, K, D, 1]
+        log_det = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)     # [B, K]
+        maha = (diff.unsqueeze(-1) * white).sum((-1, -2))
+        log_p = torch.log(m.weights)[None] - 0.5 * (log_det + maha)                 # + const: cancels in softmax
+        r = torch.softmax(log_p, dim=1)                                             # p(k | x_t): [B, K]
+        e_eps = tt * white.squeeze(-1)
+        e_x0 = m.means[None] + a * (m.covs[None] @ white).squeeze(-1)
+        u = (r.unsqueeze(-1) * (e_eps - e_x0)).sum(1)
+        return u.to(device=x_t.device, dtype=x_t.dtype)
+
+    def __call__(self, x_t: Tensor, time: Tensor) -> Tensor:
+        """``oracle(x_t, network_time(t))``: undo the network-time scaling and return the exact velocity."""
+        return self.at(x_t, (time.detach().cpu().to(torch.float64) / TIME_SCALE).clamp(0.0, 1.0))
