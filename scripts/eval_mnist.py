@@ -43,7 +43,8 @@ def main() -> None:
     p.add_argument("--checkpoint", default="data/checkpoints/mnist_ddpm")
     p.add_argument("--classifier", default="data/checkpoints/mnist_classifier")
     p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--sampler", default="ddpm", help="ddpm or ddim:<steps>[:<spacing>[:<eta>]]")
+    p.add_argument("--sampler", help="ddpm, ddim:<steps>[:<spacing>[:<eta>]], ... (default: the checkpoint's "
+                   "extra.sampler, else ddpm)")
     p.add_argument("--eta", type=float, help="DDIM's eta (overrides the one in --sampler)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
     p.add_argument("--batch-size", type=int, default=100)
@@ -55,7 +56,7 @@ def main() -> None:
     model = load_diffusion_model(args.checkpoint)
     # channels_last: the same numbers (up to float rounding), about 1.3x faster convolutions on a CPU.
     model.net = model.net.to(memory_format=torch.channels_last)
-    sampler = SamplerSpec.parse(args.sampler, model.schedule.T)
+    sampler = SamplerSpec.parse(args.sampler or model.sampler or "ddpm", model.schedule.T if model.schedule else 1000)
     if args.eta is not None:
         sampler = sampler.with_eta(args.eta)
     labels = balanced_labels(args.n)

@@ -4,12 +4,15 @@
     python scripts/sample.py --digit 7 --n 16 --guidance 3 --sampler ddim:50 --out sevens
     python scripts/sample.py --sampler ddpm --seed 1 --out ddpm        # all 1000 steps (slow on a CPU)
     python scripts/sample.py --checkpoint data/checkpoints/mnist_latent --n 100 --out latent   # the latent model
+    python scripts/sample.py --checkpoint data/checkpoints/mnist_latent_distilled --out fast  # 4 steps, distilled
 
 Writes ``<out>.png`` (a grid, one row per 10 images) and ``<out>.npz`` with arrays
 ``samples`` [N, 1, H, W] (float32 in [-1, 1]) and ``labels`` [N]. By default image i
 is digit i % 10 and the guidance scale is the one the checkpoint's JSON recommends
 (``extra.recommended_guidance``, measured by ``benchmarks/guidance.py``; 1 = none).
-The same seed gives the same digits. A latent diffusion checkpoint (notebook 08) samples
+The same seed gives the same digits. A checkpoint whose JSON names its sampler
+(``extra.sampler``: a distilled student's ``ddim:4:trailing``, a flow-matching model's ``flow-heun:10``)
+is sampled with it unless ``--sampler`` says otherwise. A latent diffusion checkpoint (notebook 08) samples
 latents and decodes them with the autoencoder its JSON names: the output is images all the same.
 """
 
@@ -34,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=20, help="number of images")
     p.add_argument("--digit", type=int, help="ask for this digit only (default: balanced, image i is digit i %% 10)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none; default: the checkpoint's)")
-    p.add_argument("--sampler", default="ddim:50", help="ddpm or ddim:<steps>[:<spacing>[:<eta>]] (default ddim:50)")
+    p.add_argument("--sampler", help="ddpm, ddim:<steps>[:<spacing>[:<eta>]], dpm:<steps>, flow-heun:<steps>, ... "
+                   "(default: the checkpoint's own, extra.sampler, else ddim:50)")
     p.add_argument("--eta", type=float, help="DDIM's eta (0 = deterministic, 1 = DDPM-like)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100)
@@ -54,11 +58,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.digit is not None and not 0 <= args.digit < classes:
         sys.exit(f"--digit must be one of 0..{classes - 1}, got {args.digit}")
     try:
-        sampler = SamplerSpec.parse(args.sampler, model.schedule.T)
+        sampler = SamplerSpec.parse(args.sampler or model.sampler or "ddim:50", model.schedule.T if model.schedule else 1000)
         if args.eta is not None:
             sampler = sampler.with_eta(args.eta)
     except ValueError as err:
         sys.exit(f"--sampler/--eta: {err}")
+    if (model.prediction == "velocity") != sampler.kind.startswith("flow-"):
+        sys.exit(f"--sampler {sampler.name} does not fit {args.checkpoint}: a flow-matching model samples with "
+                 "flow-euler:<steps> or flow-heun:<steps>, a diffusion model with ddpm, ddim:<steps>, dpm:<steps>, ...")
     scale = args.guidance if args.guidance is not None else (model.recommended_guidance or 1.0)
     if scale < 0:
         sys.exit(f"--guidance must be >= 0 (1 = no guidance), got {scale}")

@@ -148,3 +148,50 @@ def test_the_shipped_model_records_what_sampling_needs():
     assert m.net.null_class == 10 and m.recommended_guidance is not None and m.recommended_guidance >= 1.0
     for ev in m.extra["eval"].values():  # every stored evaluation names its sampler, size and result
         assert ev["n_samples"] >= 1000 and 0 <= ev["label_accuracy"] <= 1 and ev["fd"] > 0
+
+
+def _tiny_net():
+    torch.manual_seed(1)
+    net = UNet(channels=8, mults=(1, 2), num_classes=10)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
+def test_a_checkpoint_that_names_its_sampler_is_sampled_with_it(tmp_path):
+    """A distilled student records ``extra.sampler``; --checkpoint alone must then run exactly that sampler."""
+    from tinydiff.guidance import conditional
+
+    net = _tiny_net()
+    path = tmp_path / "student"
+    save_checkpoint(path, net, net.config, extra={"schedule": {"name": "cosine", "T": 50}, "train": {"prediction": "v"},
+                                                  "recommended_guidance": 1.0, "sampler": "ddim:2:trailing"})
+    assert load_diffusion_model(path).sampler == "ddim:2:trailing"
+    script = load_script()
+    script.main(["--checkpoint", str(path), "--n", "4", "--out", str(tmp_path / "s")])
+    got = np.load(tmp_path / "s.npz")["samples"]
+    labels = balanced_labels(4)
+    want = ddim_sample(conditional(net.eval(), labels), schedules.cosine(50), (4, 1, 32, 32), steps=2, spacing="trailing",
+                       prediction="v", clip_x0=1.0, generator=torch.Generator().manual_seed(0), progress=False)
+    np.testing.assert_allclose(got, want.clamp(-1, 1).numpy(), atol=1e-6)
+
+
+def test_a_flow_matching_checkpoint_samples_with_its_flow_sampler(tmp_path):
+    from tinydiff.flow import flow_sample
+    from tinydiff.guidance import conditional
+
+    net = _tiny_net()
+    path = tmp_path / "flow"
+    save_checkpoint(path, net, net.config, extra={"train": {"objective": "flow matching"}, "sampler": "flow-heun:3",
+                                                  "recommended_guidance": 1.0, "data_shape": [1, 32, 32]})
+    m = load_diffusion_model(path)
+    assert m.schedule is None and m.prediction == "velocity" and SamplerSpec.parse(m.sampler, 1000).network_calls == 6
+    script = load_script()
+    script.main(["--checkpoint", str(path), "--n", "3", "--out", str(tmp_path / "f")])
+    got = np.load(tmp_path / "f.npz")["samples"]
+    want = flow_sample(conditional(net.eval(), balanced_labels(3)), (3, 1, 32, 32), steps=3, method="heun",
+                       generator=torch.Generator().manual_seed(0), progress=False)
+    np.testing.assert_allclose(got, want.clamp(-1, 1).numpy(), atol=1e-6)
+    with pytest.raises(SystemExit, match="does not fit"):  # a diffusion sampler on a velocity model
+        script.main(["--checkpoint", str(path), "--n", "1", "--sampler", "ddim:2", "--out", str(tmp_path / "g")])

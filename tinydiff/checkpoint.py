@@ -166,18 +166,25 @@ class DiffusionModel:
     """A trained diffusion network with what sampling it needs, as recorded in its checkpoint's JSON.
 
     ``net`` is called ``net(x_t, t[, y])``; ``schedule`` is the noise schedule it was trained
-    with; ``prediction`` its output type (epsilon | x0 | v); ``recommended_guidance`` the
+    with (None for a flow-matching model); ``prediction`` its output type (epsilon | x0 | v | velocity);
+    ``sampler`` the sampler it must be run with, if its JSON names one (``extra.sampler``: a distilled
+    student's step count, a flow model's integrator); ``recommended_guidance`` the
     classifier-free guidance scale its evaluation recommends (1.0 = none; ``None`` if unmeasured);
     ``extra`` the rest of the JSON's ``extra``. A latent diffusion model also has ``codec``
     (:class:`tinydiff.latent.LatentCodec`): it samples latents, and :meth:`to_images` decodes them.
     """
 
     net: nn.Module
-    schedule: Schedule
+    schedule: Schedule | None
     prediction: str
     recommended_guidance: float | None
     extra: dict
     codec: LatentCodec | None = None
+
+    @property
+    def sampler(self) -> str | None:
+        """``extra.sampler``, e.g. ``"ddim:4:trailing"`` for a distilled student; None when any sampler will do."""
+        return self.extra.get("sampler")
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -231,15 +238,20 @@ def _latent_codec_of(path: str | os.PathLike, spec: dict, device: str | torch.de
 
 def load_diffusion_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> DiffusionModel:
     """:func:`load_checkpoint` plus the schedule, prediction type and guidance scale from the JSON (``extra``);
-    for a latent model (``extra.latent``) also its autoencoder, as ``codec``."""
+    for a latent model (``extra.latent``) also its autoencoder, as ``codec``. A flow-matching checkpoint
+    (``extra.train.objective == "flow matching"``, :mod:`tinydiff.flow`) has no schedule (None) and predicts
+    ``"velocity"``; its ``extra.sampler`` names a flow sampler."""
     header = read_config(path)
     extra = header.get("extra", {})
+    codec = _latent_codec_of(path, extra["latent"], device) if "latent" in extra else None
+    if extra.get("train", {}).get("objective") == "flow matching":  # a velocity model needs no noise schedule
+        return DiffusionModel(load_checkpoint(path, device=device), None, "velocity",
+                              extra.get("recommended_guidance"), extra, codec)
     spec = extra.get("schedule")
     if not isinstance(spec, dict) or "name" not in spec or "T" not in spec:
         raise ValueError(f"{path}: its JSON does not record the noise schedule (extra.schedule = {{'name': ..., 'T': ...}}); "
                          "only checkpoints written by scripts/train_mnist.py (or with that field added) can be sampled")
     prediction = extra.get("train", {}).get("prediction", "epsilon")
-    codec = _latent_codec_of(path, extra["latent"], device) if "latent" in extra else None
     return DiffusionModel(load_checkpoint(path, device=device), schedules.get(spec["name"], T=int(spec["T"])),
                           prediction, extra.get("recommended_guidance"), extra, codec)
 

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .data.toy import GaussianMixture
+from .losses import Objective
 from .samplers import Model, Trajectory, run, start
 from .tensors import randn
 
@@ -97,15 +98,56 @@ def velocity(model: Model, x_t: Tensor, t: float) -> Tensor:
     return out
 
 
-def flow_matching_loss(model: Model, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def flow_matching_loss(model: Model, x0: Tensor, t: Tensor | None = None, eps: Tensor | None = None, *,
+                       generator: torch.Generator | None = None, **model_kwargs) -> Tensor:
     """The conditional flow-matching loss E_{t, x_0, eps} |u_theta(x_t, t) - (eps - x_0)|^2 (Lipman et al. 2023,
-    eq. 9 on the straight path; Liu et al. 2023, eq. 1), with t ~ U[0, 1], averaged over elements. x0 [B, *data];
-    returns a scalar. Its minimum over all functions is E|eps - x_0 - E[eps - x_0 | x_t]|^2, not 0."""
-    t = torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=x0.dtype)
-    eps = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    eq. 9 on the straight path; Liu et al. 2023, eq. 1), averaged over elements.
+
+    x0 [B, *data]; t [B] ~ U[0, 1] and eps ~ N(0, I) [B, *data] are drawn (through ``generator``) unless given --
+    reflow gives eps, paired with x0 by the ODE. Returns a scalar. Its minimum over all functions is
+    E|eps - x_0 - E[eps - x_0 | x_t]|^2, not 0: the same x_t lies on many straight lines.
+    """
+    if t is None:
+        t = torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=x0.dtype)
+    if eps is None:
+        eps = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = path_sample(x0, t, eps)
-    out = model(x_t, network_time(t, x0.shape[0], x0.device))
-    return (out - velocity_target(x0, eps)).pow(2).mean()
+    out = model(x_t, network_time(t, x0.shape[0], x0.device), **model_kwargs)
+    if out.shape != x0.shape:
+        raise ValueError(f"the model must return a velocity shaped like x_t {list(x0.shape)}, got {list(out.shape)}")
+    return (out.float() - velocity_target(x0, eps).float()).pow(2).mean()
+
+
+class FlowMatching(Objective):
+    """Flow matching as a :class:`~tinydiff.losses.Objective` for :func:`tinydiff.train.train`:
+    per batch, t ~ U[0, 1] [B] and eps ~ N(0, I), then :func:`flow_matching_loss`. Needs no schedule:
+    ``train(model, None, data, objective=FlowMatching())``."""
+
+    def draw(self, x0: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        t = torch.rand(x0.shape[0], generator=generator, device=generator.device).to(device=x0.device, dtype=x0.dtype)
+        return t, randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+
+    def loss(self, model, x0: Tensor, draws: tuple[Tensor, Tensor], **model_kwargs) -> Tensor:
+        t, eps = draws
+        return flow_matching_loss(model, x0, t, eps, **model_kwargs)
+
+
+class Reflow(FlowMatching):
+    """Reflow (Liu et al. 2023, sec. 2.3, "Reflow"): flow matching on a *fixed coupling* of (sample, noise) pairs.
+
+    The data are the pairs [N, 2, *data] from :func:`reflow_pairs` -- ``pairs[:, 0]`` the ODE's output x_0,
+    ``pairs[:, 1]`` the noise x_1 it started from. Only t is drawn; the straight line joins the two ends of
+    one ODE path, so the new flow's paths cross less and are straighter.
+    """
+
+    def draw(self, x0: Tensor, generator: torch.Generator) -> tuple[Tensor]:
+        if x0.ndim < 3 or x0.shape[1] != 2:
+            raise ValueError(f"Reflow trains on pairs [B, 2, *data] (tinydiff.flow.reflow_pairs), got {list(x0.shape)}")
+        t = torch.rand(x0.shape[0], generator=generator, device=generator.device).to(device=x0.device, dtype=x0.dtype)
+        return (t,)
+
+    def loss(self, model, x0: Tensor, draws: tuple[Tensor], **model_kwargs) -> Tensor:
+        return flow_matching_loss(model, x0[:, 0], draws[0], x0[:, 1], **model_kwargs)
 
 
 FLOW_METHODS = ("euler", "heun")
@@ -140,6 +182,45 @@ def flow_sample(model: Model, shape, *, steps: int, method: str = "euler", x_1: 
 
     return run(update, x, times[:-1], desc=f"flow {method}-{steps}", progress=progress,
                return_trajectory=return_trajectory)
+
+
+@torch.no_grad()
+def reflow_pairs(model: Model, shape, *, steps: int, method: str = "heun", generator: torch.Generator | None = None,
+                 batch_size: int = 10_000, progress: bool = False) -> Tensor:
+    """The coupling reflow trains on: draw noise x_1 ~ N(0, I) and integrate the ODE to x_0 (Liu et al. 2023,
+    Algorithm 1, "reflow"). ``shape`` [N, *data]; returns pairs [N, 2, *data] with ``[:, 0]`` = x_0 and
+    ``[:, 1]`` = the x_1 it came from, on the model's device. Drawn in batches of ``batch_size``."""
+    pairs = []
+    for lo in range(0, shape[0], batch_size):
+        part = (min(batch_size, shape[0] - lo), *shape[1:])
+        x_1, _ = start(model, part, None, generator)
+        x_0 = flow_sample(model, part, steps=steps, method=method, x_1=x_1, progress=progress)
+        pairs.append(torch.stack([x_0, x_1], dim=1))
+    return torch.cat(pairs)
+
+
+def straightness(trajectory: Trajectory) -> Tensor:
+    """How far an ODE's paths are from straight lines (Liu et al. 2023, sec. 2.3, eq. for S(Z)):
+
+        S = int_0^1 E || (x_1 - x_0) - u(x_t, t) ||^2 dt
+          ~ sum_i (t_i - t_(i+1)) * E || (x_1 - x_0) - (x_(t_i) - x_(t_(i+1))) / (t_i - t_(i+1)) ||^2
+
+    (x_1 - x_0 is the velocity of the straight segment, dx/dt = u along the path) from a sampler's
+    trajectory: ``xs`` [S+1, B, *data] at times t_0 = 1 > ... > t_S = 0, as :func:`flow_sample` records
+    them (``timesteps`` holds t_0 .. t_(S-1); the last state is at 0). It is the squared gap between each step's velocity and the
+    velocity of the straight segment from the path's start to its end, summed over data dimensions and
+    averaged over the batch. 0 exactly when every path is a straight line travelled at constant speed.
+    Returns a 0-d float64 tensor.
+    """
+    xs = trajectory.xs.to(torch.float64).flatten(2)                            # [S+1, B, D]
+    times = torch.cat([trajectory.timesteps.to(torch.float64), torch.zeros(1, dtype=torch.float64)])
+    if times.shape[0] != xs.shape[0] or not torch.all(times[:-1] > times[1:]):
+        raise ValueError("straightness needs a flow trajectory: decreasing times from 1 to 0, one per state")
+    dt = times[:-1] - times[1:]                                                # [S]
+    chord = xs[0] - xs[-1]                                                     # x_1 - x_0: [B, D]
+    step_velocity = (xs[:-1] - xs[1:]) / dt[:, None, None]                     # [S, B, D]
+    gap = (chord[None] - step_velocity).pow(2).sum(-1).mean(-1)                # [S]
+    return (dt * gap).sum()
 
 
 class MixtureVelocity:

@@ -10,6 +10,10 @@ per-t weight, into Ho et al.'s simplified loss (2020, eq. 14):
 
 The same function trains x_0- or v-predicting networks (``prediction=``);
 only the regression target changes (:func:`tinydiff.diffusion.training_target`).
+
+:class:`Objective` is what :func:`tinydiff.train.train` minimises: :class:`Denoising` (L_simple, the
+default) here, flow matching and reflow in :mod:`tinydiff.flow`, progressive distillation in
+:mod:`tinydiff.distill` -- one training loop for all of them.
 """
 
 from __future__ import annotations
@@ -92,6 +96,46 @@ def loss_per_timestep(
         t = torch.full((x0.shape[0],), int(step), dtype=torch.long, device=x0.device)
         losses.append(diffusion_loss(model, schedule, x0, t=t, prediction=prediction, generator=generator, **model_kwargs))
     return torch.stack(losses)
+
+
+# --- what the training loop minimises ----------------------------------------------------
+
+
+class Objective:
+    """A training objective for :func:`tinydiff.train.train`, in two parts.
+
+    ``draw(x0, generator)`` draws the randomness of one *global* batch x0 [B, *data] -- a tuple of
+    tensors, each [B, ...] (timesteps, noise, ...) -- so that under torchrun every rank draws the same
+    numbers and takes its slice; ``loss(model, x0, draws, **model_kwargs)`` is the scalar loss on
+    (a slice of) the batch and its draws. ``schedule`` is the noise schedule the objective trains
+    for, or None (flow matching needs none).
+    """
+
+    schedule: Schedule | None = None
+
+    def draw(self, x0: Tensor, generator: torch.Generator) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def loss(self, model: Callable[..., Tensor], x0: Tensor, draws: tuple[Tensor, ...], **model_kwargs) -> Tensor:
+        raise NotImplementedError
+
+
+class Denoising(Objective):
+    """L_simple for ``prediction`` (epsilon | x0 | v) on ``schedule``: :func:`diffusion_loss` with t ~ U{0..T-1}
+    and eps ~ N(0, I) drawn in that order (Ho et al. 2020, Algorithm 1)."""
+
+    def __init__(self, schedule: Schedule, prediction: str = "epsilon") -> None:
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"Denoising needs a noise schedule (tinydiff.schedules), got {type(schedule).__name__}")
+        self.schedule, self.prediction = schedule, prediction
+
+    def draw(self, x0: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        t = sample_timesteps(x0.shape[0], self.schedule.T, generator=generator, device=x0.device)
+        return t, randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+
+    def loss(self, model, x0: Tensor, draws: tuple[Tensor, Tensor], **model_kwargs) -> Tensor:
+        t, noise = draws
+        return diffusion_loss(model, self.schedule, x0, t=t, noise=noise, prediction=self.prediction, **model_kwargs)
 
 
 # --- the autoencoder of latent diffusion -------------------------------------------------

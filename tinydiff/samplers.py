@@ -445,7 +445,9 @@ class SamplerSpec:
     :func:`ddim_sample`, e.g. ``ddim:50`` (leading spacing, eta = 0) or ``ddim:50:trailing:1``.
     ``<solver>:<steps>[:<spacing>]`` with a solver of :mod:`tinydiff.solvers` -- ``heun``, ``dpm``
     (DPM-Solver++(2M)), ``plms``, ``sde`` (reverse SDE, Euler-Maruyama), ``pc`` (predictor-corrector) --
-    e.g. ``dpm:20``. Calling a spec runs that sampler with the keywords every sampler shares.
+    e.g. ``dpm:20``. ``flow-euler:<steps>`` and ``flow-heun:<steps>``: :func:`tinydiff.flow.flow_sample` for a
+    flow-matching model (it ignores the schedule). Calling a spec runs that sampler with the keywords every
+    sampler shares.
     """
 
     kind: str
@@ -470,9 +472,12 @@ class SamplerSpec:
             ddim_timesteps(T, int(parts[1]), spacing)
             check_solver_steps(parts[0], int(parts[1]))
             return cls(parts[0], int(parts[1]), spacing, 0.0)
-        raise ValueError(f"unknown sampler {text!r}: write ddpm (all {T} steps), ddim:<steps>[:<spacing>[:<eta>]] "
-                         f"or <solver>:<steps>[:<spacing>] with a solver of {', '.join(SOLVERS)}; "
-                         "e.g. ddim:50, ddim:50:leading:1 or dpm:20")
+        if parts[0] in ("flow-euler", "flow-heun") and len(parts) == 2 and parts[1].isdigit() and int(parts[1]) >= 1:
+            return cls(parts[0], int(parts[1]), "uniform", 0.0)
+        raise ValueError(f"unknown sampler {text!r}: write ddpm (all {T} steps), ddim:<steps>[:<spacing>[:<eta>]], "
+                         f"<solver>:<steps>[:<spacing>] with a solver of {', '.join(SOLVERS)}, "
+                         "or flow-euler:<steps> / flow-heun:<steps> for a flow-matching model; "
+                         "e.g. ddim:50, ddim:50:leading:1, dpm:20 or flow-heun:10")
 
     def with_eta(self, eta: float) -> "SamplerSpec":
         """The same DDIM sampler with another eta (DDPM has no eta to change)."""
@@ -485,6 +490,8 @@ class SamplerSpec:
         """A label for tables and figures: ``DDPM-1000``, ``DDIM-50``, ``DDIM-50 eta=1``, ``DDIM-50 trailing``, ``DPM-Solver++(2M)-20``."""
         if self.kind == "ddpm":
             return f"DDPM-{self.steps}"
+        if self.kind.startswith("flow-"):
+            return f"flow {self.kind[5:].capitalize()}-{self.steps}"
         spacing = "" if self.spacing == "leading" else f" {self.spacing}"
         if self.kind != "ddim":
             label = {"heun": "Heun", "dpm": "DPM-Solver++(2M)", "plms": "PLMS", "sde": "SDE", "pc": "PC"}[self.kind]
@@ -496,16 +503,28 @@ class SamplerSpec:
         """How many times the sampler calls the model (:func:`tinydiff.solvers.network_calls`)."""
         from .solvers import network_calls
 
+        if self.kind.startswith("flow-"):
+            return self.steps * (2 if self.kind == "flow-heun" else 1)
         return network_calls(self.kind, self.steps)
 
     def __call__(self, model: Model, schedule: Schedule, shape, *, x_T: Tensor | None = None,
                  generator: torch.Generator | None = None, prediction: str = "epsilon", clip_x0: float | None = None,
                  progress: bool = True) -> Tensor:
         shared = dict(x_T=x_T, generator=generator, prediction=prediction, clip_x0=clip_x0, progress=progress)
+        if schedule is None and not self.kind.startswith("flow-"):
+            raise ValueError(f"{self.name} needs the model's noise schedule; a flow-matching model (no schedule) "
+                             "samples with flow-euler:<steps> or flow-heun:<steps>")
         if self.kind == "ddpm":
             return ddpm_sample(model, schedule, shape, **shared)
         if self.kind == "ddim":
             return ddim_sample(model, schedule, shape, steps=self.steps, eta=self.eta, spacing=self.spacing, **shared)
+        if self.kind.startswith("flow-"):
+            from .flow import flow_sample
+
+            if prediction != "velocity":
+                raise ValueError(f"{self.name} integrates a velocity; this model predicts {prediction!r}")
+            return flow_sample(model, shape, steps=self.steps, method=self.kind[5:], x_1=x_T, generator=generator,
+                               progress=progress)
         from .solvers import SOLVER_FUNCTIONS
 
         return SOLVER_FUNCTIONS[self.kind](model, schedule, shape, steps=self.steps, spacing=self.spacing, **shared)

@@ -42,9 +42,9 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import load_state_strict
-from .losses import autoencoder_loss, diffusion_loss, sample_timesteps
+from .losses import Denoising, Objective, autoencoder_loss
 from .schedules import Schedule
-from .tensors import device_and_dtype, randn
+from .tensors import device_and_dtype
 
 DataSource = Tensor | Callable[..., Tensor | tuple[Tensor, Tensor]]
 """A tensor x_0 [N, *data] to draw minibatches from, or ``data(batch_size, generator=g) -> x_0 [B, *data]``."""
@@ -150,9 +150,25 @@ def _check_args(model, data, labels, steps, batch_size, ema_decay, p_uncond, nul
         raise ValueError("the model has no parameters to train")
 
 
+def _objective(schedule: Schedule | None, objective: Objective | None, prediction: str) -> Objective:
+    """What to minimise: L_simple on ``schedule`` for ``prediction`` unless another objective is given."""
+    if objective is None:
+        if schedule is None:
+            raise ValueError("give a noise schedule (tinydiff.schedules), or objective= for one that needs none")
+        return Denoising(schedule, prediction)
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be a tinydiff.losses.Objective, got {type(objective).__name__}")
+    if prediction != "epsilon":
+        raise ValueError("prediction= belongs to the default objective; with objective= the objective sets the target")
+    if schedule is not None and objective.schedule is not None and schedule != objective.schedule:
+        raise ValueError(f"the model is trained for {schedule!r} but the objective (e.g. its teacher) uses "
+                         f"{objective.schedule!r}: a student must keep its teacher's schedule")
+    return objective
+
+
 def train(
     model: nn.Module,
-    schedule: Schedule,
+    schedule: Schedule | None,
     data: DataSource,
     *,
     steps: int,
@@ -171,6 +187,7 @@ def train(
     autocast_bf16: bool = False,
     resume: TrainState | None = None,
     progress: bool = True,
+    objective: Objective | None = None,
 ) -> Iterator[TrainState]:
     """Train ``model`` with L_simple until ``steps`` steps are done, yielding a :class:`TrainState` after each.
 
@@ -198,10 +215,14 @@ def train(
             Under torchrun it must be seeded alike on every rank.
         autocast_bf16: bf16 mixed precision for the forward pass, on CUDA only.
         resume: a state to continue from (weights, step, optimizer, EMA and generator are restored).
+        objective: what to minimise instead of L_simple (a :class:`tinydiff.losses.Objective`):
+            ``tinydiff.flow.FlowMatching()`` (``schedule`` may then be None), ``tinydiff.flow.Reflow()``,
+            ``tinydiff.distill.Distillation(...)``. Everything else in the loop stays the same.
 
     Raises ``FloatingPointError`` (before any weight is changed) if the loss is NaN or inf.
     """
     null_class = null_class if null_class is not None else getattr(model, "null_class", None)
+    objective = _objective(schedule, objective, prediction)
     _check_args(model, data, labels, steps, batch_size, ema_decay, p_uncond, null_class)
     learning_rate(0, lr, warmup_steps, steps, lr_schedule)  # rejects an unknown lr_schedule before any work
     device, dtype = device_and_dtype(model)
@@ -235,7 +256,7 @@ def train(
     for step in bar:
         for group in optimizer.param_groups:  # a function of the step alone, so resuming needs nothing extra
             group["lr"] = learning_rate(step, lr, warmup_steps, steps, lr_schedule)
-        # One global batch, drawn alike on every rank (t and eps in the order diffusion_loss would draw them);
+        # One global batch, drawn alike on every rank (and the objective's t and eps with it);
         # with one process the slice is all of it.
         x0, y = _draw_batch(data, labels, world.size * batch_size, generator)
         x0 = x0.to(device=device, dtype=dtype)
@@ -244,11 +265,10 @@ def train(
             y = y.to(device)
             y = _drop_labels(y, p_uncond, null_class, generator) if p_uncond > 0 else y
             kwargs["y"] = y[mine]
-        t = sample_timesteps(x0.shape[0], schedule.T, generator=generator, device=x0.device)
-        noise = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        draws = objective.draw(x0, generator)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
         with autocast:
-            loss = diffusion_loss(net, schedule, x0[mine], t=t[mine], noise=noise[mine], prediction=prediction, **kwargs)
+            loss = objective.loss(net, x0[mine], tuple(d[mine] for d in draws), **kwargs)
         value = _number(distributed.mean_over_ranks(loss))  # the loss of the whole global batch
         if not math.isfinite(value) and loss.device.type != "meta":
             raise FloatingPointError(
