@@ -15,7 +15,9 @@ model (notebook 08): the training digits are encoded once by that autoencoder
 :func:`~tinydiff.train.train` runs on the latents. The JSON then records the autoencoder
 (path relative to the output's folder, and its SHA-256) under ``extra.latent``, which
 :func:`tinydiff.checkpoint.load_diffusion_model` follows to decode samples. Training stops after ``steps`` steps or ``max_minutes``, whichever
-comes first; rerun with ``--steps N --max-minutes 0`` (no time limit) to reproduce
+comes first. ``"objective": "flow matching"`` in ``train`` trains a velocity model on the straight path instead
+(notebook 11; ``prediction`` and ``schedule`` are then unused, and ``"sampler"``, default ``flow-heun:10``, is
+recorded for ``scripts/sample.py``). Rerun with ``--steps N --max-minutes 0`` (no time limit) to reproduce
 a run step for step. Every ``--save-every`` steps the full training state goes to
 ``runs/<name>_state.safetensors``; ``--resume`` continues from it.
 
@@ -46,6 +48,7 @@ from tinydiff import distributed, schedules
 from tinydiff.checkpoint import load_latent_codec, load_training_state, read_config, save_checkpoint, save_training_state
 from tinydiff.data import load_mnist
 from tinydiff.evaluation import command_line, machine
+from tinydiff.flow import FlowMatching
 from tinydiff.models import UNet
 from tinydiff.train import train
 
@@ -96,7 +99,10 @@ def main() -> None:
                   "autoencoder_sha256": read_config(ae_path)["sha256"], "scale_factor": codec.scale_factor}
         log(f"training on latents {list(images.shape[1:])} of {ae_path} (scale factor {codec.scale_factor:.4f}; "
               f"std after scaling {float(images.std()):.3f})", flush=True)
-    schedule = schedules.get(cfg["schedule"]["name"], T=cfg["schedule"]["T"])
+    # "objective": "flow matching" in the config's train section trains a velocity model on the straight path
+    # (tinydiff.flow, notebook 11): no noise schedule, and a flow sampler recorded for scripts/sample.py
+    flow_matching = tc.get("objective") == "flow matching"
+    schedule = None if flow_matching else schedules.get(cfg["schedule"]["name"], T=cfg["schedule"]["T"])
     resume, elapsed_before = None, 0.0
     if args.resume:
         resume = load_training_state(args.resume, device=device)
@@ -119,7 +125,7 @@ def main() -> None:
         model, schedule, images, labels=labels, steps=tc["steps"], batch_size=tc["batch_size"] // world.size,
         lr=tc["lr"],
         weight_decay=tc["weight_decay"], warmup_steps=tc["warmup_steps"], lr_schedule=tc.get("lr_schedule", "constant"),
-        prediction=tc["prediction"],
+        prediction="epsilon" if flow_matching else tc["prediction"], objective=FlowMatching() if flow_matching else None,
         ema_decay=tc["ema_decay"], grad_clip=tc["grad_clip"], p_uncond=tc["p_uncond"], generator=generator,
         autocast_bf16=device.startswith("cuda"), resume=resume, progress=False,
     ):
@@ -156,13 +162,15 @@ def main() -> None:
         "parameters": n_params,
         "final_loss_mean_last_200": round(sum(losses[-200:]) / max(1, len(losses[-200:])), 5),
         "weights": "EMA",
-        "schedule": cfg["schedule"],
+        "schedule": cfg.get("schedule"),
         "train": tc,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "data_shape": list(images.shape[1:]),
     }
     if latent is not None:
         extra["latent"] = latent
+    if flow_matching:
+        extra["sampler"] = tc.get("sampler", "flow-heun:10")
     path = save_checkpoint(output, state.ema if state.ema is not None else state.model, model_cfg, extra=extra)
     print(f"saved {path} after {state.step} steps, {extra['wall_time_s'] / 60:.1f} min, "
           f"{extra['steps_per_s']} steps/s", flush=True)

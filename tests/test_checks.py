@@ -443,3 +443,43 @@ def test_hutchinson_right_stub_and_mistakes():
         verdict = checks.check_hutchinson(wrong)
         assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
 
+
+
+# --- notebook 11: flow matching and progressive distillation -----------------------------------
+
+
+def test_velocity_from_x0_right_stub_and_mistakes():
+    right = lambda x_t, t, x0: (x_t - x0) / t[:, None]
+    assert str(checks.check_velocity_from_x0(right)) == "velocity from x0: correct"
+    assert "not done yet" in str(checks.check_velocity_from_x0(stub))
+    named = {
+        "minus the velocity": lambda x_t, t, x0: (x0 - x_t) / t[:, None],
+        "the time reversed": lambda x_t, t, x0: (x_t - x0) / (1 - t[:, None]),
+        "no division by t": lambda x_t, t, x0: x_t - x0,
+        "x_0 itself": lambda x_t, t, x0: x0,
+    }
+    for words, wrong in named.items():
+        verdict = checks.check_velocity_from_x0(wrong)
+        assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
+    # the shape mistake: t [B] times [B, D] without a column
+    assert "wrong shape" in str(checks.check_velocity_from_x0(lambda x_t, t, x0: (x_t - x0)[:, :, None] / t))
+
+
+def test_student_target_right_stub_and_mistakes():
+    def right(z, z_next, ab, ab_next):  # written out from Algorithm 2, line 10
+        a, s, a_n, s_n = math.sqrt(ab), math.sqrt(1 - ab), math.sqrt(ab_next), math.sqrt(1 - ab_next)
+        return (z_next - s_n / s * z) / (a_n - s_n / s * a)
+
+    assert str(checks.check_student_target(right)) == "student target: correct"
+    assert "not done yet" in str(checks.check_student_target(stub))
+    r = lambda ab, ab_next: math.sqrt((1 - ab_next) / (1 - ab))
+    named = {
+        "the sigma ratio upside down": lambda z, zn, ab, abn: (zn - z / r(ab, abn)) / (math.sqrt(abn) - math.sqrt(ab) / r(ab, abn)),
+        "z_next itself": lambda z, zn, ab, abn: zn,
+        "the denominator left out": lambda z, zn, ab, abn: zn - r(ab, abn) * z,
+        "without the square roots": lambda z, zn, ab, abn: (zn - r(ab, abn) ** 2 * z) / (abn - r(ab, abn) ** 2 * ab),
+        "z_t and z_next swapped": lambda z, zn, ab, abn: (z - r(ab, abn) * zn) / (math.sqrt(abn) - r(ab, abn) * math.sqrt(ab)),
+    }
+    for words, wrong in named.items():
+        verdict = checks.check_student_target(wrong)
+        assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)

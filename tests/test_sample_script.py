@@ -195,3 +195,35 @@ def test_a_flow_matching_checkpoint_samples_with_its_flow_sampler(tmp_path):
     np.testing.assert_allclose(got, want.clamp(-1, 1).numpy(), atol=1e-6)
     with pytest.raises(SystemExit, match="does not fit"):  # a diffusion sampler on a velocity model
         script.main(["--checkpoint", str(path), "--n", "1", "--sampler", "ddim:2", "--out", str(tmp_path / "g")])
+
+
+def test_train_mnist_trains_a_flow_matching_model_that_sample_py_samples(tmp_path, monkeypatch):
+    """A config with "objective": "flow matching" trains a velocity model; its JSON names a flow sampler, so
+    scripts/sample.py --checkpoint alone samples it with that sampler."""
+    import json
+    import sys
+
+    from tinydiff.checkpoint import read_config
+
+    config = {
+        "model": {"name": "UNet", "in_channels": 1, "channels": 8, "mults": [1, 2], "n_res": 1, "num_classes": 10,
+                  "dropout": 0.0, "heads": 4},
+        "train": {"steps": 2, "max_minutes": 0, "batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "weight_decay": 0.0,
+                  "ema_decay": 0.9, "grad_clip": 1.0, "p_uncond": 0.1, "objective": "flow matching",
+                  "sampler": "flow-euler:2", "lr_schedule": "cosine"},
+        "seed": 0,
+        "output": str(tmp_path / "out" / "fm"),
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    spec = importlib.util.spec_from_file_location("train_mnist_script", ROOT / "scripts" / "train_mnist.py")
+    train_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_script)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train_mnist.py", "--config", str(tmp_path / "config.json"), "--device", "cpu"])
+    train_script.main()
+    extra = read_config(tmp_path / "out" / "fm")["extra"]
+    assert extra["sampler"] == "flow-euler:2" and extra["schedule"] is None and extra["steps"] == 2
+    m = load_diffusion_model(tmp_path / "out" / "fm")
+    assert m.prediction == "velocity" and m.schedule is None
+    load_script().main(["--checkpoint", str(tmp_path / "out" / "fm"), "--n", "2", "--out", str(tmp_path / "s")])
+    assert np.load(tmp_path / "s.npz")["samples"].shape == (2, 1, 32, 32)

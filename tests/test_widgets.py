@@ -227,3 +227,39 @@ def test_guidance_explorer_rejects_bad_arguments():
         widgets.guidance_explorer(UNet(channels=8, mults=(1, 2)), schedules.cosine(50))
     with pytest.raises(ValueError, match="digit must be one of 0..9"):
         widgets.guidance_explorer(UNet(channels=8, mults=(1, 2), num_classes=10), schedules.cosine(50), digit=12)
+
+
+# --- notebook 11: few-step samplers side by side ----------------------------------------------------
+
+
+def test_few_step_explorer_redraws_when_steps_move():
+    calls = []
+
+    def line(steps):  # points on a line whose slope is the number of steps: a different picture per value
+        calls.append(steps)
+        u = torch.linspace(-1, 1, 50)
+        return torch.stack([u, steps * u / 16], 1)
+
+    widget = widgets.few_step_explorer({"a": line, "b": lambda n: -line(n)}, step_options=(1, 2, 4), steps=1,
+                                       score=lambda x: float(x[:, 1].abs().mean()))
+    before = bytes(widget.image.value)
+    assert before.startswith(b"\x89PNG") and calls == [1, 1]
+    widget.steps.value = 4
+    assert bytes(widget.image.value) != before and calls[-2:] == [4, 4]
+    widget.steps.value = 1
+    assert bytes(widget.image.value) == before
+
+
+def test_few_step_figure_titles_carry_the_score():
+    fig = plot.few_step_figure({"base": lambda n: torch.zeros(5, 2), "student": lambda n: torch.ones(5, 2)}, 2,
+                               score=lambda x: float(x.mean()) + 1)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["base, 2 steps\nED / floor 1.0", "student, 2 steps\nED / floor 2.0"]
+    plt.close(fig)
+
+
+def test_few_step_explorer_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="at least one panel"):
+        widgets.few_step_explorer({})
+    with pytest.raises(ValueError, match="not one of the slider's options"):
+        widgets.few_step_explorer({"a": lambda n: torch.zeros(3, 2)}, step_options=(1, 2), steps=3)

@@ -30,7 +30,9 @@ from torch import Tensor
 from . import schedules
 from .data.toy import GaussianMixture
 from .diffusion import eps_from_score, predict_eps, predict_x0, q_posterior, q_sample, q_step, score_from_eps, training_target
+from .distill import student_target
 from .editing import renoise
+from .flow import velocity_from_x0
 from .guidance import classifier_guided_epsilon, guided_epsilon
 from .langevin import langevin_step
 from .latent import latent_scale_factor
@@ -633,6 +635,49 @@ def check_renoise(fn: Callable[[Tensor, float, float, Tensor], Tensor]) -> Verdi
     return compare("renoise", lambda: fn(x.clone(), ab_from, ab_to, z.clone()), renoise(x, ab_from, ab_to, z), mistakes)
 
 
+# --- notebook 11: flow matching and progressive distillation -----------------------------------
+
+
+def check_velocity_from_x0(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(x_t, t, x0_hat)`` -> u = (x_t - x0_hat) / t, the straight path's velocity through x_t from
+    x0_hat (t = 0 data, t = 1 noise; notebook 11, section 1), against ``flow.velocity_from_x0``.
+    Shapes: x_t, x0_hat [B, D]; t [B] flow times in (0, 1) -> [B, D]."""
+    _, x_t, x0, _ = _inputs(seed=21)
+    t = torch.linspace(0.1, 0.95, x_t.shape[0], dtype=torch.float64)  # not 1: the reversed-time mistake divides by 1 - t
+    tc = t[:, None]
+    mistakes = {
+        "minus the velocity: with t = 0 data and t = 1 noise, u = eps - x_0 points from data to noise":
+            (x0 - x_t) / tc,
+        "the time reversed (1 - t for t): that is the noise-at-0 convention of facebookresearch/flow_matching":
+            (x_t - x0) / (1 - tc),
+        "no division by t: x_t - x_0 = t u is the distance travelled, not the velocity": x_t - x0,
+        "x_0 itself: a clean-sample prediction is not a velocity": x0,
+    }
+    return compare("velocity from x0", lambda: fn(x_t.clone(), t.clone(), x0.clone()), velocity_from_x0(x_t, t, x0),
+                   mistakes)
+
+
+def check_student_target(fn: Callable[[Tensor, Tensor, float, float], Tensor]) -> Verdict:
+    """Grade ``fn(z_t, z_next, alpha_bar_t, alpha_bar_next)`` -> the clean sample x~ whose one DDIM step from z_t
+    lands on z_next (Salimans & Ho 2022, Algorithm 2, line 10; notebook 11, section 4), against
+    ``distill.student_target``. Shapes: z_t, z_next [B, D]; two floats (alpha_bar_next > alpha_bar_t) -> [B, D]."""
+    _, z_t, z_next, _ = _inputs(seed=22)
+    ab_t, ab_next = 0.2, 0.7
+    a_t, s_t, a_n, s_n = math.sqrt(ab_t), math.sqrt(1 - ab_t), math.sqrt(ab_next), math.sqrt(1 - ab_next)
+    mistakes = {
+        "the sigma ratio upside down (sigma_t / sigma_next; it is sigma_next / sigma_t)":
+            (z_next - s_t / s_n * z_t) / (a_n - s_t / s_n * a_t),
+        "z_next itself: the target is a clean sample, and z_next is still noisy (it is right only at the last step)":
+            z_next,
+        "the denominator left out": z_next - s_n / s_t * z_t,
+        "alpha_bar and 1 - alpha_bar without the square roots":
+            (z_next - (1 - ab_next) / (1 - ab_t) * z_t) / (ab_next - (1 - ab_next) / (1 - ab_t) * ab_t),
+        "z_t and z_next swapped": (z_t - s_n / s_t * z_next) / (a_n - s_n / s_t * a_t),
+    }
+    return compare("student target", lambda: fn(z_t.clone(), z_next.clone(), ab_t, ab_next),
+                   student_target(z_t, z_next, ab_t, ab_next), mistakes)
+
+
 CHECKS = {
     "q_step": check_q_step,
     "q_sample": check_q_sample,
@@ -654,5 +699,7 @@ CHECKS = {
     "hutchinson": check_hutchinson,
     "replacement": check_replacement,
     "renoise": check_renoise,
+    "velocity_from_x0": check_velocity_from_x0,
+    "student_target": check_student_target,
 }
 """Every check, by the name of the function it grades."""

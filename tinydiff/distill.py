@@ -64,6 +64,16 @@ def _levels(schedule: Schedule) -> Tensor:
     return torch.cat([schedule.alpha_bars, torch.ones(1, dtype=torch.float64)])
 
 
+def student_target(z_t: Tensor, z_next: Tensor, alpha_bar_t: Tensor | float, alpha_bar_next: Tensor | float) -> Tensor:
+    """The clean sample x~ whose one DDIM step (eta = 0) from z_t lands on z_next (Salimans & Ho 2022, Algorithm 2, line 10):
+
+        x~ = (z_next - (sigma_next / sigma_t) z_t) / (alpha_next - (sigma_next / sigma_t) alpha_t),
+
+    alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar). z_t, z_next [B, *data]; the levels floats or [B, 1, ..., 1]."""
+    ratio = ((1 - alpha_bar_next) / (1 - alpha_bar_t)) ** 0.5                    # sigma_next / sigma_t
+    return (z_next - ratio * z_t) / (alpha_bar_next**0.5 - ratio * alpha_bar_t**0.5)
+
+
 @torch.no_grad()
 def distillation_target(teacher: Model, schedule: Schedule, z_t: Tensor, t: Tensor, t_mid: Tensor, t_next: Tensor,
                         prediction: str = "epsilon", clip_x0: float | None = None) -> Tensor:
@@ -89,9 +99,7 @@ def distillation_target(teacher: Model, schedule: Schedule, z_t: Tensor, t: Tens
 
     z_mid = ddim(z_t, t, t_mid)
     z_next = ddim(z_mid, t_mid, t_next)
-    alpha_t, alpha_next = gather(levels, t, z_t).sqrt(), gather(levels, t_next, z_t).sqrt()
-    ratio = (1 - alpha_next**2).sqrt() / (1 - alpha_t**2).sqrt()                   # sigma_t'' / sigma_t
-    return (z_next - ratio * z_t) / (alpha_next - ratio * alpha_t)
+    return student_target(z_t, z_next, gather(levels, t, z_t), gather(levels, t_next, z_t))
 
 
 class Distillation(Objective):

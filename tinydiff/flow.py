@@ -89,6 +89,15 @@ def eps_from_velocity(x_t: Tensor, t: Tensor | float, u: Tensor) -> Tensor:
     return x_t + (1 - _column(check_times(t, x_t.shape[0]), x_t)) * u
 
 
+def velocity_from_x0(x_t: Tensor, t: Tensor | float, x0_hat: Tensor) -> Tensor:
+    """u = (x_t - x0_hat) / t: the velocity of the straight path through x_t that starts at x0_hat (t > 0).
+    Divides by t, so it blows up at the data end; the flow samplers never evaluate at t = 0."""
+    tc = _column(check_times(t, x_t.shape[0]), x_t)
+    if (tc == 0).any() if isinstance(tc, Tensor) else tc == 0:
+        raise ValueError("velocity_from_x0 divides by t: at t = 0 (data) the velocity is not determined by x0")
+    return (x_t - x0_hat) / tc
+
+
 def velocity(model: Model, x_t: Tensor, t: float) -> Tensor:
     """Run a velocity model once at one time t for the whole batch: ``model(x_t, network_time(t))`` [B, *data]."""
     out = model(x_t, network_time(t, x_t.shape[0], x_t.device))
@@ -133,7 +142,7 @@ class FlowMatching(Objective):
 
 
 class Reflow(FlowMatching):
-    """Reflow (Liu et al. 2023, sec. 2.3, "Reflow"): flow matching on a *fixed coupling* of (sample, noise) pairs.
+    """Reflow (Liu et al. 2023, "reflow"): flow matching on a *fixed coupling* of (sample, noise) pairs.
 
     The data are the pairs [N, 2, *data] from :func:`reflow_pairs` -- ``pairs[:, 0]`` the ODE's output x_0,
     ``pairs[:, 1]`` the noise x_1 it started from. Only t is drawn; the straight line joins the two ends of
@@ -188,7 +197,7 @@ def flow_sample(model: Model, shape, *, steps: int, method: str = "euler", x_1: 
 def reflow_pairs(model: Model, shape, *, steps: int, method: str = "heun", generator: torch.Generator | None = None,
                  batch_size: int = 10_000, progress: bool = False) -> Tensor:
     """The coupling reflow trains on: draw noise x_1 ~ N(0, I) and integrate the ODE to x_0 (Liu et al. 2023,
-    Algorithm 1, "reflow"). ``shape`` [N, *data]; returns pairs [N, 2, *data] with ``[:, 0]`` = x_0 and
+    "reflow": the pairs (Z_0, Z_1) of the flow just trained). ``shape`` [N, *data]; returns pairs [N, 2, *data] with ``[:, 0]`` = x_0 and
     ``[:, 1]`` = the x_1 it came from, on the model's device. Drawn in batches of ``batch_size``."""
     pairs = []
     for lo in range(0, shape[0], batch_size):
@@ -200,7 +209,7 @@ def reflow_pairs(model: Model, shape, *, steps: int, method: str = "heun", gener
 
 
 def straightness(trajectory: Trajectory) -> Tensor:
-    """How far an ODE's paths are from straight lines (Liu et al. 2023, sec. 2.3, eq. for S(Z)):
+    """How far an ODE's paths are from straight lines: the straightness S(Z) of Liu et al. 2023,
 
         S = int_0^1 E || (x_1 - x_0) - u(x_t, t) ||^2 dt
           ~ sum_i (t_i - t_(i+1)) * E || (x_1 - x_0) - (x_(t_i) - x_(t_(i+1))) / (t_i - t_(i+1)) ||^2

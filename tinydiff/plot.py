@@ -20,6 +20,7 @@ static figure after the widget):
 - :func:`langevin_figure`   plain or annealed Langevin on a mixture, with mode occupancy (notebook 02)
 - :func:`draw_paths` / :func:`ddim_paths_figure`  2-D sampler paths; DDIM paths for one eta (notebook 06)
 - :func:`guidance_figure`   digits of one class under classifier-free guidance at one scale (notebook 07)
+- :func:`few_step_figure`   several few-step samplers side by side at one number of steps (notebook 11)
 
 Tensors may live on any device; they are copied to the CPU for drawing.
 """
@@ -478,4 +479,28 @@ def guidance_figure(
     ax = fig.subplots()
     image_grid(x, nrow=n, ax=ax)
     ax.set_title(f"digit {digit}, guidance scale s = {scale:g} (DDIM-{steps})", fontsize=9)
+    return fig
+
+
+def few_step_figure(
+    panels: dict[str, Callable[[int], Tensor]],
+    steps: int,
+    density: GaussianMixture | None = None,
+    score: Callable[[Tensor], float] | None = None,
+    fig: FigureBase | None = None,
+    lim: float = 3.2,
+) -> FigureBase:
+    """Samplers side by side at the same number of ``steps``: ``panels[name](steps)`` returns 2-D samples [N, 2].
+
+    One scatter per panel over ``density``; with ``score`` (e.g. energy distance over its floor) each title
+    carries its value. Notebook 11 compares the base flow, the reflowed flow and the distilled student this way.
+    Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None) and returns it.
+    """
+    if fig is None:
+        fig = plt.figure(figsize=(3.0 * len(panels), 3.2))
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (name, draw) in zip(axes, panels.items()):
+        x = draw(steps)
+        label = f"{name}, {steps} step{'s' if steps != 1 else ''}"
+        scatter_2d(ax, x, density, lim=lim, title=label + (f"\nED / floor {score(x):.1f}" if score else ""))
     return fig

@@ -18,6 +18,8 @@ exactly what the widget shows.
   (Song, Meng & Ermon 2021, eqs. 12 and 16) from fixed starts for a chosen eta.
 - :func:`guidance_figure` / :func:`guidance_explorer` (notebook 07): digits of one
   class from fixed noise, under classifier-free guidance at a chosen scale.
+- :func:`few_step_figure` / :func:`few_step_explorer` (notebook 11): several samplers side by side
+  at a chosen number of steps (the base flow, the reflowed flow, the distilled student).
 
 Each wrapper renders its figure to PNG in the kernel (:func:`figure_png`) and shows
 it in an ``ipywidgets.Image`` (see :class:`ScheduleExplorer` for why).
@@ -37,13 +39,15 @@ from torch import Tensor
 from . import samplers, schedules
 from .data.toy import GaussianMixture, two_gaussians, two_moons
 from .langevin import check_sigmas
-from .plot import FixedNoise, ddim_paths_figure, draw_paths, explorer_figure, guidance_figure, langevin_figure
+from .plot import (FixedNoise, ddim_paths_figure, draw_paths, explorer_figure, few_step_figure, guidance_figure,
+                   langevin_figure)
 from .schedules import Schedule
 
 __all__ = [  # the drawing functions are tinydiff.plot's; imported here because every widget redraws one
-    "DDIMEtaExplorer", "FixedNoise", "GuidanceExplorer", "LangevinExplorer", "ScheduleExplorer",
-    "ddim_eta_explorer", "ddim_paths_figure", "draw_paths", "explorer_figure", "figure_png", "guidance_explorer",
-    "guidance_figure", "langevin_explorer", "langevin_figure", "schedule_explorer", "show_figure",
+    "DDIMEtaExplorer", "FewStepExplorer", "FixedNoise", "GuidanceExplorer", "LangevinExplorer", "ScheduleExplorer",
+    "ddim_eta_explorer", "ddim_paths_figure", "draw_paths", "explorer_figure", "few_step_explorer", "few_step_figure",
+    "figure_png", "guidance_explorer", "guidance_figure", "langevin_explorer", "langevin_figure", "schedule_explorer",
+    "show_figure",
 ]
 
 
@@ -287,3 +291,40 @@ def guidance_explorer(net: torch.nn.Module, schedule: Schedule, digit: int = 3, 
     if not 0 <= digit < net.num_classes:
         raise ValueError(f"digit must be one of 0..{net.num_classes - 1}, got {digit}")
     return GuidanceExplorer(net, schedule, digit, scale, n, steps, prediction)
+
+
+# --------------------------------------------------------------------------- notebook 11: few-step samplers
+
+
+class FewStepExplorer(W.VBox):
+    """A slider over numbers of steps above an ``ipywidgets.Image`` showing :func:`few_step_figure`."""
+
+    def __init__(self, panels: dict, step_options: Sequence[int], steps: int, density: GaussianMixture | None,
+                 score=None) -> None:
+        self.panels, self.density, self.score = panels, density, score
+        self.steps = W.SelectionSlider(options=list(step_options), value=steps, description="steps",
+                                       continuous_update=False)
+        self.image = W.Image(format="png")
+        self.steps.observe(lambda _: self.render(), names="value")
+        super().__init__([self.steps, self.image])
+        self.render()
+
+    def render(self) -> None:
+        """Draw every panel at the chosen number of steps."""
+        fig = Figure(figsize=(3.0 * len(self.panels), 3.2))
+        few_step_figure(self.panels, int(self.steps.value), self.density, self.score, fig=fig)
+        show_figure(self.image, fig)
+
+
+def few_step_explorer(panels: dict, step_options: Sequence[int] = (1, 2, 4, 8, 16), steps: int = 1,
+                      density: GaussianMixture | None = None, score=None) -> FewStepExplorer:
+    """Move the number of steps and watch several samplers side by side: ``panels[name](steps)`` -> points [N, 2].
+
+    Each callable should be cheap (cache its samples): the figure is redrawn on every move. ``score(x)``
+    (optional) is printed in each title. Returns an ipywidgets container; display it.
+    """
+    if not panels:
+        raise ValueError("few_step_explorer needs at least one panel: {name: steps -> samples [N, 2]}")
+    if steps not in step_options:
+        raise ValueError(f"steps={steps} is not one of the slider's options {list(step_options)}")
+    return FewStepExplorer(panels, step_options, steps, density, score)
