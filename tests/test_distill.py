@@ -105,3 +105,39 @@ def test_a_round_changes_only_the_student_and_keeps_its_grid():
     x = ddim_sample(student, schedule, (10, 2), steps=4, spacing="trailing", progress=False)
     assert x.shape == (10, 2) and torch.isfinite(x).all()
 
+
+
+def test_distill_script_writes_a_student_that_names_its_sampler(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from tinydiff.checkpoint import load_diffusion_model, read_config, save_checkpoint
+    from tinydiff.models import UNet
+
+    root = Path(__file__).resolve().parents[1]
+    torch.manual_seed(0)
+    net = UNet(channels=8, mults=(1, 2), num_classes=10)
+    save_checkpoint(tmp_path / "teacher", net, net.config,
+                    extra={"schedule": {"name": "cosine", "T": 1000}, "train": {"prediction": "v"},
+                           "recommended_guidance": 2.0, "data_shape": [1, 32, 32]})
+    spec = importlib.util.spec_from_file_location("distill_script", root / "scripts" / "distill_mnist.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.chdir(root)  # the script reads the shipped digits from data/
+    out = tmp_path / "student"
+    monkeypatch.setattr(sys, "argv", ["distill_mnist.py", "--teacher", str(tmp_path / "teacher"), "--output", str(out),
+                                      "--from-steps", "8", "--to-steps", "2", "--first-round-steps", "2",
+                                      "--steps-per-round", "1", "--batch-size", "4", "--eval-n", "0"])
+    script.main()
+    student = load_diffusion_model(out)
+    extra = read_config(out)["extra"]
+    assert student.sampler == "ddim:2:trailing" and student.recommended_guidance == 1.0 and student.prediction == "v"
+    rounds = extra["distillation"]["rounds"]
+    assert [(r["teacher_steps"], r["student_steps"], r["train_steps"]) for r in rounds] == [(8, 4, 2), (4, 2, 1)]
+    assert rounds[0]["teacher_guidance"] == 2.0 and rounds[1]["teacher_guidance"] == 1.0  # guidance distilled once
+    assert extra["distillation"]["teacher_sha256"] == read_config(tmp_path / "teacher")["sha256"]
+    monkeypatch.setattr(sys, "argv", ["distill_mnist.py", "--teacher", str(tmp_path / "teacher"), "--output", str(out),
+                                      "--from-steps", "8", "--to-steps", "3", "--eval-n", "0"])
+    with pytest.raises(SystemExit, match="halved a whole number of times"):
+        script.main()

@@ -1,0 +1,258 @@
+"""Adapting a trained network: LoRA layers, merging them into the weights, freezing, and adapter files.
+
+LoRA (Hu et al. 2021) keeps a pretrained weight W frozen and learns a low-rank change to it:
+
+    h = W x + (alpha / r) * s * B A x,     A [r, in] (random), B [out, r] (zero at the start),
+
+so at the start the adapted layer computes exactly what the base layer did (B = 0), and training moves only
+r * (in + out) numbers per layer instead of in * out. ``alpha / r`` is the paper's scaling (sec. 4.1: "we scale
+dW x by alpha / r"); ``s`` is an extra *adapter scale* at sampling time -- 0 is the base model, 1 the adapted one,
+values in between interpolate. What the common libraries call these:
+
+==========================  ===========================================================================
+tinydiff                    ``rank`` = r, ``alpha`` (default r, so alpha / r = 1), ``scale`` = s
+peft                        ``r``, ``lora_alpha``; the layer multiplies by ``lora_alpha / r``
+diffusers' training scripts ``rank``; they set ``lora_alpha = rank``, so the factor is 1
+cloneofsimo/lora            a flat ``scale`` on B A (no alpha / r); its "alpha" is a *merge ratio*
+==========================  ===========================================================================
+
+For a convolution (kernel k x k) the down-projection A is a convolution with the layer's own kernel, stride and
+padding into r channels, and the up-projection B a 1 x 1 convolution back: B A is then a k x k convolution of rank
+r, and merging adds sum_r B[:, r] A[r] to the kernel.
+
+Read in this order: :class:`LoRALinear`, :class:`LoRAConv2d`, :func:`add_lora` (wrap layers in place by name),
+:func:`merge_lora` / :func:`unmerge_lora` / :func:`set_adapter_scale`, :func:`freeze`, then the adapter files
+(:func:`save_adapter`, :func:`load_adapter`), which hold only the low-rank factors and the SHA-256 of the base
+checkpoint they belong to.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from .checkpoint import read_config
+
+
+def _check_rank(rank: int) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"the LoRA rank must be a positive int (e.g. 4), got {rank!r}")
+    return rank
+
+
+def check_scale(scale: float) -> float:
+    """An adapter scale: a finite number (0 = the base model, 1 = the adapted one)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"the adapter scale must be a finite number (0 = base model, 1 = adapted), got {scale!r}")
+    return float(scale)
+
+
+class _LoRA(nn.Module):
+    """What both LoRA layers share: the frozen base layer, the factors ``down`` (A) and ``up`` (B), the factor
+    alpha / r, the adapter scale s, and whether B A is currently merged into the base weight."""
+
+    def __init__(self, base: nn.Module, down: nn.Module, up: nn.Module, rank: int, alpha: float | None) -> None:
+        super().__init__()
+        self.base, self.down, self.up = base, down, up
+        self.rank = rank
+        self.alpha = float(alpha) if alpha is not None else float(rank)
+        self.scale = 1.0
+        self.merged = False
+        base.requires_grad_(False)
+        nn.init.kaiming_uniform_(down.weight, a=math.sqrt(5))  # A random (as nn.Linear's default init), B zero
+        nn.init.zeros_(up.weight)
+
+    @property
+    def factor(self) -> float:
+        """(alpha / r) * s: what multiplies B A x."""
+        return self.alpha / self.rank * self.scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.base(x)
+        if self.merged or self.scale == 0.0:
+            return out
+        return out + self.factor * self.up(self.down(x))
+
+    def delta_weight(self) -> Tensor:
+        raise NotImplementedError
+
+    def merge(self) -> None:
+        """W <- W + (alpha / r) s B A: the same outputs with no extra work per call."""
+        if not self.merged:
+            with torch.no_grad():
+                self.base.weight += self.delta_weight()
+            self.merged = True
+
+    def unmerge(self) -> None:
+        """W <- W - (alpha / r) s B A: back to the frozen base weight plus a separate low-rank branch."""
+        if self.merged:
+            with torch.no_grad():
+                self.base.weight -= self.delta_weight()
+            self.merged = False
+
+
+class LoRALinear(_LoRA):
+    """``nn.Linear`` W x + b plus (alpha / r) s B A x (Hu et al. 2021, eq. 3): x [..., in] -> [..., out]."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float | None = None) -> None:
+        rank = _check_rank(rank)
+        down = nn.Linear(base.in_features, rank, bias=False, device=base.weight.device, dtype=base.weight.dtype)
+        up = nn.Linear(rank, base.out_features, bias=False, device=base.weight.device, dtype=base.weight.dtype)
+        super().__init__(base, down, up, rank, alpha)
+
+    def delta_weight(self) -> Tensor:
+        """(alpha / r) s B A, shaped like the base weight [out, in]."""
+        return self.factor * self.up.weight @ self.down.weight
+
+
+class LoRAConv2d(_LoRA):
+    """``nn.Conv2d`` plus (alpha / r) s B A: A a convolution with the layer's kernel, stride, padding and dilation
+    into r channels, B a 1 x 1 convolution back. x [B, in, H, W] -> [B, out, H', W']."""
+
+    def __init__(self, base: nn.Conv2d, rank: int, alpha: float | None = None) -> None:
+        rank = _check_rank(rank)
+        if base.groups != 1:
+            raise ValueError(f"LoRA on a grouped convolution (groups={base.groups}) is not supported")
+        like = dict(device=base.weight.device, dtype=base.weight.dtype)
+        down = nn.Conv2d(base.in_channels, rank, base.kernel_size, base.stride, base.padding, base.dilation,
+                         bias=False, padding_mode=base.padding_mode, **like)
+        up = nn.Conv2d(rank, base.out_channels, 1, bias=False, **like)
+        super().__init__(base, down, up, rank, alpha)
+
+    def delta_weight(self) -> Tensor:
+        """(alpha / r) s sum_r B[o, r] A[r, i, kh, kw], shaped like the base kernel [out, in, kh, kw]."""
+        return self.factor * torch.einsum("or,rikl->oikl", self.up.weight[:, :, 0, 0], self.down.weight)
+
+
+def lora_layers(model: nn.Module) -> dict[str, _LoRA]:
+    """Every LoRA layer in ``model``, by module name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, _LoRA)}
+
+
+def add_lora(model: nn.Module, targets: Sequence[str], rank: int, alpha: float | None = None) -> list[str]:
+    """Wrap, in place, every ``nn.Linear`` and ``nn.Conv2d`` whose module name matches one of the ``targets``
+    (shell-style patterns, e.g. ``"*attn.qkv"``, ``"up.*.conv2"``) in a LoRA layer of this ``rank``; returns the
+    wrapped names. Raises ``ValueError`` if a pattern matches no such layer (a typo would otherwise train nothing).
+    Freeze the rest yourself (:func:`freeze`): the wrapped base layers are frozen, other modules are not."""
+    rank = _check_rank(rank)
+    if isinstance(targets, str) or not targets:
+        raise ValueError(f"targets must be a list of layer-name patterns, e.g. ['*attn.qkv'], got {targets!r}")
+    layers = {name: m for name, m in model.named_modules()
+              if isinstance(m, (nn.Linear, nn.Conv2d)) and not isinstance(m, _LoRA)
+              and not any(name.startswith(p + ".") for p in lora_layers(model))}
+    chosen = {}
+    for pattern in targets:
+        hits = [name for name in layers if fnmatch.fnmatchcase(name, pattern)]
+        if not hits:
+            sample = ", ".join(list(layers)[:6])
+            raise ValueError(f"the target {pattern!r} matches no nn.Linear or nn.Conv2d in the model "
+                             f"({len(layers)} candidates, e.g. {sample})")
+        chosen.update({name: layers[name] for name in hits})
+    for name, layer in chosen.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        wrapper = LoRALinear(layer, rank, alpha) if isinstance(layer, nn.Linear) else LoRAConv2d(layer, rank, alpha)
+        setattr(parent, child, wrapper)
+    return sorted(chosen)
+
+
+def set_adapter_scale(model: nn.Module, scale: float) -> None:
+    """Set s in every LoRA layer (0 = the base model, 1 = the adapted one); a merged model is re-merged at s."""
+    scale = check_scale(scale)
+    for layer in lora_layers(model).values():
+        was_merged = layer.merged
+        layer.unmerge()
+        layer.scale = scale
+        if was_merged:
+            layer.merge()
+
+
+def merge_lora(model: nn.Module) -> None:
+    """Fold every LoRA branch into its base weight (the same outputs; no extra cost per call)."""
+    for layer in lora_layers(model).values():
+        layer.merge()
+
+
+def unmerge_lora(model: nn.Module) -> None:
+    """Undo :func:`merge_lora`: the base weights are restored (to float round-off) and the branches are separate again."""
+    for layer in lora_layers(model).values():
+        layer.unmerge()
+
+
+def freeze(model: nn.Module, trainable: Iterable[str] = ()) -> int:
+    """Freeze every parameter of ``model`` except those whose name matches a pattern in ``trainable`` (shell-style,
+    e.g. ``"*.down.weight"``); returns the number of trainable parameters left."""
+    patterns = list(trainable)
+    for name, p in model.named_parameters():
+        p.requires_grad_(any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns))
+    return trainable_parameters(model)
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    """How many numbers an optimizer would change: the parameters with ``requires_grad``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+LORA_PATTERNS = ("*.down.weight", "*.up.weight")
+"""The parameter names of the LoRA factors (for :func:`freeze`: ``freeze(model, LORA_PATTERNS)``)."""
+
+
+# --- adapter files: the low-rank factors only, tied to their base checkpoint --------------------
+
+
+def save_adapter(path: str | os.PathLike, model: nn.Module, base_checkpoint: str | os.PathLike,
+                 extra: dict | None = None) -> Path:
+    """Write the LoRA factors of ``model`` to ``<path>.safetensors`` and what rebuilds them (rank, alpha, layer
+    names) to ``<path>.json``, with the SHA-256 of ``base_checkpoint``: :func:`load_adapter` refuses another base."""
+    layers = lora_layers(model)
+    if not layers:
+        raise ValueError("the model has no LoRA layers: add them with add_lora before saving an adapter")
+    tensors = {}
+    for name, layer in layers.items():
+        tensors[f"{name}.down.weight"] = layer.down.weight.detach().cpu().contiguous()
+        tensors[f"{name}.up.weight"] = layer.up.weight.detach().cpu().contiguous()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weights = path.with_name(path.name + ".safetensors")
+    save_file(tensors, str(weights))
+    header = {"format": "tinydiff-adapter", "version": 1, "base_sha256": read_config(base_checkpoint)["sha256"],
+              "layers": {name: {"rank": layer.rank, "alpha": layer.alpha} for name, layer in layers.items()},
+              "extra": extra or {}}
+    path.with_name(path.name + ".json").write_text(json.dumps(header, indent=2) + "\n")
+    return weights
+
+
+def load_adapter(path: str | os.PathLike, model: nn.Module, base_checkpoint: str | os.PathLike,
+                 scale: float = 1.0) -> nn.Module:
+    """Add the adapter at ``path`` to ``model`` (the network loaded from ``base_checkpoint``), at adapter scale
+    ``scale``; returns ``model``. Raises ``ValueError`` naming both hashes if the adapter was trained on another
+    base, and ``FileNotFoundError`` if its files are missing."""
+    path = Path(path)
+    weights, sidecar = path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+    if not (weights.is_file() and sidecar.is_file()):
+        raise FileNotFoundError(f"adapter {path}: expected {weights.name} and {sidecar.name} (written by save_adapter)")
+    header = json.loads(sidecar.read_text())
+    base_sha = read_config(base_checkpoint)["sha256"]
+    if header.get("base_sha256") != base_sha:
+        raise ValueError(f"adapter {path} was trained on the base checkpoint with SHA-256 {header.get('base_sha256')}, "
+                         f"but {base_checkpoint} has SHA-256 {base_sha}: its low-rank updates mean nothing on these "
+                         "weights. Load it onto the checkpoint it was trained on.")
+    scale = check_scale(scale)
+    for name, spec in header["layers"].items():
+        add_lora(model, [name], spec["rank"], spec["alpha"])
+    tensors = load_file(str(weights))
+    layers = lora_layers(model)
+    with torch.no_grad():
+        for name, layer in layers.items():
+            layer.down.weight.copy_(tensors[f"{name}.down.weight"])
+            layer.up.weight.copy_(tensors[f"{name}.up.weight"])
+    set_adapter_scale(model, scale)
+    return model
