@@ -1,4 +1,5 @@
-"""Data for the course: 2-D toy distributions (with an exact Gaussian-mixture oracle) and MNIST digits shipped in ``data/``."""
+"""Data for the course: 2-D toy distributions (with an exact Gaussian-mixture oracle), MNIST digits shipped in ``data/``,
+and handwriting styles with the measures that detect them (:mod:`tinydiff.data.styles`)."""
 
 from .toy import (
     TOY_DATASETS,
@@ -12,6 +13,7 @@ from .toy import (
     two_gaussians,
     two_moons,
 )
+from . import styles
 from .mnist import data_dir, download_mnist, load_mnist
 
 __all__ = [

@@ -1,0 +1,85 @@
+"""Deterministic styles of handwriting, and the measures that detect them, for digits in [-1, 1].
+
+A style here is a function of the image alone, so a learner sees it at a glance and a number can check it:
+
+- :func:`thicken` / :func:`thin`: morphological dilation / erosion of the strokes (a max / min filter over a
+  (2r+1) x (2r+1) square, Gonzalez & Woods 2018, sec. 9.2); measured by :func:`ink`, the mean ink per image.
+- :func:`shear`: a horizontal shear x' = x + s (y_c - y) about the centre, so s > 0 leans the digit to the
+  right; measured by :func:`slant`, from the image's second moments (the moment-based "deskewing" often applied
+  to MNIST, read the other way).
+
+Shapes: images [B, 1, H, W] in [-1, 1] (-1 background, +1 ink); measures return [B].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _check_images(images: Tensor) -> None:
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 1:
+        got = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor [B, 1, H, W] of digits in [-1, 1], got {got}")
+
+
+def _check_radius(radius: int) -> int:
+    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
+        raise ValueError(f"radius must be a positive int number of pixels, got {radius!r}")
+    return radius
+
+
+def thicken(images: Tensor, radius: int = 1) -> Tensor:
+    """Dilation: each pixel becomes the maximum over the (2r+1) x (2r+1) square around it, so strokes grow by
+    ``radius`` pixels on every side. [B, 1, H, W] -> [B, 1, H, W]."""
+    _check_images(images)
+    r = _check_radius(radius)
+    return F.max_pool2d(images, 2 * r + 1, stride=1, padding=r)
+
+
+def thin(images: Tensor, radius: int = 1) -> Tensor:
+    """Erosion: the minimum over the same square (dilation of the background), so strokes lose ``radius`` pixels
+    on every side. [B, 1, H, W] -> [B, 1, H, W]."""
+    _check_images(images)
+    r = _check_radius(radius)
+    return -F.max_pool2d(-images, 2 * r + 1, stride=1, padding=r)
+
+
+def shear(images: Tensor, amount: float) -> Tensor:
+    """Lean the digits: the pixel at (x, y) moves to (x + amount (y_c - y), y), y counted downwards from the top, so
+    ``amount`` > 0 leans to the right (the top moves right). Bilinear, background outside. [B, 1, H, W] -> same."""
+    _check_images(images)
+    B, _, H, W = images.shape
+    # affine_grid maps each output pixel (normalised coords u, v in [-1, 1]) to the input pixel it reads:
+    # out(u, v) = in(u + k v, v), with k = amount * H / W so that the shear is in pixels per pixel.
+    k = float(amount) * H / W
+    theta = torch.tensor([[1.0, k, 0.0], [0.0, 1.0, 0.0]], dtype=images.dtype, device=images.device)
+    grid = F.affine_grid(theta.expand(B, 2, 3), list(images.shape), align_corners=False)
+    shifted = F.grid_sample(images + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return shifted - 1
+
+
+def _weights(images: Tensor) -> Tensor:
+    return ((images.clamp(-1, 1) + 1) / 2).flatten(1).to(torch.float64)  # ink in [0, 1] per pixel: [B, H*W]
+
+
+def ink(images: Tensor) -> Tensor:
+    """The fraction of the image covered by ink: mean of (x + 1) / 2 over the pixels, [B] (float64)."""
+    _check_images(images)
+    return _weights(images).mean(1)
+
+
+def slant(images: Tensor) -> Tensor:
+    """The shear that best explains each digit's shape: -mu_11 / mu_02 of its ink (second central moments, y down),
+    positive when the digit leans to the right. Upright digits are near 0; :func:`shear` by s adds about s. [B]."""
+    _check_images(images)
+    B, _, H, W = images.shape
+    w = _weights(images)
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    xs, ys = xs.flatten().to(w.device), ys.flatten().to(w.device)
+    mass = w.sum(1).clamp(min=1e-12)
+    cx, cy = (w * xs).sum(1) / mass, (w * ys).sum(1) / mass
+    dx, dy = xs[None] - cx[:, None], ys[None] - cy[:, None]
+    mu11, mu02 = (w * dx * dy).sum(1), (w * dy * dy).sum(1).clamp(min=1e-12)
+    return -mu11 / mu02
