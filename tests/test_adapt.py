@@ -174,5 +174,58 @@ def test_bad_input_gets_clear_errors():
     for scale in ("1", float("nan"), None):
         with pytest.raises(ValueError, match="adapter scale must be a finite number"):
             adapt.set_adapter_scale(model, scale)
-    with pytest.raises(ValueError, match="no LoRA layers"):
+    with pytest.raises(ValueError, match="no LoRA layers and no new labels"):
         adapt.save_adapter("unused", small_unet(), "unused")
+
+
+def test_a_new_label_changes_no_base_parameter_and_no_other_row_after_training():
+    """Trained with the real loop and optimizer, weight decay on: only the new row moves, bit for bit."""
+    from tinydiff import schedules
+    from tinydiff.guidance import classifier_free
+    from tinydiff.train import train
+
+    net = small_unet()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    label = adapt.add_label(net, init_from=3)
+    assert label == 11 and net.extra_labels == 1 and net.label_emb.new.shape == (1, net.label_emb.base.embedding_dim)
+    assert torch.equal(net.label_emb.new[0], before["label_emb.weight"][3])
+    assert adapt.freeze(net, adapt.NEW_LABEL_PATTERNS) == net.label_emb.base.embedding_dim
+    images = torch.rand(16, 1, 16, 16) * 2 - 1
+    for _ in train(net.train(), schedules.cosine(100), images, labels=torch.full((16,), label), steps=3, batch_size=4,
+                   lr=1e-2, weight_decay=0.1, progress=False):
+        pass
+    after = net.state_dict()
+    assert torch.equal(after["label_emb.base.weight"], before["label_emb.weight"])  # every old row, the null row too
+    for key, value in before.items():
+        if key != "label_emb.weight":
+            assert torch.equal(after[key], value), key
+    assert not torch.equal(net.label_emb.new[0], before["label_emb.weight"][3])  # the new row learned
+    # old labels give exactly the old embedding; the guidance wrappers accept the new label
+    y_old = torch.tensor([0, 9, 10])
+    assert torch.equal(net.label_emb(y_old), before["label_emb.weight"][y_old])
+    x, t, _ = inputs()
+    with torch.no_grad():
+        out = classifier_free(net.eval(), torch.tensor([label, 2, label]), 2.0)(x, t)
+    assert out.shape == x.shape
+    second = adapt.add_label(net)
+    assert second == 12 and net.label_emb.new.shape[0] == 2
+    with pytest.raises(ValueError, match="added labels 11..12"):
+        classifier_free(net, torch.tensor([13]), 2.0)
+    with pytest.raises(ValueError, match="class-conditional"):
+        adapt.add_label(UNet(channels=8, mults=(1, 2)))
+
+
+def test_a_new_label_travels_in_an_adapter_file(tmp_path):
+    base = small_unet()
+    save_checkpoint(tmp_path / "base", base, base.config)
+    model = copy.deepcopy(base)
+    label = adapt.add_label(model)
+    with torch.no_grad():
+        model.label_emb.new.normal_()
+    adapt.save_adapter(tmp_path / "label", model, tmp_path / "base")
+    loaded = adapt.load_adapter(tmp_path / "label", copy.deepcopy(base), tmp_path / "base")
+    x, t, _ = inputs()
+    y = torch.tensor([label, 1, label])
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t, y), model(x, t, y))
+    assert (tmp_path / "label.safetensors").stat().st_size < 2_000  # one row of the embedding

@@ -21,7 +21,8 @@ padding into r channels, and the up-projection B a 1 x 1 convolution back: B A i
 r, and merging adds sum_r B[:, r] A[r] to the kernel.
 
 Read in this order: :class:`LoRALinear`, :class:`LoRAConv2d`, :func:`add_lora` (wrap layers in place by name),
-:func:`merge_lora` / :func:`unmerge_lora` / :func:`set_adapter_scale`, :func:`freeze`, then the adapter files
+:func:`merge_lora` / :func:`unmerge_lora` / :func:`set_adapter_scale`, :func:`freeze`, :func:`add_label` (a new
+label learned with everything else frozen), then the adapter files
 (:func:`save_adapter`, :func:`load_adapter`), which hold only the low-rank factors and the SHA-256 of the base
 checkpoint they belong to.
 """
@@ -201,6 +202,56 @@ def trainable_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+# --- a new label, learned while the network stays frozen (the idea of textual inversion) -------------
+
+
+class NewLabels(nn.Module):
+    """A class-conditional network's label embedding with new rows kept apart from the frozen table.
+
+    Labels 0..K (the base's classes and its null label) read the base table; label K + j (j = 1, 2, ...) reads
+    ``new[j - 1]``. The new rows are a separate parameter, so an optimizer -- weight decay included -- cannot move
+    a base row: the known textual-inversion bug of a grown embedding matrix whose "frozen" rows still decay.
+    y [B] -> [B, dim].
+    """
+
+    def __init__(self, base: nn.Embedding, init: Tensor) -> None:
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.new = nn.Parameter(init.detach().clone().reshape(-1, base.embedding_dim))
+
+    def forward(self, y: Tensor) -> Tensor:
+        known = y < self.base.num_embeddings
+        old = self.base(torch.where(known, y, torch.zeros_like(y)))
+        fresh = self.new[(y - self.base.num_embeddings).clamp(min=0, max=self.new.shape[0] - 1)]
+        return torch.where(known[:, None], old, fresh)
+
+
+def add_label(net: nn.Module, init_from: int | None = None) -> int:
+    """Give a class-conditional UNet one more label, learned later while everything else is frozen (Gal et al.
+    2022's textual inversion, with a label row in place of a word embedding). The new row starts as a copy of
+    label ``init_from``'s row (default: the mean of the class rows). Returns the new label's index (after the
+    null label: K + 1 for the first, with K classes); ``net.extra_labels`` counts them, and the guidance wrappers
+    accept them. Train it with ``freeze(net, NEW_LABEL_PATTERNS)``."""
+    emb = getattr(net, "label_emb", None)
+    if emb is None:
+        raise ValueError("add_label needs a class-conditional network with a label embedding (UNet(num_classes=10))")
+    classes = net.num_classes
+    table = emb.base.weight if isinstance(emb, NewLabels) else emb.weight
+    if init_from is not None and not 0 <= init_from < classes:
+        raise ValueError(f"init_from must be a class 0..{classes - 1}, got {init_from}")
+    row = table[init_from] if init_from is not None else table[:classes].mean(0)
+    if isinstance(emb, NewLabels):
+        emb.new = nn.Parameter(torch.cat([emb.new.detach(), row.detach()[None]]))
+    else:
+        net.label_emb = NewLabels(emb, row)
+    net.extra_labels = getattr(net, "extra_labels", 0) + 1
+    return net.null_class + net.extra_labels
+
+
+NEW_LABEL_PATTERNS = ("label_emb.new",)
+"""The parameter name of the new label rows (for :func:`freeze`)."""
+
+
 LORA_PATTERNS = ("*.down.weight", "*.up.weight")
 """The parameter names of the LoRA factors (for :func:`freeze`: ``freeze(model, LORA_PATTERNS)``)."""
 
@@ -210,12 +261,15 @@ LORA_PATTERNS = ("*.down.weight", "*.up.weight")
 
 def save_adapter(path: str | os.PathLike, model: nn.Module, base_checkpoint: str | os.PathLike,
                  extra: dict | None = None) -> Path:
-    """Write the LoRA factors of ``model`` to ``<path>.safetensors`` and what rebuilds them (rank, alpha, layer
-    names) to ``<path>.json``, with the SHA-256 of ``base_checkpoint``: :func:`load_adapter` refuses another base."""
+    """Write the LoRA factors of ``model`` (and any labels added by :func:`add_label`) to ``<path>.safetensors`` and
+    what rebuilds them (rank, alpha, layer names, the number of new labels) to ``<path>.json``, with the SHA-256 of
+    ``base_checkpoint``: :func:`load_adapter` refuses another base."""
     layers = lora_layers(model)
-    if not layers:
-        raise ValueError("the model has no LoRA layers: add them with add_lora before saving an adapter")
-    tensors = {}
+    new_labels = model.label_emb.new if isinstance(getattr(model, "label_emb", None), NewLabels) else None
+    if not layers and new_labels is None:
+        raise ValueError("the model has no LoRA layers and no new labels: add them with add_lora or add_label "
+                         "before saving an adapter")
+    tensors = {} if new_labels is None else {"label_emb.new": new_labels.detach().cpu().contiguous()}
     for name, layer in layers.items():
         tensors[f"{name}.down.weight"] = layer.down.weight.detach().cpu().contiguous()
         tensors[f"{name}.up.weight"] = layer.up.weight.detach().cpu().contiguous()
@@ -225,6 +279,7 @@ def save_adapter(path: str | os.PathLike, model: nn.Module, base_checkpoint: str
     save_file(tensors, str(weights))
     header = {"format": "tinydiff-adapter", "version": 1, "base_sha256": read_config(base_checkpoint)["sha256"],
               "layers": {name: {"rank": layer.rank, "alpha": layer.alpha} for name, layer in layers.items()},
+              "new_labels": 0 if new_labels is None else new_labels.shape[0],
               "extra": extra or {}}
     path.with_name(path.name + ".json").write_text(json.dumps(header, indent=2) + "\n")
     return weights
@@ -248,9 +303,13 @@ def load_adapter(path: str | os.PathLike, model: nn.Module, base_checkpoint: str
     scale = check_scale(scale)
     for name, spec in header["layers"].items():
         add_lora(model, [name], spec["rank"], spec["alpha"])
+    for _ in range(header.get("new_labels", 0)):
+        add_label(model)
     tensors = load_file(str(weights))
     layers = lora_layers(model)
     with torch.no_grad():
+        if header.get("new_labels", 0):
+            model.label_emb.new.copy_(tensors["label_emb.new"])
         for name, layer in layers.items():
             layer.down.weight.copy_(tensors[f"{name}.down.weight"])
             layer.up.weight.copy_(tensors[f"{name}.up.weight"])

@@ -75,10 +75,13 @@ def _check_labels(model: nn.Module, y: Tensor, allow_null: bool) -> Tensor:
     if not isinstance(y, Tensor) or y.ndim != 1 or y.dtype != torch.long:
         raise ValueError(f"y must be a LongTensor [B] of class labels, got {getattr(y, 'dtype', type(y).__name__)} "
                          f"of shape {list(getattr(y, 'shape', []))}")
-    top = null if allow_null else null - 1
-    if y.device.type != "meta" and y.numel() and (int(y.min()) < 0 or int(y.max()) > top):
-        allowed = f"0..{null - 1}" + (f" (or {null}, the null class)" if allow_null else "")
-        raise ValueError(f"labels must lie in {allowed}, got min {int(y.min())}, max {int(y.max())}")
+    extra = getattr(model, "extra_labels", 0)  # labels added after training (tinydiff.adapt.add_label): null+1 ..
+    if y.device.type != "meta" and y.numel():
+        ok = ((y >= 0) & (y < null)) | ((y > null) & (y <= null + extra)) | ((y == null) if allow_null else False)
+        if not bool(ok.all()):
+            allowed = f"0..{null - 1}" + (f" (or {null}, the null class)" if allow_null else "")
+            allowed += f", or the added labels {null + 1}..{null + extra}" if extra else ""
+            raise ValueError(f"labels must lie in {allowed}, got min {int(y.min())}, max {int(y.max())}")
     return y
 
 
