@@ -5,6 +5,7 @@
     python scripts/sample.py --sampler ddpm --seed 1 --out ddpm        # all 1000 steps (slow on a CPU)
     python scripts/sample.py --checkpoint data/checkpoints/mnist_latent --n 100 --out latent   # the latent model
     python scripts/sample.py --checkpoint data/checkpoints/mnist_latent_distilled --out fast  # 4 steps, distilled
+    python scripts/sample.py --adapter runs/adapters/lora4 --adapter-scale 0.5 --digit 7 --out half  # notebook 12
 
 Writes ``<out>.png`` (a grid, one row per 10 images) and ``<out>.npz`` with arrays
 ``samples`` [N, 1, H, W] (float32 in [-1, 1]) and ``labels`` [N]. By default image i
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tinydiff import adapt
 from tinydiff.checkpoint import load_diffusion_model
 from tinydiff.evaluation import balanced_labels, sample_digits
 from tinydiff.plot import make_grid
@@ -44,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="samples", help="output path without suffix: writes <out>.png and <out>.npz")
+    p.add_argument("--adapter", help="an adapter written by scripts/adapt.py (LoRA or a new label) for --checkpoint")
+    p.add_argument("--adapter-scale", type=float, default=1.0, help="0 = the base model, 1 = adapted (default)")
     return p.parse_args(argv)
 
 
@@ -55,8 +59,15 @@ def main(argv: list[str] | None = None) -> None:
     classes = getattr(model.net, "num_classes", None)
     if not classes:
         sys.exit(f"{args.checkpoint} is not class-conditional; this script samples class-conditional digit models")
-    if args.digit is not None and not 0 <= args.digit < classes:
-        sys.exit(f"--digit must be one of 0..{classes - 1}, got {args.digit}")
+    if args.adapter:
+        try:
+            adapt.load_adapter(args.adapter, model.net, args.checkpoint, scale=args.adapter_scale)
+        except (ValueError, FileNotFoundError) as err:
+            sys.exit(f"--adapter: {err}")
+    added = getattr(model.net, "extra_labels", 0)  # labels an adapter added, after the null label
+    if args.digit is not None and not (0 <= args.digit < classes or classes < args.digit <= classes + added):
+        more = f" or an added label {classes + 1}..{classes + added}" if added else ""
+        sys.exit(f"--digit must be one of 0..{classes - 1}{more}, got {args.digit}")
     try:
         sampler = SamplerSpec.parse(args.sampler or model.sampler or "ddim:50", model.schedule.T if model.schedule else 1000)
         if args.eta is not None:

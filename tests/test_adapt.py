@@ -229,3 +229,34 @@ def test_a_new_label_travels_in_an_adapter_file(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(x, t, y), model(x, t, y))
     assert (tmp_path / "label.safetensors").stat().st_size < 2_000  # one row of the embedding
+
+
+@pytest.mark.parametrize("method", ["full", "partial", "lora", "label", "dreambooth"])
+def test_adapt_script_runs_each_method_and_trains_only_what_it_says(method, tmp_path, monkeypatch):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    base = small_unet()
+    save_checkpoint(tmp_path / "base", base, base.config, extra={"schedule": {"name": "cosine", "T": 100},
+                                                                 "train": {"prediction": "v"}, "recommended_guidance": 1.5})
+    spec = importlib.util.spec_from_file_location("adapt_script", root / "scripts" / "adapt.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.chdir(root)  # the shipped digits live in data/
+    out = tmp_path / method
+    script.main(["--checkpoint", str(tmp_path / "base"), "--method", method, "--steps", "2", "--batch-size", "4",
+                 "--n-train", "4", "--n-prior", "9", "--out", str(out)])
+    header = json.loads(out.with_suffix(".json").read_text())
+    extra = header["extra"]
+    assert header["base_sha256"] == json.loads((tmp_path / "base.json").read_text())["sha256"]
+    total = sum(p.numel() for p in base.parameters())
+    if method in ("full", "dreambooth"):
+        assert extra["trainable_parameters"] == total
+    elif method == "label":
+        assert extra["trainable_parameters"] == base.label_emb.embedding_dim and extra["label"] == 11
+    else:
+        assert 0 < extra["trainable_parameters"] < total
+    if method in ("lora", "label"):  # an adapter file loads back onto the base
+        adapt.load_adapter(out, copy.deepcopy(base), tmp_path / "base")

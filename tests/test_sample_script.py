@@ -227,3 +227,25 @@ def test_train_mnist_trains_a_flow_matching_model_that_sample_py_samples(tmp_pat
     assert m.prediction == "velocity" and m.schedule is None
     load_script().main(["--checkpoint", str(tmp_path / "out" / "fm"), "--n", "2", "--out", str(tmp_path / "s")])
     assert np.load(tmp_path / "s.npz")["samples"].shape == (2, 1, 32, 32)
+
+
+def test_sample_script_applies_an_adapter_at_a_scale(tiny_checkpoint, tmp_path):
+    from tinydiff import adapt
+
+    m = load_diffusion_model(tiny_checkpoint)
+    net = m.net
+    adapt.add_lora(net, ["*attn.qkv", "up.*.conv2"], rank=2)
+    with torch.no_grad():
+        for layer in adapt.lora_layers(net).values():
+            layer.up.weight.normal_(0, 0.5)
+    adapt.save_adapter(tmp_path / "lora", net, tiny_checkpoint)
+    script = load_script()
+    run = lambda out, *extra: script.main(["--checkpoint", str(tiny_checkpoint), "--n", "3", "--sampler", "ddim:2",
+                                           "--out", str(tmp_path / out), *extra])
+    run("base")
+    run("zero", "--adapter", str(tmp_path / "lora"), "--adapter-scale", "0")
+    run("full", "--adapter", str(tmp_path / "lora"))
+    base, zero, full = (np.load(tmp_path / f"{n}.npz")["samples"] for n in ("base", "zero", "full"))
+    assert np.array_equal(base, zero) and not np.allclose(base, full, atol=1e-4)
+    with pytest.raises(SystemExit, match="--adapter"):
+        run("x", "--adapter", str(tmp_path / "missing"))

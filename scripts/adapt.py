@@ -1,0 +1,165 @@
+"""Adapt the shipped MNIST model to a new style from a handful of examples, one method at a time (notebook 12).
+
+    OMP_WAIT_POLICY=PASSIVE python scripts/adapt.py --method lora --rank 4 --out runs/adapters/lora4
+    OMP_WAIT_POLICY=PASSIVE python scripts/adapt.py --method full --out runs/adapters/full
+
+The style: thick strokes (:func:`tinydiff.data.styles.thicken`, dilation by one pixel), on one digit
+(``--digit``, default 7): ``--n-train`` thickened training digits of that class are the whole target set (the
+DreamBooth setting). Every method starts from the same base checkpoint and trains ``--steps`` steps of
+:func:`tinydiff.train.train` -- the course's one training loop, unchanged -- with the same seed and batch:
+
+- ``full``: every parameter;
+- ``partial``: the attention block and the last (highest-resolution) up-blocks with the output layers;
+- ``lora``: LoRA (Hu et al. 2021; :mod:`tinydiff.adapt`) of rank ``--rank`` on the attention projections and the
+  convolutions of the middle and up paths, the base frozen;
+- ``label``: one new label learned with the whole network frozen (the idea of textual inversion, Gal et al.
+  2022); the target images carry the new label instead of their digit's;
+- ``dreambooth``: full fine-tuning with DreamBooth's prior-preservation loss (Ruiz et al. 2023): half of each
+  batch is the base model's own samples of the *other* classes, drawn once before training.
+
+Writes the adapted weights' difference as an adapter file (``<out>.safetensors`` + ``<out>.json``; for ``full``,
+``partial`` and ``dreambooth`` the changed tensors themselves) and, with ``--measure``, what the method cost and
+did (``benchmarks/adaptation.py`` collects these): trainable parameters, steps/s, wall time, file size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from tinydiff import adapt
+from tinydiff.checkpoint import load_diffusion_model, read_config
+from tinydiff.data import load_mnist
+from tinydiff.data.styles import thicken
+from tinydiff.evaluation import command_line, machine
+from tinydiff.guidance import classifier_free
+from tinydiff.samplers import ddim_sample
+from tinydiff.train import train
+
+METHODS = ("full", "partial", "lora", "label", "dreambooth")
+LORA_TARGETS = ["*attn.qkv", "*attn.proj", "mid*.conv*", "up.*.conv1", "up.*.conv2"]
+"""LoRA's layers: the attention projections and the convolutions of the middle and up paths (4.3 % of the
+shipped UNet at rank 4)."""
+
+
+def target_set(digit: int, n: int) -> torch.Tensor:
+    """The first ``n`` training digits of class ``digit``, thickened: the few examples of the new style."""
+    images, labels = load_mnist("train", pad_to_32=True)
+    return thicken(images[labels == digit][:n])
+
+
+def heldout_style_set(digit: int, n: int = 400) -> torch.Tensor:
+    """Test digits of class ``digit``, thickened the same way: what the adapted model is measured against."""
+    images, labels = load_mnist("test", pad_to_32=True)
+    return thicken(images[labels == digit][:n])
+
+
+def partial_patterns(net) -> list[str]:
+    last = len(net.up) - 1
+    return ["mid_attn.*", f"up.{last}.*", "norm_out.*", "conv_out.*"]
+
+
+@torch.no_grad()
+def prior_samples(model, digit: int, n: int, guidance: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The base model's own samples of the classes other than ``digit`` (DreamBooth's class prior), [n, 1, 32, 32]."""
+    others = torch.tensor([c for c in range(model.net.num_classes) if c != digit])
+    labels = others[torch.arange(n) % len(others)]
+    x_T = torch.randn(n, *model.sample_shape, generator=torch.Generator().manual_seed(seed))
+    x = ddim_sample(classifier_free(model.net.eval(), labels, guidance), model.schedule, x_T.shape, steps=25,
+                    spacing="trailing", x_T=x_T, prediction=model.prediction, clip_x0=1.0, progress=False)
+    return x.clamp(-1, 1), labels
+
+
+def prepare(net, method: str, rank: int, alpha: float | None) -> int | None:
+    """Make ``net`` ready for ``method``: wrap layers, add the label, freeze. Returns the label to train on
+    (None: the digit's own label)."""
+    if method == "full" or method == "dreambooth":
+        net.requires_grad_(True)
+    elif method == "partial":
+        adapt.freeze(net, partial_patterns(net))
+    elif method == "lora":
+        adapt.add_lora(net, LORA_TARGETS, rank, alpha)
+        adapt.freeze(net, adapt.LORA_PATTERNS)
+    elif method == "label":
+        label = adapt.add_label(net)
+        adapt.freeze(net, adapt.NEW_LABEL_PATTERNS)
+        return label
+    return None
+
+
+def save_result(out: Path, method: str, net, base_net, base_checkpoint: str, extra: dict) -> Path:
+    """The adapter: LoRA factors / the new label (tinydiff.adapt), or the tensors a fine-tuning changed."""
+    if method in ("lora", "label"):
+        return adapt.save_adapter(out, net, base_checkpoint, extra=extra)
+    base = base_net.state_dict()
+    changed = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items() if not torch.equal(v, base[k])}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    weights = out.with_name(out.name + ".safetensors")
+    save_file(changed, str(weights))
+    header = {"format": "tinydiff-finetune", "version": 1, "base_sha256": read_config(base_checkpoint)["sha256"],
+              "changed_tensors": len(changed), "extra": extra}
+    out.with_name(out.name + ".json").write_text(json.dumps(header, indent=2) + "\n")
+    return weights
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", default="data/checkpoints/mnist_ddpm")
+    p.add_argument("--method", choices=METHODS, required=True)
+    p.add_argument("--rank", type=int, default=4, help="LoRA rank")
+    p.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank, so alpha / r = 1)")
+    p.add_argument("--digit", type=int, default=7)
+    p.add_argument("--n-train", type=int, default=32)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, help="default: 5e-5 for full / partial / dreambooth, 1e-3 for lora, 1e-2 for label")
+    p.add_argument("--n-prior", type=int, default=180, help="dreambooth: base samples of the other classes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="path without suffix for the adapter files")
+    args = p.parse_args(argv)
+
+    model = load_diffusion_model(args.checkpoint)
+    base_net = model.net.eval()
+    net = copy.deepcopy(base_net)
+    if not 0 <= args.digit < net.num_classes:
+        raise SystemExit(f"--digit must be one of 0..{net.num_classes - 1}, got {args.digit}")
+    lr = args.lr or {"lora": 1e-3, "label": 1e-2}.get(args.method, 5e-5)
+    images = target_set(args.digit, args.n_train)
+    torch.manual_seed(args.seed)
+    label = prepare(net, args.method, args.rank, args.alpha)
+    labels = torch.full((len(images),), label if label is not None else args.digit)
+    data, data_labels = images, labels
+    if args.method == "dreambooth":  # half the batch from the target set, half from the prior
+        prior, prior_labels = prior_samples(model, args.digit, args.n_prior, model.recommended_guidance or 1.0,
+                                            args.seed + 1)
+        repeat = max(1, len(prior) // len(images))
+        data = torch.cat([images.repeat(repeat, 1, 1, 1), prior])
+        data_labels = torch.cat([labels.repeat(repeat), prior_labels])
+    trainable = adapt.trainable_parameters(net)
+    total = sum(p.numel() for p in base_net.parameters())
+    start, losses = time.time(), []
+    for state in train(net.train(), model.schedule, data, labels=data_labels, steps=args.steps,
+                       batch_size=args.batch_size, lr=lr, prediction=model.prediction, weight_decay=0.0,
+                       generator=torch.Generator().manual_seed(args.seed), progress=False):
+        losses.append(state.loss)
+    wall = time.time() - start
+    extra = {"command": command_line(), "method": args.method, "rank": args.rank if args.method == "lora" else None,
+             "alpha": (args.alpha or args.rank) if args.method == "lora" else None, "digit": args.digit,
+             "label": int(labels[0]), "n_train": len(images), "steps": args.steps, "batch_size": args.batch_size,
+             "lr": lr, "seed": args.seed, "trainable_parameters": trainable, "total_parameters": total,
+             "wall_time_s": round(wall, 1), "steps_per_s": round(args.steps / wall, 3),
+             "final_loss_mean_last_50": round(sum(losses[-50:]) / len(losses[-50:]), 5), "machine": machine(),
+             "load_average": [round(v, 2) for v in os.getloadavg()], "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    weights = save_result(Path(args.out), args.method, net.eval(), base_net, args.checkpoint, extra)
+    print(json.dumps({**extra, "file_bytes": weights.stat().st_size}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
