@@ -263,3 +263,29 @@ def test_few_step_explorer_rejects_bad_arguments():
         widgets.few_step_explorer({})
     with pytest.raises(ValueError, match="not one of the slider's options"):
         widgets.few_step_explorer({"a": lambda n: torch.zeros(3, 2)}, step_options=(1, 2), steps=3)
+
+
+def test_adapter_explorer_redraws_when_the_scale_moves_and_scale_zero_is_the_base():
+    from tinydiff import adapt
+    from tinydiff.models import UNet
+
+    torch.manual_seed(0)
+    net = UNet(channels=8, mults=(1, 2), num_classes=10).eval()
+    with torch.no_grad():
+        net.conv_out.weight.normal_(0, 0.1)
+    base = plot.adapter_figure(net, schedules.cosine(50), 3, 0.0, steps=2)
+    base_png = widgets.figure_png(base)
+    plt.close(base)
+    adapt.add_lora(net, ["*attn.qkv", "up.*.conv2"], rank=2)
+    with torch.no_grad():
+        for layer in adapt.lora_layers(net).values():
+            layer.up.weight.normal_(0, 0.5)
+    widget = widgets.adapter_explorer({"lora": (net, 3)}, schedules.cosine(50), scale=0.0, steps=2)
+    zero = bytes(widget.image.value)
+    widget.scale.value = 1.0
+    assert bytes(widget.image.value) != zero
+    same = plot.adapter_figure(net, schedules.cosine(50), 3, 0.0, steps=2)  # scale 0 draws the base model's digits
+    assert widgets.figure_png(same) == base_png
+    plt.close(same)
+    with pytest.raises(ValueError, match="at least one method"):
+        widgets.adapter_explorer({}, schedules.cosine(50))

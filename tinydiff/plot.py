@@ -21,6 +21,7 @@ static figure after the widget):
 - :func:`draw_paths` / :func:`ddim_paths_figure`  2-D sampler paths; DDIM paths for one eta (notebook 06)
 - :func:`guidance_figure`   digits of one class under classifier-free guidance at one scale (notebook 07)
 - :func:`few_step_figure`   several few-step samplers side by side at one number of steps (notebook 11)
+- :func:`adapter_figure`    digits from an adapted network at one adapter scale (notebook 12)
 
 Tensors may live on any device; they are copied to the CPU for drawing.
 """
@@ -503,4 +504,37 @@ def few_step_figure(
         x = draw(steps)
         label = f"{name}, {steps} step{'s' if steps != 1 else ''}"
         scatter_2d(ax, x, density, lim=lim, title=label + (f"\nED / floor {score(x):.1f}" if score else ""))
+    return fig
+
+
+def adapter_figure(
+    net: torch.nn.Module,
+    schedule: Schedule,
+    label: int,
+    scale: float,
+    title: str = "",
+    n: int = 8,
+    steps: int = 20,
+    guidance: float = 1.5,
+    seed: int = 0,
+    prediction: str = "epsilon",
+    fig: FigureBase | None = None,
+) -> FigureBase:
+    """``n`` digits of ``label`` from a network with LoRA layers at adapter scale ``scale`` (0 = the base model,
+    1 = adapted; :func:`tinydiff.adapt.set_adapter_scale`), DDIM (trailing) with classifier-free guidance, from
+    fixed noise (a CPU generator seeded with ``seed``): moving the scale changes only the adapter."""
+    from .adapt import lora_layers, set_adapter_scale
+
+    if lora_layers(net):
+        set_adapter_scale(net, scale)
+    device = next(net.parameters()).device
+    y = torch.full((n,), int(label), dtype=torch.long, device=device)
+    x_T = torch.randn(n, 1, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
+    x = samplers.ddim_sample(classifier_free(net, y, guidance), schedule, x_T.shape, steps=steps, spacing="trailing",
+                             x_T=x_T, prediction=prediction, clip_x0=1.0, progress=False)
+    if fig is None:
+        fig = plt.figure(figsize=(0.6 * n, 0.9))
+    ax = fig.subplots()
+    image_grid(x, nrow=n, ax=ax)
+    ax.set_title(f"{title}{', ' if title else ''}adapter scale {scale:g}", fontsize=9)
     return fig

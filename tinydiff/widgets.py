@@ -20,6 +20,8 @@ exactly what the widget shows.
   class from fixed noise, under classifier-free guidance at a chosen scale.
 - :func:`few_step_figure` / :func:`few_step_explorer` (notebook 11): several samplers side by side
   at a chosen number of steps (the base flow, the reflowed flow, the distilled student).
+- :func:`adapter_figure` / :func:`adapter_explorer` (notebook 12): digits from an adapted model for a chosen
+  method and adapter scale (0 = base, 1 = adapted).
 
 Each wrapper renders its figure to PNG in the kernel (:func:`figure_png`) and shows
 it in an ``ipywidgets.Image`` (see :class:`ScheduleExplorer` for why).
@@ -39,12 +41,12 @@ from torch import Tensor
 from . import samplers, schedules
 from .data.toy import GaussianMixture, two_gaussians, two_moons
 from .langevin import check_sigmas
-from .plot import (FixedNoise, ddim_paths_figure, draw_paths, explorer_figure, few_step_figure, guidance_figure,
-                   langevin_figure)
+from .plot import (FixedNoise, adapter_figure, ddim_paths_figure, draw_paths, explorer_figure, few_step_figure,
+                   guidance_figure, langevin_figure)
 from .schedules import Schedule
 
 __all__ = [  # the drawing functions are tinydiff.plot's; imported here because every widget redraws one
-    "DDIMEtaExplorer", "FewStepExplorer", "FixedNoise", "GuidanceExplorer", "LangevinExplorer", "ScheduleExplorer",
+    "AdapterExplorer", "DDIMEtaExplorer", "FewStepExplorer", "adapter_explorer", "adapter_figure", "FixedNoise", "GuidanceExplorer", "LangevinExplorer", "ScheduleExplorer",
     "ddim_eta_explorer", "ddim_paths_figure", "draw_paths", "explorer_figure", "few_step_explorer", "few_step_figure",
     "figure_png", "guidance_explorer", "guidance_figure", "langevin_explorer", "langevin_figure", "schedule_explorer",
     "show_figure",
@@ -328,3 +330,45 @@ def few_step_explorer(panels: dict, step_options: Sequence[int] = (1, 2, 4, 8, 1
     if steps not in step_options:
         raise ValueError(f"steps={steps} is not one of the slider's options {list(step_options)}")
     return FewStepExplorer(panels, step_options, steps, density, score)
+
+
+# --------------------------------------------------------------------------- notebook 12: adapters
+
+
+class AdapterExplorer(W.VBox):
+    """A method dropdown and an adapter-scale slider above an ``ipywidgets.Image`` showing :func:`adapter_figure`."""
+
+    def __init__(self, methods: dict, schedule: Schedule, scale: float, prediction: str, guidance: float,
+                 steps: int) -> None:
+        self.methods, self.schedule, self.prediction, self.guidance = methods, schedule, prediction, guidance
+        self.steps = steps
+        self.method = W.Dropdown(options=list(methods), value=list(methods)[0], description="method")
+        self.scale = W.FloatSlider(value=scale, min=0.0, max=1.5, step=0.25, description="scale",
+                                   continuous_update=False)
+        self.image = W.Image(format="png")
+        for control in (self.method, self.scale):
+            control.observe(lambda _: self.render(), names="value")
+        super().__init__([W.HBox([self.method, self.scale]), self.image])
+        self.render()
+
+    def render(self) -> None:
+        """Sample the chosen method's network at the chosen adapter scale."""
+        net, label = self.methods[self.method.value]
+        fig = Figure(figsize=(4.8, 0.9), dpi=110)
+        adapter_figure(net, self.schedule, label, float(self.scale.value), self.method.value, steps=self.steps,
+                       guidance=self.guidance, prediction=self.prediction, fig=fig)
+        show_figure(self.image, fig)
+
+
+def adapter_explorer(methods: dict, schedule: Schedule, scale: float = 1.0, prediction: str = "epsilon",
+                     guidance: float = 1.5, steps: int = 20) -> AdapterExplorer:
+    """Pick an adaptation and move its adapter scale: ``methods[name] = (network with LoRA layers, label)``.
+
+    Scale 0 is the base model, 1 the adapted one, in between an interpolation (the LoRA branch times s), above 1
+    an extrapolation. Returns an ipywidgets container; display it.
+    """
+    if not methods:
+        raise ValueError("adapter_explorer needs at least one method: {name: (network, label)}")
+    if not 0.0 <= scale <= 1.5:
+        raise ValueError(f"scale={scale} is outside the slider's range [0, 1.5]")
+    return AdapterExplorer(methods, schedule, scale, prediction, guidance, steps)
