@@ -18,8 +18,9 @@ DreamBooth setting). Every method starts from the same base checkpoint and train
   batch is the base model's own samples of the *other* classes, drawn once before training.
 
 Writes the adapted weights' difference as an adapter file (``<out>.safetensors`` + ``<out>.json``; for ``full``,
-``partial`` and ``dreambooth`` the changed tensors themselves) and, with ``--measure``, what the method cost and
-did (``benchmarks/adaptation.py`` collects these): trainable parameters, steps/s, wall time, file size.
+``partial`` and ``dreambooth`` the changed tensors themselves), with what the method cost in its JSON's ``extra``
+(trainable parameters, steps/s, wall time); ``benchmarks/adaptation.py`` runs every method and measures what
+each one did.
 """
 
 from __future__ import annotations
@@ -44,9 +45,6 @@ from tinydiff.samplers import ddim_sample
 from tinydiff.train import train
 
 METHODS = ("full", "partial", "lora", "label", "dreambooth")
-LORA_TARGETS = ["*attn.qkv", "*attn.proj", "mid*.conv*", "up.*.conv1", "up.*.conv2"]
-"""LoRA's layers: the attention projections and the convolutions of the middle and up paths (4.3 % of the
-shipped UNet at rank 4)."""
 
 
 def target_set(digit: int, n: int) -> torch.Tensor:
@@ -59,11 +57,6 @@ def heldout_style_set(digit: int, n: int = 400) -> torch.Tensor:
     """Test digits of class ``digit``, thickened the same way: what the adapted model is measured against."""
     images, labels = load_mnist("test", pad_to_32=True)
     return thicken(images[labels == digit][:n])
-
-
-def partial_patterns(net) -> list[str]:
-    last = len(net.up) - 1
-    return ["mid_attn.*", f"up.{last}.*", "norm_out.*", "conv_out.*"]
 
 
 @torch.no_grad()
@@ -83,9 +76,9 @@ def prepare(net, method: str, rank: int, alpha: float | None) -> int | None:
     if method == "full" or method == "dreambooth":
         net.requires_grad_(True)
     elif method == "partial":
-        adapt.freeze(net, partial_patterns(net))
+        adapt.freeze(net, adapt.partial_finetune_patterns(net))
     elif method == "lora":
-        adapt.add_lora(net, LORA_TARGETS, rank, alpha)
+        adapt.add_lora(net, list(adapt.UNET_LORA_TARGETS), rank, alpha)
         adapt.freeze(net, adapt.LORA_PATTERNS)
     elif method == "label":
         label = adapt.add_label(net)

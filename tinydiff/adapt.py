@@ -255,6 +255,16 @@ NEW_LABEL_PATTERNS = ("label_emb.new",)
 LORA_PATTERNS = ("*.down.weight", "*.up.weight")
 """The parameter names of the LoRA factors (for :func:`freeze`: ``freeze(model, LORA_PATTERNS)``)."""
 
+UNET_LORA_TARGETS = ("*attn.qkv", "*attn.proj", "mid*.conv*", "up.*.conv1", "up.*.conv2")
+"""Where notebook 12 puts LoRA in the course's UNet: the attention projections and the convolutions of the middle
+and up paths (4.3 % of the shipped MNIST UNet's parameters at rank 4)."""
+
+
+def partial_finetune_patterns(net: nn.Module) -> list[str]:
+    """Partial fine-tuning of the course's UNet: the attention block and the last (highest-resolution) up-blocks
+    with the output layers -- the parameter-name patterns for :func:`freeze`."""
+    return ["mid_attn.*", f"up.{len(net.up) - 1}.*", "norm_out.*", "conv_out.*"]
+
 
 # --- adapter files: the low-rank factors only, tied to their base checkpoint --------------------
 
