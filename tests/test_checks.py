@@ -483,3 +483,38 @@ def test_student_target_right_stub_and_mistakes():
     for words, wrong in named.items():
         verdict = checks.check_student_target(wrong)
         assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
+
+
+# --- notebook 12: LoRA ------------------------------------------------------------------------------
+
+
+def test_lora_linear_right_stub_and_mistakes():
+    right = lambda x, W, b, A, B, alpha, r: x @ W.T + b + (alpha / r) * (x @ A.T) @ B.T
+    assert str(checks.check_lora_linear(right)) == "LoRA linear: correct"
+    assert "not done yet" in str(checks.check_lora_linear(stub))
+    named = {
+        "no alpha / r factor": lambda x, W, b, A, B, alpha, r: x @ W.T + b + x @ A.T @ B.T,
+        "alpha instead of alpha / r": lambda x, W, b, A, B, alpha, r: x @ W.T + b + alpha * x @ A.T @ B.T,
+        "r / alpha instead": lambda x, W, b, A, B, alpha, r: x @ W.T + b + r / alpha * x @ A.T @ B.T,
+        "the base output W x + b alone": lambda x, W, b, A, B, alpha, r: x @ W.T + b,
+        "the bias left out": lambda x, W, b, A, B, alpha, r: x @ W.T + alpha / r * x @ A.T @ B.T,
+    }
+    for words, wrong in named.items():
+        verdict = checks.check_lora_linear(wrong)
+        assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
+    # B A in the wrong order does not even have the right shape: the check says so instead of crashing
+    assert "raised" in str(checks.check_lora_linear(lambda x, W, b, A, B, alpha, r: x @ W.T + b + x @ (A @ B)))
+
+
+def test_lora_conv_delta_right_stub_and_mistakes():
+    right = lambda A, B, alpha, r: alpha / r * torch.einsum("or,rikl->oikl", B, A)
+    assert str(checks.check_lora_conv_delta(right)) == "LoRA conv delta: correct"
+    assert "not done yet" in str(checks.check_lora_conv_delta(stub))
+    named = {
+        "no alpha / r factor": lambda A, B, alpha, r: torch.einsum("or,rikl->oikl", B, A),
+        "alpha instead of alpha / r": lambda A, B, alpha, r: alpha * torch.einsum("or,rikl->oikl", B, A),
+        "only the first rank-one term": lambda A, B, alpha, r: alpha / r * B[:, 0, None, None, None] * A[0][None],
+    }
+    for words, wrong in named.items():
+        verdict = checks.check_lora_conv_delta(wrong)
+        assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)

@@ -678,6 +678,57 @@ def check_student_target(fn: Callable[[Tensor, Tensor, float, float], Tensor]) -
                    student_target(z_t, z_next, ab_t, ab_next), mistakes)
 
 
+# --- notebook 12: LoRA --------------------------------------------------------------------------
+
+
+def check_lora_linear(fn: Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, float, int], Tensor]) -> Verdict:
+    """Grade ``fn(x, W, b, A, B, alpha, rank)`` -> W x + b + (alpha / r) B A x, a LoRA layer's output (Hu et al. 2021,
+    eq. 3 with the alpha / r scaling of sec. 4.1), against ``adapt.LoRALinear``.
+    Shapes: x [N, in], W [out, in], b [out], A [r, in], B [out, r] -> [N, out]."""
+    from .adapt import LoRALinear
+
+    g = torch.Generator().manual_seed(23)
+    n, d_in, d_out, rank, alpha = 5, 6, 4, 2, 8.0
+    x, W, b = (torch.randn(*shape, generator=g, dtype=torch.float64) for shape in ((n, d_in), (d_out, d_in), (d_out,)))
+    A, B = torch.randn(rank, d_in, generator=g, dtype=torch.float64), torch.randn(d_out, rank, generator=g, dtype=torch.float64)
+    layer = LoRALinear(torch.nn.Linear(d_in, d_out, dtype=torch.float64), rank, alpha)
+    with torch.no_grad():
+        layer.base.weight.copy_(W), layer.base.bias.copy_(b), layer.down.weight.copy_(A), layer.up.weight.copy_(B)
+        expected = layer(x)
+    base = x @ W.T + b
+    mistakes = {
+        "no alpha / r factor (alpha = r makes it 1, but here alpha = 8, r = 2)": base + x @ A.T @ B.T,
+        "alpha instead of alpha / r": base + alpha * x @ A.T @ B.T,
+        "r / alpha instead of alpha / r": base + rank / alpha * x @ A.T @ B.T,
+        "the base output W x + b alone: the low-rank branch is missing": base,
+        "the bias left out": x @ W.T + alpha / rank * x @ A.T @ B.T,
+    }
+    return compare("LoRA linear", lambda: fn(x.clone(), W.clone(), b.clone(), A.clone(), B.clone(), alpha, rank),
+                   expected, mistakes)
+
+
+def check_lora_conv_delta(fn: Callable[[Tensor, Tensor, float, int], Tensor]) -> Verdict:
+    """Grade ``fn(A, B, alpha, rank)`` -> the kernel that merging adds to a convolution,
+    (alpha / r) sum_r B[o, r] A[r, i, kh, kw], against ``adapt.LoRAConv2d.delta_weight``.
+    Shapes: A [r, in, kh, kw] (the down-projection's kernel), B [out, r] (the 1 x 1 up-projection) -> [out, in, kh, kw]."""
+    from .adapt import LoRAConv2d
+
+    g = torch.Generator().manual_seed(24)
+    d_in, d_out, rank, alpha = 3, 5, 2, 6.0
+    A, B = torch.randn(rank, d_in, 3, 3, generator=g, dtype=torch.float64), torch.randn(d_out, rank, generator=g, dtype=torch.float64)
+    layer = LoRAConv2d(torch.nn.Conv2d(d_in, d_out, 3, padding=1, dtype=torch.float64), rank, alpha)
+    with torch.no_grad():
+        layer.down.weight.copy_(A), layer.up.weight.copy_(B[:, :, None, None])
+        expected = layer.delta_weight()
+    plain = torch.einsum("or,rikl->oikl", B, A)
+    mistakes = {
+        "no alpha / r factor": plain,
+        "alpha instead of alpha / r": alpha * plain,
+        "only the first rank-one term: the sum runs over all r": alpha / rank * torch.einsum("o,ikl->oikl", B[:, 0], A[0]),
+    }
+    return compare("LoRA conv delta", lambda: fn(A.clone(), B.clone(), alpha, rank), expected, mistakes)
+
+
 CHECKS = {
     "q_step": check_q_step,
     "q_sample": check_q_sample,
@@ -701,5 +752,7 @@ CHECKS = {
     "renoise": check_renoise,
     "velocity_from_x0": check_velocity_from_x0,
     "student_target": check_student_target,
+    "lora_linear": check_lora_linear,
+    "lora_conv_delta": check_lora_conv_delta,
 }
 """Every check, by the name of the function it grades."""
