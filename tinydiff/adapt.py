@@ -86,17 +86,20 @@ class _LoRA(nn.Module):
         raise NotImplementedError
 
     def merge(self) -> None:
-        """W <- W + (alpha / r) s B A: the same outputs with no extra work per call."""
+        """W <- W + (alpha / r) s B A: the same outputs with no extra work per call. The base weight is kept aside
+        (a copy, while merged), so :meth:`unmerge` restores it bit for bit rather than by a subtraction."""
         if not self.merged:
+            self._base_weight = self.base.weight.detach().clone()
             with torch.no_grad():
                 self.base.weight += self.delta_weight()
             self.merged = True
 
     def unmerge(self) -> None:
-        """W <- W - (alpha / r) s B A: back to the frozen base weight plus a separate low-rank branch."""
+        """Back to the frozen base weight, exactly, plus a separate low-rank branch."""
         if self.merged:
             with torch.no_grad():
-                self.base.weight -= self.delta_weight()
+                self.base.weight.copy_(self._base_weight)
+            del self._base_weight
             self.merged = False
 
 
@@ -183,7 +186,7 @@ def merge_lora(model: nn.Module) -> None:
 
 
 def unmerge_lora(model: nn.Module) -> None:
-    """Undo :func:`merge_lora`: the base weights are restored (to float round-off) and the branches are separate again."""
+    """Undo :func:`merge_lora`: the base weights are restored bit for bit and the branches are separate again."""
     for layer in lora_layers(model).values():
         layer.unmerge()
 
