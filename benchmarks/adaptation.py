@@ -99,6 +99,8 @@ def main() -> None:
     p.add_argument("--n-style", type=int, default=200)
     p.add_argument("--n-forget", type=int, default=450)
     p.add_argument("--out", default="benchmarks/results/adaptation.json")
+    p.add_argument("--runs", nargs="*", help="instead of every method: runs named method[:rank][:lr], e.g. lora:4:3e-4 "
+                   "full::1e-4 (a learning-rate sweep; write it to another --out)")
     args = p.parse_args()
     script = load_adapt_script()
     model = load_diffusion_model(args.checkpoint)
@@ -123,13 +125,21 @@ def main() -> None:
     result["base"]["sampling_s"] = round(time.time() - start, 1)
     print(json.dumps({"base": result["base"], "target": result["target"]}), flush=True)
     base_bytes = (Path(args.checkpoint + ".safetensors")).stat().st_size
-    for method, options in RUNS:
-        name = method + (f"-r{options['rank']}" if "rank" in options else "")
+    runs = RUNS
+    if args.runs:
+        runs = []
+        for spec in args.runs:
+            method, rank, lr = (spec.split(":") + ["", ""])[:3]
+            runs.append((method, {**({"rank": int(rank)} if rank else {}), **({"lr": float(lr)} if lr else {})}))
+    for method, options in runs:
+        name = method + (f"-r{options['rank']}" if "rank" in options else "") + (f"-lr{options['lr']:g}" if "lr" in options else "")
         out = ROOT / "runs" / "adapters" / name
         argv = ["--checkpoint", args.checkpoint, "--method", method, "--digit", str(args.digit),
                 "--steps", str(args.steps), "--out", str(out)]
         if "rank" in options:
             argv += ["--rank", str(options["rank"])]
+        if "lr" in options:
+            argv += ["--lr", str(options["lr"])]
         script.main(argv)
         header = json.loads(out.with_name(out.name + ".json").read_text())
         extra = header["extra"]
