@@ -470,16 +470,28 @@ def guidance_figure(
     changes only the guidance: the same x_T, pulled harder towards the label. ``net`` is a
     class-conditional network with a null class (:func:`tinydiff.guidance.classifier_free`).
     """
+    x = _guided_digits(net, schedule, digit, scale, n, steps, seed, prediction, "leading")
+    return _digit_row(x, f"digit {digit}, guidance scale s = {scale:g} (DDIM-{steps})", fig)
+
+
+def _guided_digits(net: torch.nn.Module, schedule: Schedule, label: int, scale: float, n: int, steps: int, seed: int,
+                   prediction: str, spacing: str) -> Tensor:
+    """``n`` digits of one label: DDIM from fixed noise (a CPU generator seeded with ``seed``), classifier-free
+    guidance at ``scale``, x0_hat clipped to [-1, 1]. [n, 1, 32, 32] on the network's device."""
     device = next(net.parameters()).device
-    y = torch.full((n,), int(digit), dtype=torch.long, device=device)
+    y = torch.full((n,), int(label), dtype=torch.long, device=device)
     x_T = torch.randn(n, 1, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
-    x = samplers.ddim_sample(classifier_free(net, y, scale), schedule, x_T.shape, steps=steps, x_T=x_T,
-                             prediction=prediction, clip_x0=1.0, progress=False)
+    return samplers.ddim_sample(classifier_free(net, y, scale), schedule, x_T.shape, steps=steps, spacing=spacing,
+                                x_T=x_T, prediction=prediction, clip_x0=1.0, progress=False)
+
+
+def _digit_row(x: Tensor, title: str, fig: FigureBase | None) -> FigureBase:
+    """One row of digits with a title, on ``fig`` (made with pyplot if None)."""
     if fig is None:
-        fig = plt.figure(figsize=(0.6 * n, 0.9))
+        fig = plt.figure(figsize=(0.6 * len(x), 0.9))
     ax = fig.subplots()
-    image_grid(x, nrow=n, ax=ax)
-    ax.set_title(f"digit {digit}, guidance scale s = {scale:g} (DDIM-{steps})", fontsize=9)
+    image_grid(x, nrow=len(x), ax=ax)
+    ax.set_title(title, fontsize=9)
     return fig
 
 
@@ -527,14 +539,5 @@ def adapter_figure(
 
     if lora_layers(net):
         set_adapter_scale(net, scale)
-    device = next(net.parameters()).device
-    y = torch.full((n,), int(label), dtype=torch.long, device=device)
-    x_T = torch.randn(n, 1, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
-    x = samplers.ddim_sample(classifier_free(net, y, guidance), schedule, x_T.shape, steps=steps, spacing="trailing",
-                             x_T=x_T, prediction=prediction, clip_x0=1.0, progress=False)
-    if fig is None:
-        fig = plt.figure(figsize=(0.6 * n, 0.9))
-    ax = fig.subplots()
-    image_grid(x, nrow=n, ax=ax)
-    ax.set_title(f"{title}{', ' if title else ''}adapter scale {scale:g}", fontsize=9)
-    return fig
+    x = _guided_digits(net, schedule, label, guidance, n, steps, seed, prediction, "trailing")
+    return _digit_row(x, f"{title}{', ' if title else ''}adapter scale {scale:g}", fig)
