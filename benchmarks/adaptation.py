@@ -79,7 +79,7 @@ def adapted_network(method: str, base_net, out: Path, checkpoint: str):
     return net.eval()
 
 
-def measure(net, model, label: int, digit: int, args, clf, f_style, f_others, others) -> dict:
+def measure(net, model, label: int, args, clf, f_style, f_others, others) -> dict:
     guidance = model.recommended_guidance or 1.0
     style = draw(net, model, torch.full((args.n_style,), label), guidance, seed=10_000)
     forget_labels = others[torch.arange(args.n_forget) % len(others)]
@@ -121,7 +121,7 @@ def main() -> None:
                          "fd_style_floor": round(frechet_distance(classifier_features(clf, target), f_style), 4)},
               "heldout_ink": round(float(ink(heldout).mean()), 4), "rows": []}
     start = time.time()
-    result["base"] = measure(base_net, model, args.digit, args.digit, args, clf, f_style, f_others, others)
+    result["base"] = measure(base_net, model, args.digit, args, clf, f_style, f_others, others)
     result["base"]["sampling_s"] = round(time.time() - start, 1)
     print(json.dumps({"base": result["base"], "target": result["target"]}), flush=True)
     base_bytes = (Path(args.checkpoint + ".safetensors")).stat().st_size
@@ -149,7 +149,7 @@ def main() -> None:
                "steps_per_s": extra["steps_per_s"], "wall_time_s": extra["wall_time_s"], "lr": extra["lr"],
                "file_bytes": out.with_name(out.name + ".safetensors").stat().st_size,
                "file_percent_of_base": round(100 * out.with_name(out.name + ".safetensors").stat().st_size / base_bytes, 3),
-               **measure(net, model, extra["label"], args.digit, args, clf, f_style, f_others, others)}
+               **measure(net, model, extra["label"], args, clf, f_style, f_others, others)}
         result["rows"].append(row)
         print(json.dumps(row), flush=True)
     result["load_average_after"] = [round(v, 2) for v in os.getloadavg()]

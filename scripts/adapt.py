@@ -44,7 +44,6 @@ from tinydiff.guidance import classifier_free
 from tinydiff.samplers import ddim_sample
 from tinydiff.train import train
 
-METHODS = ("full", "partial", "lora", "label", "dreambooth")
 
 
 def target_set(digit: int, n: int) -> torch.Tensor:
@@ -70,23 +69,6 @@ def prior_samples(model, digit: int, n: int, guidance: float, seed: int) -> tupl
     return x.clamp(-1, 1), labels
 
 
-def prepare(net, method: str, rank: int, alpha: float | None) -> int | None:
-    """Make ``net`` ready for ``method``: wrap layers, add the label, freeze. Returns the label to train on
-    (None: the digit's own label)."""
-    if method == "full" or method == "dreambooth":
-        net.requires_grad_(True)
-    elif method == "partial":
-        adapt.freeze(net, adapt.partial_finetune_patterns(net))
-    elif method == "lora":
-        adapt.add_lora(net, list(adapt.UNET_LORA_TARGETS), rank, alpha)
-        adapt.freeze(net, adapt.LORA_PATTERNS)
-    elif method == "label":
-        label = adapt.add_label(net)
-        adapt.freeze(net, adapt.NEW_LABEL_PATTERNS)
-        return label
-    return None
-
-
 def save_result(out: Path, method: str, net, base_net, base_checkpoint: str, extra: dict) -> Path:
     """The adapter: LoRA factors / the new label (tinydiff.adapt), or the tensors a fine-tuning changed."""
     if method in ("lora", "label"):
@@ -105,7 +87,7 @@ def save_result(out: Path, method: str, net, base_net, base_checkpoint: str, ext
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default="data/checkpoints/mnist_ddpm")
-    p.add_argument("--method", choices=METHODS, required=True)
+    p.add_argument("--method", choices=adapt.METHODS, required=True)
     p.add_argument("--rank", type=int, default=4, help="LoRA rank")
     p.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank, so alpha / r = 1)")
     p.add_argument("--digit", type=int, default=7)
@@ -126,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     lr = args.lr or {"lora": 1e-3, "label": 1e-2}.get(args.method, 5e-5)
     images = target_set(args.digit, args.n_train)
     torch.manual_seed(args.seed)
-    label = prepare(net, args.method, args.rank, args.alpha)
+    label = adapt.prepare(net, args.method, args.rank, args.alpha)
     labels = torch.full((len(images),), label if label is not None else args.digit)
     data, data_labels = images, labels
     if args.method == "dreambooth":  # half the batch from the target set, half from the prior

@@ -1,7 +1,24 @@
 """Shared fixtures."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture
+def load_script():
+    """``load_script("sample")`` -> ``scripts/sample.py`` as a module (the scripts are not a package), so a test can
+    call its ``main``."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"{name}_script", SCRIPTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 @pytest.fixture(scope="module")

@@ -237,8 +237,7 @@ def test_a_new_label_travels_in_an_adapter_file(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["full", "partial", "lora", "label", "dreambooth"])
-def test_adapt_script_runs_each_method_and_trains_only_what_it_says(method, tmp_path, monkeypatch):
-    import importlib.util
+def test_adapt_script_runs_each_method_and_trains_only_what_it_says(method, tmp_path, monkeypatch, load_script):
     import json
     from pathlib import Path
 
@@ -246,9 +245,7 @@ def test_adapt_script_runs_each_method_and_trains_only_what_it_says(method, tmp_
     base = small_unet()
     save_checkpoint(tmp_path / "base", base, base.config, extra={"schedule": {"name": "cosine", "T": 100},
                                                                  "train": {"prediction": "v"}, "recommended_guidance": 1.5})
-    spec = importlib.util.spec_from_file_location("adapt_script", root / "scripts" / "adapt.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("adapt")
     monkeypatch.chdir(root)  # the shipped digits live in data/
     out = tmp_path / method
     script.main(["--checkpoint", str(tmp_path / "base"), "--method", method, "--steps", "2", "--batch-size", "4",
@@ -265,3 +262,8 @@ def test_adapt_script_runs_each_method_and_trains_only_what_it_says(method, tmp_
         assert 0 < extra["trainable_parameters"] < total
     if method in ("lora", "label"):  # an adapter file loads back onto the base
         adapt.load_adapter(out, copy.deepcopy(base), tmp_path / "base")
+
+
+def test_prepare_rejects_an_unknown_method():
+    with pytest.raises(ValueError, match="unknown adaptation method 'lora4'"):
+        adapt.prepare(small_unet(), "lora4")

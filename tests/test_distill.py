@@ -107,8 +107,7 @@ def test_a_round_changes_only_the_student_and_keeps_its_grid():
 
 
 
-def test_distill_script_writes_a_student_that_names_its_sampler(tmp_path, monkeypatch):
-    import importlib.util
+def test_distill_script_writes_a_student_that_names_its_sampler(tmp_path, monkeypatch, load_script):
     import sys
     from pathlib import Path
 
@@ -121,9 +120,7 @@ def test_distill_script_writes_a_student_that_names_its_sampler(tmp_path, monkey
     save_checkpoint(tmp_path / "teacher", net, net.config,
                     extra={"schedule": {"name": "cosine", "T": 1000}, "train": {"prediction": "v"},
                            "recommended_guidance": 2.0, "data_shape": [1, 32, 32]})
-    spec = importlib.util.spec_from_file_location("distill_script", root / "scripts" / "distill_mnist.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("distill_mnist")
     monkeypatch.chdir(root)  # the script reads the shipped digits from data/
     out = tmp_path / "student"
     monkeypatch.setattr(sys, "argv", ["distill_mnist.py", "--teacher", str(tmp_path / "teacher"), "--output", str(out),

@@ -1,6 +1,5 @@
 """Latent diffusion: the autoencoder, its KL term, the scale factor, latent checkpoints, end to end on meta."""
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -176,10 +175,8 @@ def test_latent_model_end_to_end_on_meta():
     assert x.device == meta and x.shape == (3, 1, 32, 32)
 
 
-def test_sample_script_samples_a_latent_checkpoint(latent_checkpoint, tmp_path):
-    spec = importlib.util.spec_from_file_location("sample_script", ROOT / "scripts" / "sample.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_sample_script_samples_a_latent_checkpoint(latent_checkpoint, tmp_path, load_script):
+    script = load_script("sample")
     out = tmp_path / "digits"
     script.main(["--checkpoint", str(latent_checkpoint), "--n", "4", "--sampler", "ddim:2", "--out", str(out)])
     data = np.load(out.with_suffix(".npz"))
@@ -200,7 +197,7 @@ def test_the_shipped_latent_model_brings_the_shipped_autoencoder():
     assert float((m.codec.decode(z).clamp(-1, 1) - x[:50]).abs().mean()) < 0.1  # and they decode back
 
 
-def test_train_mnist_script_trains_a_latent_model_that_loads_with_its_autoencoder(tmp_path, monkeypatch):
+def test_train_mnist_script_trains_a_latent_model_that_loads_with_its_autoencoder(tmp_path, monkeypatch, load_script):
     """configs with "latent": the script encodes the digits once, trains, and records the autoencoder by path and SHA."""
     import json
     import sys
@@ -218,9 +215,7 @@ def test_train_mnist_script_trains_a_latent_model_that_loads_with_its_autoencode
         "output": str(tmp_path / "out" / "ldm"),
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
-    spec = importlib.util.spec_from_file_location("train_mnist_script", ROOT / "scripts" / "train_mnist.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("train_mnist")
     monkeypatch.chdir(tmp_path)  # the script keeps its resumable state in ./runs
     monkeypatch.setattr(sys, "argv", ["train_mnist.py", "--config", str(tmp_path / "config.json"), "--device", "cpu"])
     script.main()

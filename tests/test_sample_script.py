@@ -1,6 +1,5 @@
 """scripts/sample.py, tinydiff.evaluation and SamplerSpec: digits from a checkpoint without a notebook."""
 
-import importlib.util
 import inspect
 from pathlib import Path
 
@@ -18,13 +17,6 @@ from tinydiff.solvers import DEFAULT_SPACING, SOLVER_FUNCTIONS, dpm_solver_sampl
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("sample_script", ROOT / "scripts" / "sample.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +97,8 @@ def test_sample_digits_is_seeded_per_batch_and_cached(tiny_checkpoint, tmp_path)
     assert not torch.equal(a, d)  # the scale reaches the network
 
 
-def test_sample_script_writes_grid_and_arrays(tiny_checkpoint, tmp_path, monkeypatch):
-    script = load_script()
+def test_sample_script_writes_grid_and_arrays(tiny_checkpoint, tmp_path, monkeypatch, load_script):
+    script = load_script("sample")
     out = tmp_path / "digits"
     # the tiny UNet takes 16 x 16 inputs too; the script samples 32 x 32, which it also accepts
     script.main(["--checkpoint", str(tiny_checkpoint), "--n", "12", "--sampler", "ddim:2", "--out", str(out)])
@@ -130,14 +122,14 @@ def test_sample_script_writes_grid_and_arrays(tiny_checkpoint, tmp_path, monkeyp
         (["--n", "0"], "--n must be at least 1"),
     ],
 )
-def test_sample_script_bad_arguments(tiny_checkpoint, tmp_path, argv, message):
-    script = load_script()
+def test_sample_script_bad_arguments(tiny_checkpoint, tmp_path, argv, message, load_script):
+    script = load_script("sample")
     with pytest.raises(SystemExit, match=message):
         script.main(["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "x"), *argv])
 
 
-def test_sample_script_missing_checkpoint_says_so(tmp_path):
-    script = load_script()
+def test_sample_script_missing_checkpoint_says_so(tmp_path, load_script):
+    script = load_script("sample")
     with pytest.raises((FileNotFoundError, ValueError), match="nope"):
         script.main(["--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
 
@@ -159,7 +151,7 @@ def _tiny_net():
     return net
 
 
-def test_a_checkpoint_that_names_its_sampler_is_sampled_with_it(tmp_path):
+def test_a_checkpoint_that_names_its_sampler_is_sampled_with_it(tmp_path, load_script):
     """A distilled student records ``extra.sampler``; --checkpoint alone must then run exactly that sampler."""
     from tinydiff.guidance import conditional
 
@@ -168,7 +160,7 @@ def test_a_checkpoint_that_names_its_sampler_is_sampled_with_it(tmp_path):
     save_checkpoint(path, net, net.config, extra={"schedule": {"name": "cosine", "T": 50}, "train": {"prediction": "v"},
                                                   "recommended_guidance": 1.0, "sampler": "ddim:2:trailing"})
     assert load_diffusion_model(path).sampler == "ddim:2:trailing"
-    script = load_script()
+    script = load_script("sample")
     script.main(["--checkpoint", str(path), "--n", "4", "--out", str(tmp_path / "s")])
     got = np.load(tmp_path / "s.npz")["samples"]
     labels = balanced_labels(4)
@@ -177,7 +169,7 @@ def test_a_checkpoint_that_names_its_sampler_is_sampled_with_it(tmp_path):
     np.testing.assert_allclose(got, want.clamp(-1, 1).numpy(), atol=1e-6)
 
 
-def test_a_flow_matching_checkpoint_samples_with_its_flow_sampler(tmp_path):
+def test_a_flow_matching_checkpoint_samples_with_its_flow_sampler(tmp_path, load_script):
     from tinydiff.flow import flow_sample
     from tinydiff.guidance import conditional
 
@@ -187,7 +179,7 @@ def test_a_flow_matching_checkpoint_samples_with_its_flow_sampler(tmp_path):
                                                   "recommended_guidance": 1.0, "data_shape": [1, 32, 32]})
     m = load_diffusion_model(path)
     assert m.schedule is None and m.prediction == "velocity" and SamplerSpec.parse(m.sampler, 1000).network_calls == 6
-    script = load_script()
+    script = load_script("sample")
     script.main(["--checkpoint", str(path), "--n", "3", "--out", str(tmp_path / "f")])
     got = np.load(tmp_path / "f.npz")["samples"]
     want = flow_sample(conditional(net.eval(), balanced_labels(3)), (3, 1, 32, 32), steps=3, method="heun",
@@ -197,7 +189,7 @@ def test_a_flow_matching_checkpoint_samples_with_its_flow_sampler(tmp_path):
         script.main(["--checkpoint", str(path), "--n", "1", "--sampler", "ddim:2", "--out", str(tmp_path / "g")])
 
 
-def test_train_mnist_trains_a_flow_matching_model_that_sample_py_samples(tmp_path, monkeypatch):
+def test_train_mnist_trains_a_flow_matching_model_that_sample_py_samples(tmp_path, monkeypatch, load_script):
     """A config with "objective": "flow matching" trains a velocity model; its JSON names a flow sampler, so
     scripts/sample.py --checkpoint alone samples it with that sampler."""
     import json
@@ -215,9 +207,7 @@ def test_train_mnist_trains_a_flow_matching_model_that_sample_py_samples(tmp_pat
         "output": str(tmp_path / "out" / "fm"),
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
-    spec = importlib.util.spec_from_file_location("train_mnist_script", ROOT / "scripts" / "train_mnist.py")
-    train_script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_script)
+    train_script = load_script("train_mnist")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["train_mnist.py", "--config", str(tmp_path / "config.json"), "--device", "cpu"])
     train_script.main()
@@ -225,11 +215,11 @@ def test_train_mnist_trains_a_flow_matching_model_that_sample_py_samples(tmp_pat
     assert extra["sampler"] == "flow-euler:2" and extra["schedule"] is None and extra["steps"] == 2
     m = load_diffusion_model(tmp_path / "out" / "fm")
     assert m.prediction == "velocity" and m.schedule is None
-    load_script().main(["--checkpoint", str(tmp_path / "out" / "fm"), "--n", "2", "--out", str(tmp_path / "s")])
+    load_script("sample").main(["--checkpoint", str(tmp_path / "out" / "fm"), "--n", "2", "--out", str(tmp_path / "s")])
     assert np.load(tmp_path / "s.npz")["samples"].shape == (2, 1, 32, 32)
 
 
-def test_sample_script_applies_an_adapter_at_a_scale(tiny_checkpoint, tmp_path):
+def test_sample_script_applies_an_adapter_at_a_scale(tiny_checkpoint, tmp_path, load_script):
     from tinydiff import adapt
 
     m = load_diffusion_model(tiny_checkpoint)
@@ -239,7 +229,7 @@ def test_sample_script_applies_an_adapter_at_a_scale(tiny_checkpoint, tmp_path):
         for layer in adapt.lora_layers(net).values():
             layer.up.weight.normal_(0, 0.5)
     adapt.save_adapter(tmp_path / "lora", net, tiny_checkpoint)
-    script = load_script()
+    script = load_script("sample")
     run = lambda out, *extra: script.main(["--checkpoint", str(tiny_checkpoint), "--n", "3", "--sampler", "ddim:2",
                                            "--out", str(tmp_path / out), *extra])
     run("base")

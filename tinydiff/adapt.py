@@ -269,6 +269,30 @@ def partial_finetune_patterns(net: nn.Module) -> list[str]:
     return ["mid_attn.*", f"up.{len(net.up) - 1}.*", "norm_out.*", "conv_out.*"]
 
 
+METHODS = ("full", "partial", "lora", "label", "dreambooth")
+"""The adaptation methods of notebook 12 (``dreambooth`` trains like ``full``; its prior is in the data)."""
+
+
+def prepare(net: nn.Module, method: str, rank: int = 4, alpha: float | None = None) -> int | None:
+    """Make the course's UNet ready for one of :data:`METHODS`, in place: wrap layers in LoRA, add a label, freeze
+    what the method does not train. Returns the new label to train on for ``"label"``, else None (the digits
+    keep their own labels). Count what is left with :func:`trainable_parameters`."""
+    if method not in METHODS:
+        raise ValueError(f"unknown adaptation method {method!r}; choose one of {', '.join(METHODS)}")
+    if method in ("full", "dreambooth"):
+        net.requires_grad_(True)
+    elif method == "partial":
+        freeze(net, partial_finetune_patterns(net))
+    elif method == "lora":
+        add_lora(net, list(UNET_LORA_TARGETS), rank, alpha)
+        freeze(net, LORA_PATTERNS)
+    else:
+        label = add_label(net)
+        freeze(net, NEW_LABEL_PATTERNS)
+        return label
+    return None
+
+
 # --- adapter files: the low-rank factors only, tied to their base checkpoint --------------------
 
 

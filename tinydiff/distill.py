@@ -35,8 +35,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from .diffusion import predict_eps, training_target
-from .diffusion import q_sample
+from .diffusion import predict_eps, q_sample, training_target
 from .guidance import classifier_free, conditional
 from .losses import Objective
 from .samplers import Model, ddim_timesteps, denoise

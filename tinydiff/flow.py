@@ -93,7 +93,7 @@ def velocity_from_x0(x_t: Tensor, t: Tensor | float, x0_hat: Tensor) -> Tensor:
     """u = (x_t - x0_hat) / t: the velocity of the straight path through x_t that starts at x0_hat (t > 0).
     Divides by t, so it blows up at the data end; the flow samplers never evaluate at t = 0."""
     tc = _column(check_times(t, x_t.shape[0]), x_t)
-    if (tc == 0).any() if isinstance(tc, Tensor) else tc == 0:
+    if bool(torch.as_tensor(tc == 0).any()):
         raise ValueError("velocity_from_x0 divides by t: at t = 0 (data) the velocity is not determined by x0")
     return (x_t - x0_hat) / tc
 

@@ -29,7 +29,8 @@ and the 2-D check in notebook 07).
 
 The wrappers here are ``nn.Module`` s callable as ``model(x_t, t)``, so every sampler
 in :mod:`tinydiff.samplers` runs them unchanged and finds their device from the
-wrapped network's parameters.
+wrapped network's parameters. :func:`guided_digits` runs one of them from fixed noise: the row of digits the
+guidance and adapter figures draw (notebooks 07 and 12).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .samplers import ddim_sample
 from .schedules import Schedule
 from .tensors import gather
 
@@ -147,3 +149,17 @@ def classifier_free(net: nn.Module, y: Tensor, scale: float) -> ClassifierFreeGu
     """Classifier-free guidance at ``scale`` for labels y [B], as ``model(x_t, t)``: see :class:`ClassifierFreeGuidance`."""
     return ClassifierFreeGuidance(net, y, scale)
 
+
+
+@torch.no_grad()
+def guided_digits(net: nn.Module, schedule: Schedule, label: int, scale: float, *, n: int = 8, steps: int = 20,
+                  seed: int = 0, prediction: str = "epsilon", spacing: str = "leading") -> Tensor:
+    """``n`` images of one ``label`` from a pixel model: deterministic DDIM (``steps``, ``spacing``) under
+    classifier-free guidance at ``scale``, x0_hat clipped to [-1, 1], from x_T drawn by a CPU generator seeded with
+    ``seed`` -- the same noise on every device, so changing the scale (or an adapter) changes only that.
+    Returns [n, 1, 32, 32] on the network's device."""
+    device = next(net.parameters()).device
+    y = torch.full((n,), int(label), dtype=torch.long, device=device)
+    x_T = torch.randn(n, 1, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
+    return ddim_sample(classifier_free(net, y, scale), schedule, x_T.shape, steps=steps, spacing=spacing, x_T=x_T,
+                       prediction=prediction, clip_x0=1.0, progress=False)

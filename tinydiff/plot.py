@@ -42,7 +42,7 @@ from torch import Tensor
 from . import samplers
 from .data.toy import GaussianMixture
 from .diffusion import q_sample
-from .guidance import classifier_free
+from .guidance import guided_digits
 from .langevin import annealed_langevin, check_sigmas, langevin, mixture_score
 from .metrics import mode_occupancy
 from .schedules import Schedule
@@ -470,19 +470,8 @@ def guidance_figure(
     changes only the guidance: the same x_T, pulled harder towards the label. ``net`` is a
     class-conditional network with a null class (:func:`tinydiff.guidance.classifier_free`).
     """
-    x = _guided_digits(net, schedule, digit, scale, n, steps, seed, prediction, "leading")
+    x = guided_digits(net, schedule, digit, scale, n=n, steps=steps, seed=seed, prediction=prediction)
     return _digit_row(x, f"digit {digit}, guidance scale s = {scale:g} (DDIM-{steps})", fig)
-
-
-def _guided_digits(net: torch.nn.Module, schedule: Schedule, label: int, scale: float, n: int, steps: int, seed: int,
-                   prediction: str, spacing: str) -> Tensor:
-    """``n`` digits of one label: DDIM from fixed noise (a CPU generator seeded with ``seed``), classifier-free
-    guidance at ``scale``, x0_hat clipped to [-1, 1]. [n, 1, 32, 32] on the network's device."""
-    device = next(net.parameters()).device
-    y = torch.full((n,), int(label), dtype=torch.long, device=device)
-    x_T = torch.randn(n, 1, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
-    return samplers.ddim_sample(classifier_free(net, y, scale), schedule, x_T.shape, steps=steps, spacing=spacing,
-                                x_T=x_T, prediction=prediction, clip_x0=1.0, progress=False)
 
 
 def _digit_row(x: Tensor, title: str, fig: FigureBase | None) -> FigureBase:
@@ -539,5 +528,6 @@ def adapter_figure(
 
     if lora_layers(net):
         set_adapter_scale(net, scale)
-    x = _guided_digits(net, schedule, label, guidance, n, steps, seed, prediction, "trailing")
+    x = guided_digits(net, schedule, label, guidance, n=n, steps=steps, seed=seed, prediction=prediction,
+                      spacing="trailing")
     return _digit_row(x, f"{title}{', ' if title else ''}adapter scale {scale:g}", fig)
