@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from tinydiff.data.styles import ink, shear, slant, thicken, thin
+from tinydiff.data import load_mnist
+from tinydiff.data.styles import deskew, ink, shear, slant, thicken, thin, thin_half
 
 
 def blank(size=15):
@@ -51,3 +52,21 @@ def test_bad_input():
     for r in (0, 1.5):
         with pytest.raises(ValueError, match="radius"):
             thicken(blank(), r)
+
+
+def test_thin_half_erodes_by_a_2x2_square():
+    x = -torch.ones(1, 1, 8, 8)
+    x[..., 2:5, 2:5] = 1.0  # a 3 x 3 square of ink
+    expected = -torch.ones(1, 1, 8, 8)
+    expected[..., 2:4, 2:4] = 1.0  # minimum over {i, i+1} x {j, j+1}: the square loses its last row and column
+    assert torch.equal(thin_half(x), expected)
+
+
+def test_shear_takes_one_amount_per_image_and_deskew_stands_digits_upright():
+    x, _ = load_mnist("test", pad_to_32=True)
+    x = x[:16]
+    amounts = torch.linspace(-0.5, 0.5, 16)
+    per_image = torch.cat([shear(x[i : i + 1], float(a)) for i, a in enumerate(amounts)])
+    assert torch.allclose(shear(x, amounts), per_image, atol=1e-6)
+    assert float(slant(deskew(x)).abs().max()) < 1e-4
+    assert float(slant(x).abs().max()) > 0.1  # they did lean before

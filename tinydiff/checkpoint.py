@@ -198,6 +198,14 @@ class DiffusionModel:
         """Clamp x0_hat to [-1, 1] for images (their range); not for latents, which have no fixed range."""
         return None if self.codec is not None else 1.0
 
+    @property
+    def tokenizer(self):
+        """The :class:`tinydiff.tokenizer.Tokenizer` of a text-conditioned model (``extra.tokenizer``), else None."""
+        from .tokenizer import Tokenizer
+
+        spec = self.extra.get("tokenizer")
+        return Tokenizer(**spec) if spec else None
+
     def to_images(self, x: Tensor) -> Tensor:
         """Samples [B, *sample_shape] -> images [B, C, H, W]: decoded for a latent model, as they are otherwise."""
         return self.codec.decode(x) if self.codec is not None else x

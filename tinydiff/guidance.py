@@ -27,6 +27,12 @@ gradient of a classifier p(y | x_t) instead:
 With the *exact* classifier both give the same eps_s (:func:`classifier_guided_epsilon`
 and the 2-D check in notebook 07).
 
+**CLIP guidance** (:class:`CLIPGuidance`, notebook 13) steers with a text-image similarity instead of a
+class: it moves the predicted clean sample up the gradient of CLIP's cosine with the prompt,
+x0_hat <- x0_hat + s grad_{x0_hat} cos(CLIP(D(x0_hat)), CLIP(prompt)), and recomputes eps from x_t so the
+two stay consistent -- guidance through the predicted clean sample, the idea of Bansal et al. 2023, sec. 3.1,
+without differentiating through the denoiser.
+
 The wrappers here are ``nn.Module`` s callable as ``model(x_t, t)``, so every sampler
 in :mod:`tinydiff.samplers` runs them unchanged and finds their device from the
 wrapped network's parameters. :func:`guided_digits` runs one of them from fixed noise: the row of digits the
@@ -40,6 +46,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .diffusion import predict_x0, training_target
 from .samplers import ddim_sample
 from .schedules import Schedule
 from .tensors import gather
@@ -68,12 +75,16 @@ def classifier_guided_epsilon(schedule: Schedule, eps: Tensor, t: Tensor, grad_l
 
 
 def _check_labels(model: nn.Module, y: Tensor, allow_null: bool) -> Tensor:
+    """The condition y checked against the model: class labels [B], or prompt ids [B, L] for a model that reads
+    prompts (one with ``check_condition``, e.g. :class:`tinydiff.models.TextUNet`)."""
     null = getattr(model, "null_class", None)
     if null is None:
         raise ValueError(
-            f"{type(model).__name__} has no `null_class`: guidance needs a class-conditional model trained with a "
-            "null label (e.g. UNet(num_classes=10), trained with p_uncond > 0)"
+            f"{type(model).__name__} has no `null_class`: guidance needs a conditional model trained with a "
+            "null condition (e.g. UNet(num_classes=10), trained with p_uncond > 0)"
         )
+    if hasattr(model, "check_condition"):
+        return model.check_condition(y)
     if not isinstance(y, Tensor) or y.ndim != 1 or y.dtype != torch.long:
         raise ValueError(f"y must be a LongTensor [B] of class labels, got {getattr(y, 'dtype', type(y).__name__)} "
                          f"of shape {list(getattr(y, 'shape', []))}")
@@ -85,6 +96,11 @@ def _check_labels(model: nn.Module, y: Tensor, allow_null: bool) -> Tensor:
             allowed += f", or the added labels {null + 1}..{null + extra}" if extra else ""
             raise ValueError(f"labels must lie in {allowed}, got min {int(y.min())}, max {int(y.max())}")
     return y
+
+
+def null_condition(model: nn.Module, y: Tensor) -> Tensor:
+    """The null condition shaped like y: the null label [B], or the empty prompt's ids [B, L]."""
+    return torch.as_tensor(model.null_class, dtype=y.dtype, device=y.device).expand_as(y)
 
 
 def _check_batch(x_t: Tensor, y: Tensor) -> None:
@@ -130,7 +146,7 @@ class ClassifierFreeGuidance(nn.Module):
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
         _check_batch(x_t, self.y)
         y = self.y.to(x_t.device)
-        null = torch.full_like(y, self.net.null_class)
+        null = null_condition(self.net, y)
         if self.scale == 1.0:
             return self.net(x_t, t, y)
         if self.scale == 0.0:
@@ -149,6 +165,49 @@ def classifier_free(net: nn.Module, y: Tensor, scale: float) -> ClassifierFreeGu
     """Classifier-free guidance at ``scale`` for labels y [B], as ``model(x_t, t)``: see :class:`ClassifierFreeGuidance`."""
     return ClassifierFreeGuidance(net, y, scale)
 
+
+class CLIPGuidance(nn.Module):
+    """CLIP guidance as a model ``(x_t, t) -> output`` in the wrapped model's ``prediction``: see the module docstring.
+
+    For each step: x0_hat from ``model(x_t, t)``; g = grad over x0_hat of cos(clip.encode_image(decode(x0_hat)),
+    clip.encode_text(ids)) per sample; x0' = x0_hat + scale * g; eps' = (x_t - sqrt(alpha_bar_t) x0') /
+    sqrt(1 - alpha_bar_t); returns the output that implies (x0', eps'). ``scale = 0`` returns the model's output.
+    ``model`` may itself be guided (e.g. :class:`ClassifierFreeGuidance`): the two combine.
+
+    Shapes: x_t [B, *data]; ids [B, L]; ``decode`` maps x0_hat to images [B, 1, 32, 32] (for a latent model
+    :meth:`tinydiff.latent.LatentCodec.decode_differentiable`; None for a pixel model).
+    """
+
+    def __init__(self, model: nn.Module, schedule: Schedule, clip: nn.Module, ids: Tensor, scale: float, *,
+                 prediction: str = "epsilon", decode=None) -> None:
+        super().__init__()
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+            raise ValueError(f"the CLIP guidance scale must be a finite number (0 = none), got {scale!r}")
+        self.model, self.schedule, self.clip, self.decode = model, schedule, clip.eval(), decode
+        self.scale, self.prediction = float(scale), prediction
+        with torch.no_grad():
+            self.register_buffer("text", clip.encode_text(ids), persistent=False)  # [B, E], unit vectors
+
+    def similarity_gradient(self, x0: Tensor) -> Tensor:
+        """grad over x0 of cos(image of x0, prompt), per sample: [B, *data]."""
+        with torch.enable_grad():
+            x0 = x0.detach().requires_grad_(True)
+            images = self.decode(x0) if self.decode is not None else x0
+            cos = (self.clip.encode_image(images) * self.text.to(x0.device)).sum()
+            (grad,) = torch.autograd.grad(cos, x0)
+        return grad
+
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        output = self.model(x_t, t)
+        if self.scale == 0.0:
+            return output
+        if len(self.text) != x_t.shape[0]:
+            raise ValueError(f"the batch of x_t has {x_t.shape[0]} samples but {len(self.text)} prompts were given")
+        x0 = predict_x0(self.schedule, x_t, t, output, self.prediction)
+        x0_guided = x0 + self.scale * self.similarity_gradient(x0)
+        sqrt_ab = gather(self.schedule.sqrt_alpha_bars, t, x_t)
+        eps = (x_t - sqrt_ab * x0_guided) / gather(self.schedule.sqrt_one_minus_alpha_bars, t, x_t)
+        return training_target(self.schedule, x0_guided, eps, t, self.prediction)
 
 
 @torch.no_grad()

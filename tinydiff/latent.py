@@ -70,6 +70,11 @@ class LatentCodec(nn.Module):
         """x = D(z / scale_factor): z [B, *latent_shape] -> images [B, C, H, W]."""
         return self.autoencoder.decode(z / self.scale_factor)
 
+    def decode_differentiable(self, z: Tensor) -> Tensor:
+        """:meth:`decode` with gradients flowing back to z (the weights stay frozen): what CLIP guidance
+        differentiates through. z [B, *latent_shape] -> images [B, C, H, W]."""
+        return self.autoencoder.decode(z / self.scale_factor)
+
     @torch.no_grad()
     def encode_dataset(self, images: Tensor, batch_size: int = 500) -> Tensor:
         """Posterior means (scaled) of a whole dataset [N, C, H, W] -> [N, *latent_shape], on the codec's device,

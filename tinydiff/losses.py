@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .diffusion import q_sample, training_target
@@ -170,3 +171,33 @@ def autoencoder_loss(
     kl = gaussian_kl(mean.float(), logvar.float())
     loss = (l1 + kl_weight * kl).mean()
     return loss, l1.mean() / x[0].numel(), kl.mean()
+
+
+# --- contrastive image-text training (the tiny CLIP of Part 11) ---------------------------
+
+
+def clip_loss(logits: Tensor, positives: Tensor | None = None) -> Tensor:
+    """CLIP's symmetric contrastive loss (Radford et al. 2021, Fig. 3), 0-d.
+
+    logits [N, N] = scale * cos(image i, caption j). Without ``positives`` caption i belongs to image i:
+
+        loss = ( CE(logits, arange N) over rows  +  CE(logits^T, arange N) over rows ) / 2
+
+    In a batch of digits many captions are true of many images ("a seven" of every seven), and the plain loss
+    pushes those apart. ``positives`` BoolTensor [N, N] (True where caption j is true of image i, the diagonal
+    included; e.g. :func:`tinydiff.data.captions.caption_is_true`) replaces each one-hot target by the uniform
+    distribution over the true pairs of that row (images) or column (captions). ``positives = eye`` is the plain loss.
+    """
+    if logits.ndim != 2 or logits.shape[0] != logits.shape[1]:
+        raise ValueError(f"logits must be a square matrix [N, N] of image-caption scores, got {list(logits.shape)}")
+    n = logits.shape[0]
+    if positives is None:
+        target = torch.arange(n, device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    if positives.shape != logits.shape or positives.dtype != torch.bool or not bool(positives.diagonal().all()):
+        raise ValueError("positives must be a BoolTensor [N, N] like logits, True on the diagonal (each caption is "
+                         "true of its own image)")
+    p = positives.to(logits.dtype)
+    rows = -(p / p.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+    cols = -(p / p.sum(0, keepdim=True) * logits.log_softmax(0)).sum(0).mean()
+    return 0.5 * (rows + cols)

@@ -171,3 +171,20 @@ def within_class_diversity(features: Tensor, labels: Tensor) -> float:
     if not per_class:
         raise ValueError("every class has a single sample: diversity needs at least two samples of one class")
     return sum(per_class) / len(per_class)
+
+
+@torch.no_grad()
+def clip_score(clip: torch.nn.Module, images: Tensor, ids: Tensor, batch_size: int = 500) -> Tensor:
+    """CLIP score per image: 100 * max(cos(CLIP image embedding, CLIP text embedding), 0), [N].
+
+    The reference-free image-text metric of Hessel et al. 2021 (eq. 1 with w = 100 instead of 2.5, the scale
+    most text-to-image papers report). Images [N, 1, 32, 32] in [-1, 1], prompt ids [N, L]; ``clip`` a
+    :class:`tinydiff.models.TinyCLIP`.
+    """
+    if len(images) != len(ids):
+        raise ValueError(f"one prompt per image: got {len(images)} images and {len(ids)} prompts")
+    clip = clip.eval()
+    device = next(clip.parameters()).device
+    cos = torch.cat([clip.similarity(images[i : i + batch_size].to(device), ids[i : i + batch_size].to(device))
+                     for i in range(0, len(images), batch_size)])
+    return 100 * cos.clamp(min=0)

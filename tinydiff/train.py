@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import load_state_strict
-from .losses import Denoising, Objective, autoencoder_loss
+from .losses import Denoising, Objective, autoencoder_loss, clip_loss
 from .schedules import Schedule
 from .tensors import device_and_dtype
 
@@ -96,10 +96,13 @@ def _draw_batch(data: DataSource, labels: Tensor | None, batch_size: int, genera
     return data[idx], (labels[idx.to(labels.device)] if labels is not None else None)
 
 
-def _drop_labels(y: Tensor, p_uncond: float, null_class: int, generator: torch.Generator) -> Tensor:
-    """Replace each label by ``null_class`` with probability p_uncond (Ho & Salimans 2022, Algorithm 1)."""
-    drop = torch.rand(y.shape, generator=generator, device=generator.device).to(y.device) < p_uncond
-    return torch.where(drop, torch.full_like(y, null_class), y)
+def _drop_labels(y: Tensor, p_uncond: float, null_class: int | Tensor, generator: torch.Generator) -> Tensor:
+    """Replace each condition by the null one with probability p_uncond (Ho & Salimans 2022, Algorithm 1).
+
+    y: labels [B] with ``null_class`` an int, or prompt ids [B, L] with ``null_class`` the empty prompt's ids [L]."""
+    drop = torch.rand(y.shape[:1], generator=generator, device=generator.device).to(y.device) < p_uncond
+    null = torch.as_tensor(null_class, dtype=y.dtype, device=y.device).expand_as(y)
+    return torch.where(drop.view(-1, *[1] * (y.ndim - 1)), null, y)
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -140,8 +143,8 @@ def _check_args(model, data, labels, steps, batch_size, ema_decay, p_uncond, nul
     elif not callable(data):
         raise TypeError("data must be a tensor [N, *data] or a callable data(batch_size, generator=g) -> x_0 batch")
     if labels is not None:
-        if not isinstance(data, Tensor) or labels.shape != data.shape[:1]:
-            raise ValueError("labels must be a LongTensor [N] matching a data tensor [N, *data]")
+        if not isinstance(data, Tensor) or labels.shape[:1] != data.shape[:1] or labels.ndim > 2:
+            raise ValueError("labels must be a LongTensor [N] (or prompt ids [N, L]) matching a data tensor [N, *data]")
         if labels.dtype != torch.long:
             raise TypeError(f"labels must be class indices of dtype torch.long, got {labels.dtype}")
     if p_uncond > 0 and null_class is None:
@@ -182,7 +185,7 @@ def train(
     grad_clip: float | None = 1.0,
     labels: Tensor | None = None,
     p_uncond: float = 0.0,
-    null_class: int | None = None,
+    null_class: int | Tensor | None = None,
     generator: torch.Generator | None = None,
     autocast_bf16: bool = False,
     resume: TrainState | None = None,
@@ -206,8 +209,9 @@ def train(
         ema_decay: keep an EMA of the weights with this decay (e.g. 0.999), warmed up as
             min(ema_decay, (1 + n) / (10 + n)) at step n (0-based); None for no EMA.
         grad_clip: clip the gradient norm to this value (Ho et al. use 1.0); None to skip.
-        labels, p_uncond, null_class: class labels [N]; each is replaced by ``null_class``
-            (default ``model.null_class``) with probability ``p_uncond``.
+        labels, p_uncond, null_class: class labels [N] (or prompt ids [N, L] for a
+            :class:`~tinydiff.models.TextUNet`); each is replaced by ``null_class`` (default
+            ``model.null_class``: the null label, or the empty prompt) with probability ``p_uncond``.
         batch_size: examples per step -- per process when several train together under torchrun
             (the global batch is then N x ``batch_size``, drawn alike on every rank and split).
         generator: draws minibatches, t and eps; default: a CPU generator seeded from
@@ -348,4 +352,77 @@ def train_autoencoder(
             bar.set_postfix(l1=f"{_number(reconstruction):.4f}", kl=f"{_number(kl):.1f}", refresh=False)
         yield AutoencoderState(step + 1, _number(loss), _number(reconstruction), _number(kl), _number(norm),
                                model, optimizer, generator)
+    bar.close()
+
+
+# --- the tiny CLIP of text-to-image ---------------------------------------------------------
+
+
+@dataclass
+class CLIPState:
+    """What :func:`train_clip` yields after each step: the contrastive loss, the accuracy of matching each image
+    to a true caption within the batch, the learned logit scale, and the objects."""
+
+    step: int
+    loss: float
+    accuracy: float
+    logit_scale: float
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+
+
+def train_clip(
+    model: nn.Module,
+    images: Tensor,
+    ids: Tensor,
+    *,
+    steps: int,
+    truth: tuple[Tensor, Tensor] | None = None,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    warmup_steps: int = 100,
+    lr_schedule: str = "cosine",
+    weight_decay: float = 0.1,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> Iterator[CLIPState]:
+    """Train a :class:`tinydiff.models.TinyCLIP` on pairs (images [N, 1, 32, 32], prompt ids [N, L]).
+
+    The skeleton of :func:`train_autoencoder` with :func:`tinydiff.losses.clip_loss` over each minibatch.
+    ``truth = (image attributes [N, 3], stated caption attributes [N, 3])`` (:mod:`tinydiff.data.captions`)
+    lets every caption in the batch that is true of an image count as a positive, not only its own.
+    """
+    from .data.captions import caption_is_true
+
+    _check_args(model, images, None, steps, batch_size, None, 0.0, None)
+    if ids.shape[:1] != images.shape[:1] or ids.ndim != 2 or ids.dtype != torch.long:
+        raise ValueError(f"ids must be prompt ids [N, L] (LongTensor) for the N = {len(images)} images, got {list(ids.shape)}")
+    learning_rate(0, lr, warmup_steps, steps, lr_schedule)
+    device, dtype = device_and_dtype(model)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if generator is None:
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+    bar = tqdm(range(steps), desc="train CLIP", disable=not progress)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, lr, warmup_steps, steps, lr_schedule)
+        idx = torch.randint(0, len(images), (batch_size,), generator=generator, device=generator.device).cpu()
+        x, y = images[idx].to(device=device, dtype=dtype), ids[idx].to(device)
+        positives = None
+        if truth is not None:
+            positives = caption_is_true(truth[1][idx], truth[0][idx]).to(device)
+        logits = model(x, y)
+        loss = clip_loss(logits, positives)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            best = logits.argmax(1)
+            hit = positives[torch.arange(batch_size, device=device), best] if positives is not None else best == torch.arange(batch_size, device=device)
+            accuracy = _number(hit.float().mean())
+        if progress and (step + 1) % 10 == 0:
+            bar.set_postfix(loss=f"{_number(loss):.3f}", acc=f"{accuracy:.3f}", refresh=False)
+        yield CLIPState(step + 1, _number(loss), accuracy, _number(model.scale()), model, optimizer, generator)
     bar.close()

@@ -16,6 +16,10 @@ embedding sets a per-channel scale and shift, -> SiLU -> conv, plus the input
 Because e enters every block, the network can be a different function at
 every t -- it must be: predicting eps at t = 0 and at t = T-1 are different tasks.
 
+Text conditioning (optional, ``context_dim=D``): a :class:`~tinydiff.models.attention.CrossAttention`
+block after every ResBlock and in the middle reads text token states ``context`` [B, L, D] (Rombach et al.
+2022, sec. 3.3); :class:`tinydiff.models.TextUNet` supplies them from a frozen text encoder.
+
 Class conditioning (optional, ``num_classes=K``): labels 0..K-1 are the classes
 and label K (``model.null_class``) is the learned "null" label meaning "no
 class". Training with some labels replaced by the null label (``p_uncond`` in
@@ -30,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import CrossAttention
 from .embeddings import TimeEmbedding
 
 
@@ -99,7 +104,8 @@ class UNet(nn.Module):
         n_res: ResBlocks per level on the way down (and on the way up).
         num_classes: K for class conditioning (labels 0..K-1, null label K), or None.
         dropout: dropout inside the ResBlocks (Ho et al. use 0.1 on CIFAR-10).
-        heads: attention heads in the middle block.
+        heads: attention heads in the middle block (and in the cross-attention blocks).
+        context_dim: width D of the text states the cross-attention blocks read, or None for none.
 
     ``model.config`` holds these arguments (what :mod:`tinydiff.checkpoint` stores).
     """
@@ -113,6 +119,7 @@ class UNet(nn.Module):
         num_classes: int | None = None,
         dropout: float = 0.0,
         heads: int = 4,
+        context_dim: int | None = None,
     ) -> None:
         super().__init__()
         if in_channels < 1 or channels < 1 or n_res < 1 or not mults or min(mults) < 1:
@@ -121,6 +128,11 @@ class UNet(nn.Module):
             raise ValueError(f"num_classes must be a positive number of classes or None, got {num_classes}")
         self.config = dict(in_channels=in_channels, channels=channels, mults=list(mults), n_res=n_res,
                            num_classes=num_classes, dropout=dropout, heads=heads)
+        if context_dim is not None:  # only then, so configs of the checkpoints saved before it stay as they were
+            if context_dim < 1:
+                raise ValueError(f"context_dim must be a positive width of the text states or None, got {context_dim}")
+            self.config["context_dim"] = context_dim
+        self.context_dim = context_dim
         self.num_classes = num_classes
         widths = [channels * m for m in mults]
         emb_dim = max(4 * channels, 128)
@@ -148,6 +160,12 @@ class UNet(nn.Module):
             self.up.append(nn.ModuleList([ResBlock(2 * w, w, emb_dim, dropout) for _ in range(n_res)]))
             # ConvTranspose2d(k=4, s=2, p=1) doubles H and W and moves to the next level's width.
             self.upsample.append(nn.Identity() if i == 0 else nn.ConvTranspose2d(w, widths[i - 1], 4, stride=2, padding=1))
+        if context_dim is not None:  # one cross-attention per ResBlock, in lists beside the ResBlocks'
+            self.down_text = nn.ModuleList([nn.ModuleList([CrossAttention(w, context_dim, heads) for _ in range(n_res)])
+                                            for w in widths])
+            self.mid_text = CrossAttention(widths[-1], context_dim, heads)
+            self.up_text = nn.ModuleList([nn.ModuleList([CrossAttention(widths[i], context_dim, heads) for _ in range(n_res)])
+                                          for i in reversed(range(len(widths)))])
         c = widths[0]
         self.norm_out = nn.GroupNorm(_groups(c), c)
         self.conv_out = nn.Conv2d(c, in_channels, 3, padding=1)
@@ -172,8 +190,12 @@ class UNet(nn.Module):
             raise ValueError(f"y must be a LongTensor [B] = [{t.shape[0]}] of labels 0..{self.num_classes}, got {y.dtype} {list(y.shape)}")
         return e + self.label_emb(y)
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        """x [B, C, H, W], t LongTensor [B] (0-based), y LongTensor [B] or None -> prediction [B, C, H, W]."""
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None,
+                context_mask: Tensor | None = None) -> Tensor:
+        """x [B, C, H, W], t LongTensor [B] (0-based), y LongTensor [B] or None -> prediction [B, C, H, W].
+
+        A text-conditioned UNet (``context_dim``) also takes ``context`` [B, L, context_dim] and its padding
+        mask ``context_mask`` BoolTensor [B, L] (True at real tokens)."""
         factor = 2 ** (len(self.down) - 1)
         if x.ndim != 4 or x.shape[1] != self.config["in_channels"] or x.shape[2] % factor or x.shape[3] % factor:
             raise ValueError(
@@ -182,18 +204,28 @@ class UNet(nn.Module):
             )
         if t.ndim != 1 or t.shape[0] != x.shape[0]:
             raise ValueError(f"t must have shape [B] = [{x.shape[0]}], got {list(t.shape)}")
+        if (context is None) != (self.context_dim is None):
+            raise ValueError("give context (text states [B, L, context_dim]) exactly when the UNet has context_dim "
+                             f"(here {self.context_dim})")
         e = self.embed(t, y)
         h = self.conv_in(x)
         skips = []
-        for blocks, downsample in zip(self.down, self.downsample):
-            for block in blocks:
+        for i, (blocks, downsample) in enumerate(zip(self.down, self.downsample)):
+            for j, block in enumerate(blocks):
                 h = block(h, e)
+                if context is not None:
+                    h = self.down_text[i][j](h, context, context_mask)
                 skips.append(h)
             h = downsample(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, e)), e)
-        for blocks, upsample in zip(self.up, self.upsample):
-            for block in blocks:
+        h = self.mid_attn(self.mid1(h, e))
+        if context is not None:
+            h = self.mid_text(h, context, context_mask)
+        h = self.mid2(h, e)
+        for i, (blocks, upsample) in enumerate(zip(self.up, self.upsample)):
+            for j, block in enumerate(blocks):
                 h = block(torch.cat([h, skips.pop()], dim=1), e)
+                if context is not None:
+                    h = self.up_text[i][j](h, context, context_mask)
             h = upsample(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
@@ -225,4 +257,7 @@ class UNet(nn.Module):
             lines.append(row(f"up{len(self.up) - 1 - i}", size, blocks[0].norm1.num_channels, c_out, note, blocks, up))
             size = size * 2 if note else size
         lines.append(row("conv_out", size, self.conv_out.in_channels, self.conv_out.out_channels, "", self.norm_out, self.conv_out))
+        if self.context_dim is not None:
+            lines.append(f"  {'cross-attention blocks (text, width ' + str(self.context_dim) + ')':<39} "
+                         f"{count(self.down_text, self.mid_text, self.up_text):>9,}")
         print("\n".join(lines))
