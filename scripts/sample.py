@@ -6,10 +6,11 @@
     python scripts/sample.py --checkpoint data/checkpoints/mnist_latent --n 100 --out latent   # the latent model
     python scripts/sample.py --checkpoint data/checkpoints/mnist_latent_distilled --out fast  # 4 steps, distilled
     python scripts/sample.py --adapter runs/adapters/lora4 --adapter-scale 0.5 --digit 7 --out half  # notebook 12
+    python scripts/sample.py --checkpoint data/checkpoints/mnist_text --prompt "a bold seven" --guidance 3  # nb 13
 
 Writes ``<out>.png`` (a grid, one row per 10 images) and ``<out>.npz`` with arrays
-``samples`` [N, 1, H, W] (float32 in [-1, 1]) and ``labels`` [N]. By default image i
-is digit i % 10 and the guidance scale is the one the checkpoint's JSON recommends
+``samples`` [N, 1, H, W] (float32 in [-1, 1]) and ``labels`` [N] (for a text model: ``prompts`` [N]).
+By default image i is digit i % 10 and the guidance scale is the one the checkpoint's JSON recommends
 (``extra.recommended_guidance``, measured by ``benchmarks/guidance.py``; 1 = none).
 The same seed gives the same digits. A checkpoint whose JSON names its sampler
 (``extra.sampler``: a distilled student's ``ddim:4:trailing``, a flow-matching model's ``flow-heun:10``)
@@ -38,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", default="data/checkpoints/mnist_ddpm", help="path without suffix")
     p.add_argument("--n", type=int, default=20, help="number of images")
     p.add_argument("--digit", type=int, help="ask for this digit only (default: balanced, image i is digit i %% 10)")
+    p.add_argument("--prompt", help='for a text-conditioned checkpoint (mnist_text): the prompt, e.g. "a bold seven"')
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none; default: the checkpoint's)")
     p.add_argument("--sampler", help="ddpm, ddim:<steps>[:<spacing>[:<eta>]], dpm:<steps>, flow-heun:<steps>, ... "
                    "(default: the checkpoint's own, extra.sampler, else ddim:50)")
@@ -56,8 +58,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.n < 1:
         sys.exit(f"--n must be at least 1, got {args.n}")
     model = load_diffusion_model(args.checkpoint, device=args.device)
-    classes = getattr(model.net, "num_classes", None)
-    if not classes:
+    tokenizer = model.tokenizer
+    if tokenizer is not None:  # a text-conditioned model: the prompt replaces --digit
+        if args.prompt is None or args.digit is not None or args.adapter:
+            sys.exit(f'{args.checkpoint} reads prompts: give --prompt "a bold seven" (not --digit or --adapter)')
+        try:
+            labels = tokenizer.encode([args.prompt] * args.n)
+        except ValueError as err:
+            sys.exit(f"--prompt: {err}")
+        classes = None
+    elif args.prompt is not None:
+        sys.exit(f"{args.checkpoint} is not text-conditioned: use --digit (or the text model data/checkpoints/mnist_text)")
+    else:
+        classes = getattr(model.net, "num_classes", None)
+    if tokenizer is None and not classes:
         sys.exit(f"{args.checkpoint} is not class-conditional; this script samples class-conditional digit models")
     if args.adapter:
         try:
@@ -65,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         except (ValueError, FileNotFoundError) as err:
             sys.exit(f"--adapter: {err}")
     added = getattr(model.net, "extra_labels", 0)  # labels an adapter added, after the null label
-    if args.digit is not None and not (0 <= args.digit < classes or classes < args.digit <= classes + added):
+    if classes and args.digit is not None and not (0 <= args.digit < classes or classes < args.digit <= classes + added):
         more = f" or an added label {classes + 1}..{classes + added}" if added else ""
         sys.exit(f"--digit must be one of 0..{classes - 1}{more}, got {args.digit}")
     try:
@@ -80,16 +94,22 @@ def main(argv: list[str] | None = None) -> None:
     scale = args.guidance if args.guidance is not None else (model.recommended_guidance or 1.0)
     if scale < 0:
         sys.exit(f"--guidance must be >= 0 (1 = no guidance), got {scale}")
-    labels = torch.full((args.n,), args.digit) if args.digit is not None else balanced_labels(args.n, classes)
+    if classes:
+        labels = torch.full((args.n,), args.digit) if args.digit is not None else balanced_labels(args.n, classes)
 
-    print(f"{args.n} digits from {args.checkpoint} with {sampler.name}, guidance scale {scale:g}, seed {args.seed}",
+    print(f"{args.n} {'images of ' + repr(args.prompt) if tokenizer else 'digits'} from {args.checkpoint} with {sampler.name}, guidance scale {scale:g}, seed {args.seed}",
           file=sys.stderr)
     x = sample_digits(model, labels, sampler=sampler, guidance=scale, seed=args.seed, batch_size=args.batch_size)
     x = x.clamp(-1, 1)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out.with_name(out.name + ".npz"), samples=x.numpy().astype(np.float32), labels=labels.numpy())
+    arrays = {"samples": x.numpy().astype(np.float32)}
+    if tokenizer is not None:
+        arrays["prompts"] = np.array([args.prompt] * args.n)
+    else:
+        arrays["labels"] = labels.numpy()
+    np.savez(out.with_name(out.name + ".npz"), **arrays)
     grid = make_grid(x, nrow=min(10, args.n))
     import matplotlib.pyplot as plt
 

@@ -518,3 +518,41 @@ def test_lora_conv_delta_right_stub_and_mistakes():
     for words, wrong in named.items():
         verdict = checks.check_lora_conv_delta(wrong)
         assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
+
+
+def test_clip_loss_right_stub_and_mistakes():
+    ce = torch.nn.functional.cross_entropy
+
+    def right(logits):
+        target = torch.arange(len(logits))
+        return 0.5 * (ce(logits, target) + ce(logits.T, target))
+
+    assert str(checks.check_clip_loss(right)) == "CLIP loss: correct"
+    assert "not done yet" in str(checks.check_clip_loss(stub))
+    named = {
+        "only the image -> caption direction": lambda logits: ce(logits, torch.arange(len(logits))),
+        "only the caption -> image direction": lambda logits: ce(logits.T, torch.arange(len(logits))),
+        "the sum of the two directions": lambda logits: 2 * right(logits),
+        "no softmax normaliser": lambda logits: -logits.diagonal().mean(),
+    }
+    for words, wrong in named.items():
+        verdict = checks.check_clip_loss(wrong)
+        assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
+
+
+def test_masked_attention_right_stub_and_mistakes():
+    def right(q, k, v, mask):
+        logits = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_fill(~mask[:, None, None, :], float("-inf"))
+        return logits.softmax(-1) @ v
+
+    assert str(checks.check_masked_attention(right)) == "masked attention: correct"
+    assert "not done yet" in str(checks.check_masked_attention(stub))
+    named = {
+        "no 1 / sqrt(d) scaling": lambda q, k, v, m: right(q * q.shape[-1] ** 0.5, k, v, m),
+        "the mask ignored": lambda q, k, v, m: right(q, k, v, torch.ones_like(m)),
+        "the mask inverted": lambda q, k, v, m: right(q, k, v, ~m),
+        "masked logits set to 0": lambda q, k, v, m: (q @ k.transpose(-1, -2) / 2.0).masked_fill(~m[:, None, None, :], 0.0).softmax(-1) @ v,
+    }
+    for words, wrong in named.items():
+        verdict = checks.check_masked_attention(wrong)
+        assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)

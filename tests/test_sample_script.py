@@ -239,3 +239,39 @@ def test_sample_script_applies_an_adapter_at_a_scale(tiny_checkpoint, tmp_path, 
     assert np.array_equal(base, zero) and not np.allclose(base, full, atol=1e-4)
     with pytest.raises(SystemExit, match="--adapter"):
         run("x", "--adapter", str(tmp_path / "missing"))
+
+
+def test_sample_script_takes_a_prompt_for_a_text_model(tmp_path, load_script):
+    """A pixel TextUNet checkpoint with a tokenizer: --prompt replaces --digit, the npz keeps the prompts, and the
+    samples are the classifier-free-guided DDIM of those prompt ids from the script's seed."""
+    from tinydiff.data.captions import tokenizer
+    from tinydiff.guidance import classifier_free
+    from tinydiff.models import TextUNet
+
+    tok = tokenizer()
+    torch.manual_seed(0)
+    net = TextUNet(unet=dict(in_channels=1, channels=8, mults=[1, 2]),
+                   text_encoder=dict(vocab_size=len(tok), max_length=tok.max_length, width=16, layers=1, heads=4))
+    with torch.no_grad():
+        for p in net.unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = tmp_path / "text"
+    save_checkpoint(path, net, extra={"schedule": {"name": "cosine", "T": 50}, "train": {"prediction": "epsilon"},
+                                      "tokenizer": tok.config})
+    script = load_script("sample")
+    script.main(["--checkpoint", str(path), "--prompt", "a bold seven", "--n", "3", "--guidance", "2",
+                 "--sampler", "ddim:2", "--out", str(tmp_path / "t")])
+    data = np.load(tmp_path / "t.npz")
+    assert data["prompts"].tolist() == ["a bold seven"] * 3 and "labels" not in data
+    ids = tok.encode(["a bold seven"] * 3)
+    want = SamplerSpec.parse("ddim:2", 50)(classifier_free(net.eval(), ids, 2.0), schedules.cosine(50), (3, 1, 32, 32),
+                                           generator=torch.Generator().manual_seed(0), clip_x0=1.0, progress=False)
+    np.testing.assert_allclose(data["samples"], want.clamp(-1, 1).numpy(), atol=1e-6)
+    for argv, message in [(["--prompt", "a purple seven"], "unknown word.*purple"), (["--digit", "7"], "reads prompts"),
+                          ([], "reads prompts")]:
+        with pytest.raises(SystemExit, match=message):
+            script.main(["--checkpoint", str(path), "--out", str(tmp_path / "x"), *argv])
+    labels = tmp_path / "labels"
+    save_checkpoint(labels, _tiny_net(), extra={"schedule": {"name": "cosine", "T": 50}, "train": {"prediction": "epsilon"}})
+    with pytest.raises(SystemExit, match="not text-conditioned"):
+        script.main(["--checkpoint", str(labels), "--prompt", "a seven", "--out", str(tmp_path / "x")])

@@ -191,7 +191,8 @@ class DiffusionModel:
         """The shape of one sample the sampler draws: a latent for a latent model, else an image (C, 32, 32)."""
         if self.codec is not None:
             return self.codec.latent_shape
-        return tuple(self.extra.get("data_shape", (self.net.config["in_channels"], 32, 32)))
+        config = self.net.config.get("unet", self.net.config)  # a TextUNet keeps its UNet's arguments under "unet"
+        return tuple(self.extra.get("data_shape", (config["in_channels"], 32, 32)))
 
     @property
     def clip_x0(self) -> float | None:

@@ -729,6 +729,46 @@ def check_lora_conv_delta(fn: Callable[[Tensor, Tensor, float, int], Tensor]) ->
     return compare("LoRA conv delta", lambda: fn(A.clone(), B.clone(), alpha, rank), expected, mistakes)
 
 
+def check_clip_loss(fn: Callable[[Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(logits)`` -> CLIP's symmetric contrastive loss (Radford et al. 2021, Fig. 3), a 0-d tensor,
+    against ``losses.clip_loss``. Shapes: logits [N, N] (image i, caption j) -> []."""
+    from .losses import clip_loss
+
+    g = torch.Generator().manual_seed(25)
+    logits = 3 * torch.randn(6, 6, generator=g, dtype=torch.float64)
+    target = torch.arange(6)
+    ce = torch.nn.functional.cross_entropy
+    mistakes = {
+        "only the image -> caption direction (rows): CLIP averages it with caption -> image (columns)": ce(logits, target),
+        "only the caption -> image direction (columns)": ce(logits.T, target),
+        "the sum of the two directions, not their mean": ce(logits, target) + ce(logits.T, target),
+        "the negative mean of the diagonal logits: no softmax normaliser": -logits.diagonal().mean(),
+    }
+    return compare("CLIP loss", lambda: fn(logits.clone()), clip_loss(logits), mistakes)
+
+
+def check_masked_attention(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(q, k, v, key_mask)`` -> softmax(q k^T / sqrt(d), padded keys removed) v (Vaswani et al. 2017,
+    eq. 1), against ``models.attention.masked_attention``. Shapes: q [B, h, Nq, d], k and v [B, h, Nk, d],
+    key_mask BoolTensor [B, Nk] (True at real tokens) -> [B, h, Nq, d]."""
+    from .models.attention import masked_attention
+
+    g = torch.Generator().manual_seed(26)
+    q, k, v = (torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    expected, _ = masked_attention(q, k, v, mask)
+    logits = q @ k.transpose(-1, -2)
+    mistakes = {
+        "no 1 / sqrt(d) scaling": masked_attention(q * 2.0, k, v, mask)[0],  # sqrt(d) = 2 here
+        "the mask ignored: padded tokens get attention too": masked_attention(q, k, v, None)[0],
+        "the mask inverted (True taken as padding)": masked_attention(q, k, v, ~mask)[0],
+        "masked logits set to 0 instead of -inf (padded keys still get weight)":
+            torch.softmax(logits.masked_fill(~mask[:, None, None, :], 0.0) / 2.0, -1) @ v,
+        "softmax over the queries instead of the keys": torch.softmax((logits / 2.0).masked_fill(~mask[:, None, None, :], float("-inf")), -2).nan_to_num() @ v,
+    }
+    return compare("masked attention", lambda: fn(q.clone(), k.clone(), v.clone(), mask.clone()), expected, mistakes)
+
+
 CHECKS = {
     "q_step": check_q_step,
     "q_sample": check_q_sample,
@@ -754,5 +794,7 @@ CHECKS = {
     "student_target": check_student_target,
     "lora_linear": check_lora_linear,
     "lora_conv_delta": check_lora_conv_delta,
+    "clip_loss": check_clip_loss,
+    "masked_attention": check_masked_attention,
 }
 """Every check, by the name of the function it grades."""

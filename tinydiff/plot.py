@@ -531,3 +531,83 @@ def adapter_figure(
     x = guided_digits(net, schedule, label, guidance, n=n, steps=steps, seed=seed, prediction=prediction,
                       spacing="trailing")
     return _digit_row(x, f"{title}{', ' if title else ''}adapter scale {scale:g}", fig)
+
+
+# --------------------------------------------------------------------------- notebook 13: text to image
+
+
+def prompt_figure(
+    model,
+    prompt: str,
+    guidance: float,
+    n: int = 8,
+    steps: int = 20,
+    seed: int = 0,
+    clip: torch.nn.Module | None = None,
+    clip_guidance: float = 0.0,
+    fig: FigureBase | None = None,
+) -> FigureBase:
+    """``n`` digits for one ``prompt`` from a text-conditioned latent model (a
+    :class:`tinydiff.checkpoint.DiffusionModel` with a tokenizer), DDIM (trailing) from fixed noise (a CPU generator
+    seeded with ``seed``) under classifier-free guidance at ``guidance`` and CLIP guidance at ``clip_guidance``."""
+    from .text_to_image import prompt_digits
+
+    x = prompt_digits(model.net, model.schedule, model.codec, model.tokenizer, [prompt] * n, guidance=guidance,
+                      clip=clip, clip_guidance=clip_guidance, steps=steps, seed=seed, prediction=model.prediction)
+    extra = f", CLIP guidance {clip_guidance:g}" if clip_guidance else ""
+    return _digit_row(x, f'"{prompt}", guidance {guidance:g}{extra}', fig)
+
+
+def captioned_grid(images: Tensor, captions: Sequence[str], ncol: int = 4, fig: FigureBase | None = None) -> FigureBase:
+    """Images [N, 1, H, W] in [-1, 1], each above its caption (wrapped), ``ncol`` per row."""
+    import textwrap
+
+    n = len(images)
+    rows = math.ceil(n / ncol)
+    if fig is None:
+        fig = plt.figure(figsize=(2.0 * ncol, 2.1 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, ncol)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, image, text in zip(axes, images, captions):
+        image_grid(image[None], nrow=1, ax=ax, padding=0)
+        ax.set_title("\n".join(textwrap.wrap(text, 22)), fontsize=8)
+    return fig
+
+
+def similarity_figure(similarity: Tensor, images: Tensor, prompts: Sequence[str], fig: FigureBase | None = None) -> FigureBase:
+    """CLIP's cosine of every image (rows, drawn at the left) with every prompt (columns): similarity [R, C],
+    images [R, 1, H, W], prompts C strings. Each row's best prompt is outlined."""
+    R, C = similarity.shape
+    if fig is None:
+        fig = plt.figure(figsize=(1.2 + 0.55 * C, 1.6 + 0.45 * R))
+    thumbs, matrix = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, C]})
+    image_grid(images, nrow=1, ax=thumbs, padding=2)
+    values = _numpy(similarity)
+    shown = matrix.imshow(values, cmap="viridis", aspect="auto")
+    matrix.set_xticks(range(C), prompts, rotation=60, ha="right", fontsize=8)
+    matrix.set_yticks([])
+    for r, c in enumerate(values.argmax(1)):
+        matrix.add_patch(mpl.patches.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="white", linewidth=1.5))
+    fig.colorbar(shown, ax=matrix, label="cosine", shrink=0.8)
+    return fig
+
+
+def attention_figure(image: Tensor, maps: Tensor, words: Sequence[str], title: str = "",
+                     fig: FigureBase | None = None) -> FigureBase:
+    """What each word was read by: the decoded image [1, 1, H, W] and, per word, the cross-attention weight of every
+    latent position on that word (maps [L, h, w], from :meth:`tinydiff.models.TextUNet.attention_maps`), on one
+    colour scale. ``words`` names the first len(words) tokens (e.g. the prompt's words and ``<end>``)."""
+    k = len(words)
+    if fig is None:
+        fig = plt.figure(figsize=(1.5 * (k + 1), 1.9))
+    axes = fig.subplots(1, k + 1)
+    image_grid(image, nrow=1, ax=axes[0], padding=0)
+    axes[0].set_title(title or "image", fontsize=9)
+    top = float(maps[:k].max())
+    for ax, word, m in zip(axes[1:], words, maps[:k]):
+        shown = ax.imshow(_numpy(m), cmap="magma", vmin=0.0, vmax=top, interpolation="nearest")
+        ax.set_title(word, fontsize=9)
+        ax.set_axis_off()
+    fig.colorbar(shown, ax=list(axes[1:]), shrink=0.8, label="attention")
+    return fig

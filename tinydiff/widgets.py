@@ -29,6 +29,7 @@ it in an ``ipywidgets.Image`` (see :class:`ScheduleExplorer` for why).
 
 from __future__ import annotations
 
+import html
 import io
 import math
 from collections.abc import Sequence
@@ -42,14 +43,14 @@ from . import samplers, schedules
 from .data.toy import GaussianMixture, two_gaussians, two_moons
 from .langevin import check_sigmas
 from .plot import (FixedNoise, adapter_figure, ddim_paths_figure, draw_paths, explorer_figure, few_step_figure,
-                   guidance_figure, langevin_figure)
+                   guidance_figure, langevin_figure, prompt_figure)
 from .schedules import Schedule
 
 __all__ = [  # the drawing functions are tinydiff.plot's; imported here because every widget redraws one
     "AdapterExplorer", "DDIMEtaExplorer", "FewStepExplorer", "adapter_explorer", "adapter_figure", "FixedNoise", "GuidanceExplorer", "LangevinExplorer", "ScheduleExplorer",
     "ddim_eta_explorer", "ddim_paths_figure", "draw_paths", "explorer_figure", "few_step_explorer", "few_step_figure",
     "figure_png", "guidance_explorer", "guidance_figure", "langevin_explorer", "langevin_figure", "schedule_explorer",
-    "show_figure",
+    "show_figure", "PromptExplorer", "prompt_explorer", "prompt_figure",
 ]
 
 
@@ -372,3 +373,49 @@ def adapter_explorer(methods: dict, schedule: Schedule, scale: float = 1.0, pred
     if not 0.0 <= scale <= 1.5:
         raise ValueError(f"scale={scale} is outside the slider's range [0, 1.5]")
     return AdapterExplorer(methods, schedule, scale, prediction, guidance, steps)
+
+
+# --------------------------------------------------------------------------- notebook 13: text to image
+
+
+class PromptExplorer(W.VBox):
+    """A prompt box and a guidance-scale slider above an ``ipywidgets.Image`` showing :func:`prompt_figure`; a prompt
+    the tokenizer cannot read shows its error (with the vocabulary) instead of a figure."""
+
+    def __init__(self, model, prompt: str, guidance: float, n: int, steps: int) -> None:
+        self.model, self.n, self.steps = model, n, steps
+        self.prompt = W.Text(value=prompt, description="prompt", continuous_update=False,
+                             layout=W.Layout(width="360px"))
+        self.guidance = W.FloatSlider(value=guidance, min=0.0, max=8.0, step=0.5, description="guidance",
+                                      continuous_update=False)
+        self.message = W.HTML()
+        self.image = W.Image(format="png")
+        for control in (self.prompt, self.guidance):
+            control.observe(lambda _: self.render(), names="value")
+        super().__init__([W.HBox([self.prompt, self.guidance]), self.message, self.image])
+        self.render()
+
+    def render(self) -> None:
+        """Sample the prompt at the chosen scale, or say why the prompt cannot be read."""
+        try:
+            self.model.tokenizer.encode(self.prompt.value)
+        except (ValueError, TypeError) as err:
+            self.message.value = f"<span style='color:#b00'>{html.escape(str(err))}</span>"
+            return
+        self.message.value = ""
+        fig = Figure(figsize=(0.6 * self.n, 0.9), dpi=110)
+        prompt_figure(self.model, self.prompt.value, float(self.guidance.value), n=self.n, steps=self.steps, fig=fig)
+        show_figure(self.image, fig)
+
+
+def prompt_explorer(model, prompt: str = "a bold seven", guidance: float = 3.0, n: int = 8,
+                    steps: int = 20) -> PromptExplorer:
+    """Type a prompt from the captions' vocabulary and move the guidance scale: the same noises become that prompt.
+
+    ``model`` is a text-conditioned :class:`tinydiff.checkpoint.DiffusionModel` (e.g. the shipped ``mnist_text``).
+    Returns an ipywidgets container; display it.
+    """
+    if getattr(model, "tokenizer", None) is None:
+        raise ValueError("prompt_explorer needs a text-conditioned model: load_diffusion_model('data/checkpoints/mnist_text')")
+    model.tokenizer.encode(prompt)  # a bad starting prompt is the caller's error: say it now
+    return PromptExplorer(model, prompt, guidance, n, steps)

@@ -1,0 +1,112 @@
+"""Text-to-image in miniature, measured: what the shipped text model draws for prompts, with each kind of guidance.
+
+Run from the repository root on an otherwise idle machine (notebook 13 reads what it writes):
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/text_to_image.py
+
+Prompts: every digit x thickness (thin, unsaid, bold) x slant (left, unsaid, right) as "a {thickness} {digit}
+{slant}" (:func:`tinydiff.text_to_image.evaluation_prompts`), ``--per-prompt`` images each, the held-out
+"bold seven" prompts included; DDIM-``--steps`` (trailing, eta = 0), the same noise for every setting. Settings:
+classifier-free guidance at each of ``--cfg``, and CLIP guidance at each of ``--clip`` on top of the CFG scale
+``--clip-on``. For each setting:
+
+- digit accuracy (the project's classifier), thickness and slant accuracy (measured on the image, over the
+  prompts that state them), mean CLIP score;
+- FD to the styled test digits beside its floor (as many styled *training* digits against the same test set);
+- the held-out combination alone: digit accuracy and bold accuracy of the "bold seven" prompts, beside the
+  bold accuracy of the other bold prompts.
+
+Writes ``benchmarks/results/text_to_image.json`` (command, machine, load averages, checkpoint SHA-256s,
+every number) and ``text_to_image.safetensors`` (one image per prompt per setting, uint8, for the figures).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on a shared CPU
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+from tinydiff.checkpoint import load_checkpoint, load_diffusion_model, read_config  # noqa: E402
+from tinydiff.data import captions as C  # noqa: E402
+from tinydiff.data import load_mnist  # noqa: E402
+from tinydiff.evaluation import command_line, machine  # noqa: E402
+from tinydiff.metrics import classifier_features, frechet_distance  # noqa: E402
+from tinydiff.text_to_image import evaluation_prompts, prompt_digits, prompt_report  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", default="data/checkpoints/mnist_text")
+    p.add_argument("--clip-checkpoint", default="data/checkpoints/mnist_clip")
+    p.add_argument("--per-prompt", type=int, default=5)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--cfg", type=float, nargs="*", default=[1.0, 2.0, 3.0, 5.0])
+    p.add_argument("--clip", type=float, nargs="*", default=[1.0, 3.0])
+    p.add_argument("--clip-on", type=float, default=1.0, help="the CFG scale CLIP guidance is added to")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "text_to_image.json"))
+    args = p.parse_args()
+
+    torch.manual_seed(0)
+    model = load_diffusion_model(args.checkpoint)
+    clip = load_checkpoint(args.clip_checkpoint)
+    classifier = load_checkpoint(ROOT / "data" / "checkpoints" / "mnist_classifier")
+    tokenizer = model.tokenizer
+    reference = C.reference_ink(*load_mnist("train", pad_to_32=True))
+    prompts, stated = evaluation_prompts(args.per_prompt)
+    noise = torch.randn(len(prompts), *model.codec.latent_shape, generator=torch.Generator().manual_seed(0))
+    test = C.captioned_digits("test", copies=1, seed=1, hold_out=False)
+    f_test = classifier_features(classifier, test.images)
+    floor_set = C.captioned_digits("train", copies=1, seed=2, hold_out=False)
+    floor = frechet_distance(classifier_features(classifier, floor_set.images[: len(prompts)]), f_test)
+    held = (stated[:, 0] == C.HELD_OUT[0]) & (stated[:, 1] == C.HELD_OUT[1])
+    other_bold = (stated[:, 1] == C.HELD_OUT[1]) & ~held
+
+    result = {"command": command_line(), "machine": machine(), "load_average_before": [round(v, 2) for v in os.getloadavg()],
+              "checkpoint": args.checkpoint, "checkpoint_sha256": read_config(args.checkpoint)["sha256"],
+              "clip_checkpoint": args.clip_checkpoint, "clip_sha256": read_config(args.clip_checkpoint)["sha256"],
+              "sampler": f"DDIM-{args.steps} trailing", "n": len(prompts), "per_prompt": args.per_prompt,
+              "fd_floor": round(floor, 4), "fd_reference": f"{len(test.images)} styled test digits", "rows": []}
+    settings = [("cfg", s, 0.0) for s in args.cfg] + [("cfg+clip", args.clip_on, c) for c in args.clip]
+    grids = {}
+    for kind, cfg, clip_scale in settings:
+        start = time.time()
+        images = torch.cat([prompt_digits(model.net, model.schedule, model.codec, tokenizer, prompts[i : i + 150],
+                                          guidance=cfg, clip=clip, clip_guidance=clip_scale, steps=args.steps,
+                                          prediction=model.prediction, noise=noise[i : i + 150])
+                            for i in range(0, len(prompts), 150)])
+        wall = time.time() - start
+        report = prompt_report(images, stated, prompts, classifier=classifier, clip=clip, tokenizer=tokenizer,
+                               reference=reference)
+        held_report = prompt_report(images[held], stated[held], [q for q, h in zip(prompts, held) if h],
+                                    classifier=classifier, clip=clip, tokenizer=tokenizer, reference=reference)
+        bold_report = prompt_report(images[other_bold], stated[other_bold], [q for q, b in zip(prompts, other_bold) if b],
+                                    classifier=classifier, clip=clip, tokenizer=tokenizer, reference=reference)
+        row = {"setting": kind, "cfg": cfg, "clip_guidance": clip_scale, **{k: round(v, 4) for k, v in report.items()},
+               "fd": round(frechet_distance(classifier_features(classifier, images), f_test), 4),
+               "held_out_digit_accuracy": round(held_report["digit_accuracy"], 4),
+               "held_out_bold_accuracy": round(held_report["thickness_accuracy"], 4),
+               "other_bold_accuracy": round(bold_report["thickness_accuracy"], 4),
+               "sampling_s": round(wall, 1)}
+        result["rows"].append(row)
+        grids[f"{kind}_{cfg:g}_{clip_scale:g}"] = ((images[:: args.per_prompt] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        print(json.dumps(row), flush=True)
+    result["prompts"] = prompts[:: args.per_prompt]
+    result["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+    result["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    save_file({k: v.contiguous() for k, v in grids.items()}, str(Path(args.out).with_suffix(".safetensors")))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
