@@ -7,8 +7,8 @@ Run from the repository root on an otherwise idle machine (notebook 13 reads wha
 Prompts: every digit x thickness (thin, unsaid, bold) x slant (left, unsaid, right) as "a {thickness} {digit}
 {slant}" (:func:`tinydiff.text_to_image.evaluation_prompts`), ``--per-prompt`` images each, the held-out
 "bold seven" prompts included; DDIM-``--steps`` (trailing, eta = 0), the same noise for every setting. Settings:
-classifier-free guidance at each of ``--cfg``, and CLIP guidance at each of ``--clip`` on top of the CFG scale
-``--clip-on``. For each setting:
+classifier-free guidance at each of ``--cfg``, and CLIP guidance at each of ``--clip`` on top of each CFG scale
+of ``--clip-on``. For each setting:
 
 - digit accuracy (the project's classifier), thickness and slant accuracy (measured on the image, over the
   prompts that state them), mean CLIP score;
@@ -48,11 +48,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default="data/checkpoints/mnist_text")
     p.add_argument("--clip-checkpoint", default="data/checkpoints/mnist_clip")
-    p.add_argument("--per-prompt", type=int, default=5)
+    p.add_argument("--per-prompt", type=int, default=6)
     p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--cfg", type=float, nargs="*", default=[1.0, 2.0, 3.0, 5.0])
-    p.add_argument("--clip", type=float, nargs="*", default=[1.0, 3.0])
-    p.add_argument("--clip-on", type=float, default=1.0, help="the CFG scale CLIP guidance is added to")
+    p.add_argument("--cfg", type=float, nargs="*", default=[1.0, 1.5, 2.0, 3.0, 5.0])
+    p.add_argument("--clip", type=float, nargs="*", default=[3.0, 10.0, 30.0])
+    p.add_argument("--clip-on", type=float, nargs="*", default=[1.0, 3.0], help="the CFG scales CLIP guidance is added to")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "text_to_image.json"))
     args = p.parse_args()
 
@@ -76,7 +76,7 @@ def main() -> None:
               "clip_checkpoint": args.clip_checkpoint, "clip_sha256": read_config(args.clip_checkpoint)["sha256"],
               "sampler": f"DDIM-{args.steps} trailing", "n": len(prompts), "per_prompt": args.per_prompt,
               "fd_floor": round(floor, 4), "fd_reference": f"{len(test.images)} styled test digits", "rows": []}
-    settings = [("cfg", s, 0.0) for s in args.cfg] + [("cfg+clip", args.clip_on, c) for c in args.clip]
+    settings = [("cfg", s, 0.0) for s in args.cfg] + [("cfg+clip", on, c) for on in args.clip_on for c in args.clip]
     grids = {}
     for kind, cfg, clip_scale in settings:
         start = time.time()
