@@ -300,6 +300,9 @@ def test_guidance_takes_prompts_like_labels(base_and_text, tok):
     assert not torch.allclose(cond, uncond)
     assert torch.allclose(classifier_free(model, ids, 3.0)(x, t), uncond + 3.0 * (cond - uncond), atol=1e-5)
     assert torch.equal(conditional(model, ids)(x, t), cond)
+    with model.ignoring_text():  # the only way in: without cross-attention every prompt gives the same output
+        assert torch.equal(model(x, t, ids), model(x, t, tok.empty(2)))
+    assert torch.equal(model(x, t, ids), cond)
     maps = model.attention_maps(x, t, ids)
     assert maps.shape == (2, tok.max_length, 8, 8)
     assert torch.allclose(maps.sum(1), torch.ones(2, 8, 8), atol=1e-5)
@@ -321,3 +324,39 @@ def test_tiny_clip_logits_are_scaled_cosines(tok):
     with torch.no_grad():
         assert torch.allclose(clip.similarity(x, ids), cos.diagonal(), atol=1e-6)
     assert math.isclose(float(clip.scale().detach()), 1 / 0.07, rel_tol=1e-6)
+
+
+# --- the scripts and the shipped checkpoints -------------------------------------------------------
+
+
+def test_the_training_scripts_write_checkpoints_that_load_and_name_each_other(tmp_path, monkeypatch, load_script):
+    from tinydiff.checkpoint import load_checkpoint, load_diffusion_model, read_config
+
+    clip_path, text_path = tmp_path / "clip", tmp_path / "text"
+    monkeypatch.setattr("sys.argv", ["train_clip.py", "--steps", "2", "--batch-size", "16", "--copies", "1",
+                                     "--output", str(clip_path)])
+    load_script("train_clip").main()
+    clip = load_checkpoint(clip_path)
+    assert read_config(clip_path)["extra"]["tokenizer"] == C.tokenizer().config
+    assert set(read_config(clip_path)["extra"]["test"]) >= {"zero_shot_digit_accuracy", "held_out_bold_accuracy"}
+    monkeypatch.setattr("sys.argv", ["train_text_unet.py", "--steps", "2", "--batch-size", "4", "--copies", "1",
+                                     "--clip", str(clip_path), "--output", str(text_path)])
+    load_script("train_text_unet").main()
+    model = load_diffusion_model(text_path)
+    assert isinstance(model.net, TextUNet) and model.tokenizer.config == C.tokenizer().config
+    assert model.extra["clip"]["sha256"] == read_config(clip_path)["sha256"] and model.codec is not None
+    assert torch.equal(model.net.text_encoder.token.weight, clip.text.token.weight)  # the frozen text encoder is CLIP's
+
+
+def test_the_shipped_text_model_reads_the_shipped_clip():
+    from pathlib import Path
+
+    from tinydiff.checkpoint import load_checkpoint, load_diffusion_model, read_config
+
+    checkpoints = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
+    model = load_diffusion_model(checkpoints / "mnist_text")
+    assert model.extra["clip"]["sha256"] == read_config(checkpoints / "mnist_clip")["sha256"]
+    assert model.extra["init"]["sha256"] == read_config(checkpoints / "mnist_latent")["sha256"]
+    clip = load_checkpoint(checkpoints / "mnist_clip")
+    for name, tensor in clip.text.state_dict().items():
+        assert torch.equal(model.net.text_encoder.state_dict()[name], tensor), name

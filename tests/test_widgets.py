@@ -289,3 +289,26 @@ def test_adapter_explorer_redraws_when_the_scale_moves_and_scale_zero_is_the_bas
     plt.close(same)
     with pytest.raises(ValueError, match="at least one method"):
         widgets.adapter_explorer({}, schedules.cosine(50))
+
+
+def test_prompt_explorer_redraws_and_shows_what_it_cannot_read():
+    from pathlib import Path
+
+    from tinydiff.checkpoint import load_diffusion_model
+
+    checkpoints = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
+    model = load_diffusion_model(checkpoints / "mnist_text")
+    widget = widgets.prompt_explorer(model, "a bold seven", guidance=1.0, n=2, steps=2)
+    first = bytes(widget.image.value)
+    widget.guidance.value = 4.0
+    scaled = bytes(widget.image.value)
+    assert scaled != first and widget.message.value == ""
+    widget.prompt.value = "a purple seven"  # an unknown word: the error (with the vocabulary), the figure kept
+    assert "purple" in widget.message.value and "vocabulary" in widget.message.value
+    assert bytes(widget.image.value) == scaled
+    widget.prompt.value = "a thin two leaning left"
+    assert widget.message.value == "" and bytes(widget.image.value) != scaled
+    with pytest.raises(ValueError, match="unknown word"):
+        widgets.prompt_explorer(model, "a purple seven")
+    with pytest.raises(ValueError, match="text-conditioned"):
+        widgets.prompt_explorer(load_diffusion_model(checkpoints / "mnist_latent"))

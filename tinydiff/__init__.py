@@ -8,15 +8,20 @@ Modules, in the order the course meets them:
 - :mod:`tinydiff.oracle`     exact denoisers for Gaussian mixtures
 - :mod:`tinydiff.langevin`   Langevin and annealed Langevin dynamics
 - :mod:`tinydiff.losses`     L_simple = denoising score matching
-- :mod:`tinydiff.models`     MLP (2-D), UNet (digits), classifier (metrics), autoencoder (latents)
+- :mod:`tinydiff.models`     MLP (2-D), UNet (digits), classifier (metrics), autoencoder (latents), TinyCLIP, TextUNet
 - :mod:`tinydiff.train`      the training loop, as a generator
 - :mod:`tinydiff.distributed` several processes with torchrun + DistributedDataParallel
 - :mod:`tinydiff.checkpoint` safetensors checkpoints with a JSON config
 - :mod:`tinydiff.samplers`   DDPM and DDIM sampling, DDIM inversion, slerp, samplers by name
 - :mod:`tinydiff.solvers`    fast samplers: Heun, DPM-Solver++(2M), PLMS, reverse SDE, predictor-corrector
 - :mod:`tinydiff.likelihood` exact log-likelihoods from the probability-flow ODE
-- :mod:`tinydiff.guidance`   classifier-free and classifier guidance
+- :mod:`tinydiff.guidance`   classifier-free, classifier and CLIP guidance
 - :mod:`tinydiff.latent`     latent diffusion: images <-> unit-variance latents of an autoencoder
+- :mod:`tinydiff.flow`       flow matching and reflow
+- :mod:`tinydiff.distill`    progressive distillation
+- :mod:`tinydiff.adapt`      LoRA, merging, a new label, adapter files
+- :mod:`tinydiff.tokenizer`  a word-level tokenizer for the digit captions
+- :mod:`tinydiff.text_to_image` zero-shot CLIP and sampling digits from prompts
 - :mod:`tinydiff.evaluation` seeded, cached sampling of digits and their FD / accuracy / diversity
 - :mod:`tinydiff.metrics`    energy distance, Frechet distance on classifier features
 - :mod:`tinydiff.plot`       figures used by every notebook

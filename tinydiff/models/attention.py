@@ -86,7 +86,8 @@ class CrossAttention(nn.Module):
     so a new cross-attention block is the identity and a trained UNet keeps working when it is added.
 
     With ``record = True`` the block keeps its last weights in ``last_weights`` [B, heads, H * W, L]:
-    for each pixel, how much it read from each token.
+    for each pixel, how much it read from each token. With ``enabled = False`` it returns h unchanged (an ablation:
+    the UNet with its reading switched off).
     """
 
     def __init__(self, channels: int, context_dim: int, heads: int = 4) -> None:
@@ -100,10 +101,13 @@ class CrossAttention(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
         self.record = False
+        self.enabled = True
         self.last_weights: Tensor | None = None
 
     def forward(self, h: Tensor, context: Tensor, context_mask: Tensor | None = None) -> Tensor:
         B, C, H, W = h.shape
+        if not self.enabled:
+            return h
         if context.ndim != 3 or context.shape[0] != B or context.shape[2] != self.kv.in_features:
             raise ValueError(f"context must be text states [B, L, {self.kv.in_features}] with B = {B}, "
                              f"got {list(context.shape)}")

@@ -14,6 +14,9 @@ The null condition of classifier-free guidance is the empty prompt ``[<end>, <pa
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -77,6 +80,19 @@ class TextUNet(nn.Module):
         """Every cross-attention block, down path, middle, up path."""
         u = self.unet
         return [*(b for level in u.down_text for b in level), u.mid_text, *(b for level in u.up_text for b in level)]
+
+    @contextlib.contextmanager
+    def ignoring_text(self) -> Iterator[TextUNet]:
+        """Within the block, every cross-attention block returns its input: the prompt cannot reach the UNet
+        (an ablation that shows it has no other way in)."""
+        blocks = self.cross_attention_blocks()
+        for block in blocks:
+            block.enabled = False
+        try:
+            yield self
+        finally:
+            for block in blocks:
+                block.enabled = True
 
     @torch.no_grad()
     def attention_maps(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
