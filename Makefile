@@ -30,8 +30,12 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $(ROOT_FLAG)
 
+# make test runs in JOBS processes (pytest-xdist), one thread each: the files are shared out whole (--dist loadfile),
+# so a notebook's cells run in order in one kernel. Printed numbers do not depend on the thread count (test-threads).
+JOBS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with .ci/nbval_sanitize.cfg -p no:cacheprovider
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile tests notebooks --nbval --nbval-current-env --nbval-sanitize-with .ci/nbval_sanitize.cfg -p no:cacheprovider
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests

@@ -360,3 +360,32 @@ def test_the_shipped_text_model_reads_the_shipped_clip():
     clip = load_checkpoint(checkpoints / "mnist_clip")
     for name, tensor in clip.text.state_dict().items():
         assert torch.equal(model.net.text_encoder.state_dict()[name], tensor), name
+
+
+def test_the_shipped_clip_classifies_held_out_digits_well_above_chance(tok):
+    """Zero-shot digit accuracy on the styled *test* digits (never trained on): chance is 0.1; we state >= 0.9."""
+    from pathlib import Path
+
+    from tinydiff.checkpoint import load_checkpoint
+
+    clip = load_checkpoint(Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "mnist_clip")
+    test = C.captioned_digits("test", copies=1, seed=1, hold_out=False)
+    accuracy = float((zero_shot_digits(clip, tok, test.images) == test.attributes[:, 0]).float().mean())
+    assert accuracy >= 0.9
+
+
+def test_prompt_to_decoded_image_end_to_end_on_meta_tensors(tok):
+    """The whole chain -- tokenizer ids, frozen text encoder, cross-attention UNet, classifier-free and CLIP
+    guidance, DDIM, decoder -- runs on the meta device: nothing in it is tied to the CPU."""
+    from tinydiff.latent import LatentCodec
+    from tinydiff.models import Autoencoder
+    from tinydiff.text_to_image import prompt_digits
+
+    with torch.device("meta"):
+        net = TextUNet(unet=dict(in_channels=4, channels=8, mults=[1, 2]),
+                       text_encoder=dict(vocab_size=len(tok), max_length=tok.max_length, width=16, layers=1, heads=4))
+        codec = LatentCodec(Autoencoder(channels=8, latent_channels=4), 1.0)
+        clip = TinyCLIP(len(tok), tok.max_length, embed_dim=8, text_width=16, text_layers=1, heads=2, image_width=4)
+    images = prompt_digits(net, schedules.cosine(1000), codec, tok, ["a bold seven", "a thin two"], guidance=3.0,
+                           clip=clip, clip_guidance=2.0, steps=3)
+    assert images.device.type == "meta" and images.shape == (2, 1, 32, 32)
