@@ -310,6 +310,16 @@ class AutoencoderState:
     generator: torch.Generator
 
 
+def _start(model: nn.Module, lr: float, weight_decay: float, generator: torch.Generator | None):
+    """What the small training loops below share: the model's device and dtype, train mode, AdamW, a generator."""
+    device, dtype = device_and_dtype(model)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if generator is None:
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+    return device, dtype, optimizer, generator
+
+
 def train_autoencoder(
     model: nn.Module,
     images: Tensor,
@@ -332,11 +342,7 @@ def train_autoencoder(
     """
     _check_args(model, images, None, steps, batch_size, None, 0.0, None)
     learning_rate(0, lr, warmup_steps, steps, lr_schedule)
-    device, dtype = device_and_dtype(model)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    if generator is None:
-        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+    device, dtype, optimizer, generator = _start(model, lr, 0.0, generator)
     bar = tqdm(range(steps), desc="train autoencoder", disable=not progress)
     for step in bar:
         for group in optimizer.param_groups:
@@ -399,11 +405,7 @@ def train_clip(
     if ids.shape[:1] != images.shape[:1] or ids.ndim != 2 or ids.dtype != torch.long:
         raise ValueError(f"ids must be prompt ids [N, L] (LongTensor) for the N = {len(images)} images, got {list(ids.shape)}")
     learning_rate(0, lr, warmup_steps, steps, lr_schedule)
-    device, dtype = device_and_dtype(model)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    if generator is None:
-        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+    device, dtype, optimizer, generator = _start(model, lr, weight_decay, generator)
     bar = tqdm(range(steps), desc="train CLIP", disable=not progress)
     for step in bar:
         for group in optimizer.param_groups:
