@@ -182,12 +182,14 @@ def test_classroom_demo_page(demo_page, browser, page_problems, request):
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     problems = page_problems(page, demo_page)
     page.goto(demo_page, timeout=180_000)
-    page.wait_for_function("document.querySelectorAll('.widget-image').length >= 4", timeout=180_000, polling=500)
+    names = ["schedule", "langevin", "ddim-eta", "guidance", "sdedit", "few-steps", "adapters", "prompts"]
+    page.wait_for_function(f"document.querySelectorAll('.widget-image').length >= {len(names)}", timeout=180_000,
+                           polling=500)
     text = page.evaluate("document.body.innerText")
     assert "schedule_explorer(" not in text and "import torch" not in text      # the code is hidden
     outputs = page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-image"))
-    assert outputs.count() == 4
-    for i, name in enumerate(["schedule", "langevin", "ddim-eta", "guidance"]):
+    assert outputs.count() == len(names)
+    for i, name in enumerate(names):
         move_main_slider(page, outputs.nth(i), shots, name)
     page.screenshot(path=str(shots / "demo-page.png"), full_page=True)
     found = problems.take()

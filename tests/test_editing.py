@@ -7,7 +7,7 @@ import torch
 
 from tinydiff import schedules
 from tinydiff.data.toy import GaussianMixture
-from tinydiff.editing import check_mask, inpaint, repaint_path, sdedit
+from tinydiff.editing import block_sketch, check_mask, inpaint, repaint_path, sdedit
 from tinydiff.metrics import energy_distance
 from tinydiff.oracle import MixtureEpsilon
 from tinydiff.samplers import ddim_sample
@@ -183,3 +183,20 @@ def test_sdedit_rejects_bad_t0_and_steps(cosine):
     with pytest.raises(ValueError, match="steps must be"):
         sdedit(oracle, cosine, x, 10, steps=12)
     assert math.isfinite(float(sdedit(oracle, cosine, x, 0, progress=False).sum()))
+
+
+def test_block_sketch_fills_exactly_the_inked_blocks():
+    """A hand-made 8 x 8 image: the top-left 4 x 4 block is mostly ink (mean 0), the others hold a single inked
+    pixel (mean -0.875, below the threshold): only the top-left block becomes white."""
+    image = -torch.ones(1, 1, 8, 8)
+    image[0, 0, :4, :4] = 1.0
+    image[0, 0, :2, :4] = -1.0          # half of the block: its mean is 0 > -0.5
+    image[0, 0, 5, 6] = 1.0             # one pixel in the bottom-right block: mean -0.875
+    sketch = block_sketch(image)
+    expected = -torch.ones(1, 1, 8, 8)
+    expected[0, 0, :4, :4] = 1.0
+    assert torch.equal(sketch, expected)
+    with pytest.raises(ValueError, match="divisible by block=3"):
+        block_sketch(image, block=3)
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        block_sketch(image[0])

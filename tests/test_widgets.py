@@ -265,6 +265,55 @@ def test_few_step_explorer_rejects_bad_arguments():
         widgets.few_step_explorer({"a": lambda n: torch.zeros(3, 2)}, step_options=(1, 2), steps=3)
 
 
+def test_few_step_figure_draws_a_row_of_digits_per_image_panel():
+    calls = []
+
+    def digits(steps):
+        calls.append(steps)
+        return torch.full((3, 1, 8, 8), steps / 8 - 1)
+
+    fig = plot.few_step_figure({"teacher": digits, "student": digits}, 4)
+    assert [ax.get_title() for ax in fig.axes] == ["teacher, 4 steps", "student, 4 steps"] and calls == [4, 4]
+    assert fig.axes[0].get_images()[0].get_array().shape[1] == 3 * 8 + 4 * 1  # three digits in a row, padded
+    plt.close(fig)
+    widget = widgets.few_step_explorer({"a": digits}, step_options=(1, 4), steps=1, images=True)
+    before = bytes(widget.image.value)
+    widget.steps.value = 4
+    assert bytes(widget.image.value) != before
+    with pytest.raises(ValueError, match=r"2-D points \[N, 2\] or images"):
+        plot.few_step_figure({"a": lambda n: torch.zeros(3, 5)}, 1)
+
+
+# --- notebook 10: SDEdit ------------------------------------------------------------------------------------
+
+
+def test_sdedit_explorer_shows_the_edit_of_the_chosen_t0():
+    inputs = -torch.ones(4, 1, 8, 8)
+    edits = {t0: torch.full((4, 1, 8, 8), t0 / 1000) for t0 in (100, 500, 900)}
+    widget = widgets.sdedit_explorer(inputs, edits)
+    assert widget.t0.value == 500 and list(widget.t0.options) == [100, 500, 900]  # starts in the middle
+    before = bytes(widget.image.value)
+    widget.t0.value = 900
+    after = bytes(widget.image.value)
+    widget.t0.value = 500
+    assert after != before and bytes(widget.image.value) == before
+    fig = plot.sdedit_figure(inputs, edits[100], 100)
+    top, bottom = (ax.get_images()[0].get_array() for ax in fig.axes)
+    assert float(top[4, 4]) < float(bottom[4, 4])  # inside the first digit: the black input above its grey edit
+    assert fig.axes[0].get_title() == "input" and "100" in fig.axes[1].get_title()
+    plt.close(fig)
+
+
+def test_sdedit_explorer_rejects_bad_arguments():
+    inputs = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="at least one edit"):
+        widgets.sdedit_explorer(inputs, {})
+    with pytest.raises(ValueError, match=r"edits\[100\] has shape"):
+        widgets.sdedit_explorer(inputs, {100: torch.zeros(3, 1, 8, 8)})
+    with pytest.raises(ValueError, match="not one of the edits' steps"):
+        widgets.sdedit_explorer(inputs, {100: inputs}, t0=300)
+
+
 def test_adapter_explorer_redraws_when_the_scale_moves_and_scale_zero_is_the_base():
     from tinydiff import adapt
     from tinydiff.models import UNet

@@ -9,6 +9,7 @@ all T steps is DDPM's ancestral sampler) and the loop :func:`tinydiff.samplers.r
 3. :func:`repaint_path`      the order in which RePaint visits the levels (down, with jumps back up)
 4. :func:`inpaint`           replacement (resample = 1) and RePaint (Lugmayr et al. 2022, Algorithm 1)
 5. :func:`sdedit`            noise an input to step t0, then denoise it (Meng et al. 2022)
+6. :func:`block_sketch`      a rough input for SDEdit: which blocks of an image hold ink
 
 Levels: a sampler over the visited steps tau_0 > tau_1 > ... > tau_{S-1} moves through S + 1
 states, the noisiest x_{tau_0} at position 0 and the clean sample (alpha_bar = 1) at position S.
@@ -200,3 +201,16 @@ def sdedit(
     update = ddim_update(model, schedule, timesteps, eta, noise, prediction, clip_x0)
     return run(update, x_t0, timesteps, desc=f"SDEdit t0={t0}", progress=progress)
 
+
+def block_sketch(images: Tensor, block: int = 4, threshold: float = -0.5) -> Tensor:
+    """A rough sketch of each image for SDEdit: every ``block`` x ``block`` tile whose mean exceeds ``threshold``
+    becomes a solid white square (1), every other tile black (-1) -- the layout of a digit with none of its strokes.
+
+    Shapes: images [B, C, H, W] in [-1, 1] (H and W divisible by ``block``) -> [B, C, H, W] of -1 and 1.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"block_sketch takes images [B, C, H, W], got shape {list(images.shape)}")
+    if images.shape[-1] % block or images.shape[-2] % block:
+        raise ValueError(f"the image size {list(images.shape[-2:])} must be divisible by block={block}")
+    inked = torch.nn.functional.avg_pool2d(images, block) > threshold
+    return torch.nn.functional.interpolate(inked.to(images.dtype), scale_factor=block, mode="nearest") * 2 - 1

@@ -20,8 +20,10 @@ static figure after the widget):
 - :func:`langevin_figure`   plain or annealed Langevin on a mixture, with mode occupancy (notebook 02)
 - :func:`draw_paths` / :func:`ddim_paths_figure`  2-D sampler paths; DDIM paths for one eta (notebook 06)
 - :func:`guidance_figure`   digits of one class under classifier-free guidance at one scale (notebook 07)
+- :func:`sdedit_figure`     inputs above their SDEdit results from one t0 (notebook 10)
 - :func:`few_step_figure`   several few-step samplers side by side at one number of steps (notebook 11)
 - :func:`adapter_figure`    digits from an adapted network at one adapter scale (notebook 12)
+- :func:`prompt_figure`     digits for one prompt from a text-conditioned model (notebook 13)
 
 Tensors may live on any device; they are copied to the CPU for drawing.
 """
@@ -492,19 +494,47 @@ def few_step_figure(
     fig: FigureBase | None = None,
     lim: float = 3.2,
 ) -> FigureBase:
-    """Samplers side by side at the same number of ``steps``: ``panels[name](steps)`` returns 2-D samples [N, 2].
+    """Samplers side by side at the same number of ``steps``: ``panels[name](steps)`` returns samples.
 
-    One scatter per panel over ``density``; with ``score`` (e.g. energy distance over its floor) each title
-    carries its value. Notebook 11 compares the base flow, the reflowed flow and the distilled student this way.
+    2-D samples [N, 2] get one scatter per panel over ``density`` (notebook 11 compares the base flow, the
+    reflowed flow and the distilled student this way); with ``score`` (e.g. energy distance over its floor)
+    each title carries its value. Images [N, C, H, W] in [-1, 1] get one row of digits per panel (the
+    classroom demo page compares the shipped MNIST student with its teacher this way).
     Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None) and returns it.
     """
+    samples = {name: draw(steps) for name, draw in panels.items()}
+    images = all(x.dim() == 4 for x in samples.values())
+    if not images and not all(x.dim() == 2 and x.shape[1] == 2 for x in samples.values()):
+        shapes = {name: list(x.shape) for name, x in samples.items()}
+        raise ValueError(f"few_step_figure draws 2-D points [N, 2] or images [N, C, H, W]; the panels gave {shapes}")
     if fig is None:
-        fig = plt.figure(figsize=(3.0 * len(panels), 3.2))
-    axes = np.atleast_1d(fig.subplots(1, len(panels)))
-    for ax, (name, draw) in zip(axes, panels.items()):
-        x = draw(steps)
+        fig = plt.figure(figsize=(6.5, 0.9 * len(panels)) if images else (3.0 * len(panels), 3.2))
+    axes = np.atleast_1d(fig.subplots(len(panels), 1) if images else fig.subplots(1, len(panels)))
+    for ax, (name, x) in zip(axes, samples.items()):
         label = f"{name}, {steps} step{'s' if steps != 1 else ''}"
-        scatter_2d(ax, x, density, lim=lim, title=label + (f"\nED / floor {score(x):.1f}" if score else ""))
+        if score:
+            label += (" · " if images else "\n") + f"ED / floor {score(x):.1f}"
+        if images:
+            image_grid(x, nrow=len(x), ax=ax)
+            ax.set_title(label, fontsize=8)
+        else:
+            scatter_2d(ax, x, density, lim=lim, title=label)
+    return fig
+
+
+def sdedit_figure(inputs: Tensor, edited: Tensor, t0: int, fig: FigureBase | None = None) -> FigureBase:
+    """The inputs [N, C, H, W] above their SDEdit results from step ``t0`` (:func:`tinydiff.editing.sdedit`), one
+    row each, in [-1, 1]. Notebook 10's sketches and the classroom demo page draw it.
+    Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None) and returns it."""
+    if inputs.shape != edited.shape:
+        raise ValueError(f"inputs {list(inputs.shape)} and their edits {list(edited.shape)} must have one shape")
+    if fig is None:
+        fig = plt.figure(figsize=(0.65 * len(inputs), 1.8))
+    top, bottom = fig.subplots(2, 1)
+    image_grid(inputs, nrow=len(inputs), ax=top)
+    top.set_title("input", fontsize=9)
+    image_grid(edited, nrow=len(edited), ax=bottom)
+    bottom.set_title(f"SDEdit from $t_0$ = {t0}", fontsize=9)
     return fig
 
 

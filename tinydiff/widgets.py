@@ -18,10 +18,14 @@ exactly what the widget shows.
   (Song, Meng & Ermon 2021, eqs. 12 and 16) from fixed starts for a chosen eta.
 - :func:`guidance_figure` / :func:`guidance_explorer` (notebook 07): digits of one
   class from fixed noise, under classifier-free guidance at a chosen scale.
+- :func:`sdedit_figure` / :func:`sdedit_explorer` (notebook 10): sketches and their SDEdit results for a
+  chosen t0 (precomputed).
 - :func:`few_step_figure` / :func:`few_step_explorer` (notebook 11): several samplers side by side
-  at a chosen number of steps (the base flow, the reflowed flow, the distilled student).
+  at a chosen number of steps (the base flow, the reflowed flow, the distilled student; or digits).
 - :func:`adapter_figure` / :func:`adapter_explorer` (notebook 12): digits from an adapted model for a chosen
   method and adapter scale (0 = base, 1 = adapted).
+- :func:`prompt_figure` / :func:`prompt_explorer` (notebook 13): digits for a typed prompt at a chosen
+  guidance scale.
 
 Each wrapper renders its figure to PNG in the kernel (:func:`figure_png`) and shows
 it in an ``ipywidgets.Image`` (see :class:`ScheduleExplorer` for why).
@@ -43,14 +47,15 @@ from . import samplers, schedules
 from .data.toy import GaussianMixture, two_gaussians, two_moons
 from .langevin import check_sigmas
 from .plot import (FixedNoise, adapter_figure, ddim_paths_figure, draw_paths, explorer_figure, few_step_figure,
-                   guidance_figure, langevin_figure, prompt_figure)
+                   guidance_figure, langevin_figure, prompt_figure, sdedit_figure)
 from .schedules import Schedule
 
 __all__ = [  # the drawing functions are tinydiff.plot's; imported here because every widget redraws one
     "AdapterExplorer", "DDIMEtaExplorer", "FewStepExplorer", "adapter_explorer", "adapter_figure", "FixedNoise", "GuidanceExplorer", "LangevinExplorer", "ScheduleExplorer",
     "ddim_eta_explorer", "ddim_paths_figure", "draw_paths", "explorer_figure", "few_step_explorer", "few_step_figure",
     "figure_png", "guidance_explorer", "guidance_figure", "langevin_explorer", "langevin_figure", "schedule_explorer",
-    "show_figure", "PromptExplorer", "prompt_explorer", "prompt_figure",
+    "show_figure", "PromptExplorer", "prompt_explorer", "prompt_figure", "SDEditExplorer", "sdedit_explorer",
+    "sdedit_figure",
 ]
 
 
@@ -296,6 +301,44 @@ def guidance_explorer(net: torch.nn.Module, schedule: Schedule, digit: int = 3, 
     return GuidanceExplorer(net, schedule, digit, scale, n, steps, prediction)
 
 
+# --------------------------------------------------------------------------- notebook 10: SDEdit
+
+
+class SDEditExplorer(W.VBox):
+    """A slider over t0 above an ``ipywidgets.Image`` showing :func:`sdedit_figure` for the chosen t0."""
+
+    def __init__(self, inputs: Tensor, edits: dict, t0: int) -> None:
+        self.inputs, self.edits = inputs, edits
+        self.t0 = W.SelectionSlider(options=sorted(edits), value=t0, description="t0", continuous_update=False)
+        self.image = W.Image(format="png")
+        self.t0.observe(lambda _: self.render(), names="value")
+        super().__init__([self.t0, self.image])
+        self.render()
+
+    def render(self) -> None:
+        """Draw the inputs above their edits from the chosen t0."""
+        fig = Figure(figsize=(0.65 * len(self.inputs), 1.8), dpi=110)
+        sdedit_figure(self.inputs, self.edits[self.t0.value], int(self.t0.value), fig=fig)
+        show_figure(self.image, fig)
+
+
+def sdedit_explorer(inputs: Tensor, edits: dict, t0: int | None = None) -> SDEditExplorer:
+    """Move t0 and watch SDEdit trade faithfulness for realism: ``edits[t0]`` are the ``inputs`` [N, C, H, W] edited
+    from step t0 (:func:`tinydiff.editing.sdedit`), computed beforehand so the slider redraws at once.
+    ``t0`` is where the slider starts (default: the middle value). Returns an ipywidgets container; display it.
+    """
+    if not edits:
+        raise ValueError("sdedit_explorer needs at least one edit: {t0: sdedit(..., inputs, t0, ...)}")
+    for key, edited in edits.items():
+        if edited.shape != inputs.shape:
+            raise ValueError(f"edits[{key}] has shape {list(edited.shape)}, the inputs {list(inputs.shape)}")
+    options = sorted(edits)
+    t0 = options[len(options) // 2] if t0 is None else t0
+    if t0 not in edits:
+        raise ValueError(f"t0={t0} is not one of the edits' steps {options}")
+    return SDEditExplorer(inputs, edits, t0)
+
+
 # --------------------------------------------------------------------------- notebook 11: few-step samplers
 
 
@@ -303,8 +346,10 @@ class FewStepExplorer(W.VBox):
     """A slider over numbers of steps above an ``ipywidgets.Image`` showing :func:`few_step_figure`."""
 
     def __init__(self, panels: dict, step_options: Sequence[int], steps: int, density: GaussianMixture | None,
-                 score=None) -> None:
+                 score=None, images: bool = False) -> None:
         self.panels, self.density, self.score = panels, density, score
+        # digits are drawn at the size and resolution they are shown at (110 dpi, like the other digit widgets)
+        self.figsize, self.dpi = ((6.5, 0.9 * len(panels)), 110) if images else ((3.0 * len(panels), 3.2), None)
         self.steps = W.SelectionSlider(options=list(step_options), value=steps, description="steps",
                                        continuous_update=False)
         self.image = W.Image(format="png")
@@ -314,14 +359,15 @@ class FewStepExplorer(W.VBox):
 
     def render(self) -> None:
         """Draw every panel at the chosen number of steps."""
-        fig = Figure(figsize=(3.0 * len(self.panels), 3.2))
+        fig = Figure(figsize=self.figsize, dpi=self.dpi)
         few_step_figure(self.panels, int(self.steps.value), self.density, self.score, fig=fig)
         show_figure(self.image, fig)
 
 
 def few_step_explorer(panels: dict, step_options: Sequence[int] = (1, 2, 4, 8, 16), steps: int = 1,
-                      density: GaussianMixture | None = None, score=None) -> FewStepExplorer:
-    """Move the number of steps and watch several samplers side by side: ``panels[name](steps)`` -> points [N, 2].
+                      density: GaussianMixture | None = None, score=None, images: bool = False) -> FewStepExplorer:
+    """Move the number of steps and watch several samplers side by side: ``panels[name](steps)`` -> points [N, 2]
+    (a scatter each, over ``density``), or with ``images=True`` images [N, C, H, W] in [-1, 1] (a row each).
 
     Each callable should be cheap (cache its samples): the figure is redrawn on every move. ``score(x)``
     (optional) is printed in each title. Returns an ipywidgets container; display it.
@@ -330,7 +376,7 @@ def few_step_explorer(panels: dict, step_options: Sequence[int] = (1, 2, 4, 8, 1
         raise ValueError("few_step_explorer needs at least one panel: {name: steps -> samples [N, 2]}")
     if steps not in step_options:
         raise ValueError(f"steps={steps} is not one of the slider's options {list(step_options)}")
-    return FewStepExplorer(panels, step_options, steps, density, score)
+    return FewStepExplorer(panels, step_options, steps, density, score, images)
 
 
 # --------------------------------------------------------------------------- notebook 12: adapters
