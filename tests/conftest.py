@@ -57,16 +57,30 @@ def browser():
 
 
 class PageProblems:
-    """What went wrong while a page was open: console errors, uncaught exceptions, failed or off-host requests."""
+    """What went wrong while a page was open: console errors, uncaught exceptions, failed or off-host requests.
+
+    Not a problem: a request that the browser itself cancelled (``net::ERR_ABORTED``) for something a reader never
+    sees fail -- the tab's icon, a prefetch or a ping -- as happens when a page is left while its favicon is still
+    loading on a busy machine. A missing image is still caught: it fails with HTTP 404 (below) or is left unloaded
+    (the site test checks every image)."""
+
+    UNSEEN = ("prefetch", "ping")
 
     def __init__(self, page, allowed_origin: str) -> None:
         self.problems: list[str] = []
         page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: self.problems.append(f"uncaught: {e}"))
-        page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.url} ({r.failure})"))
+        page.on("requestfailed", lambda r: None if self.unseen_cancel(r)
+                else self.problems.append(f"request failed: {r.url} ({r.failure})"))
         page.on("response", lambda r: self.problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
         page.on("request", lambda r: None if r.url.startswith((allowed_origin, "data:", "blob:"))
                 else self.problems.append(f"request off the local server: {r.url}"))
+
+    @classmethod
+    def unseen_cancel(cls, request) -> bool:
+        """A cancelled request for the tab's icon, a prefetch or a ping."""
+        icon = request.url.split("?")[0].rsplit("/", 1)[-1].startswith("favicon")
+        return "ERR_ABORTED" in (request.failure or "") and (icon or request.resource_type in cls.UNSEEN)
 
     def take(self) -> list[str]:
         found, self.problems[:] = list(self.problems), []

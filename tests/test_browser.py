@@ -113,6 +113,20 @@ def demo_page(tmp_path_factory):
         stop(process)
 
 
+def shut_down_kernels(base: str) -> list[str]:
+    """Shut down every kernel of the JupyterLab server (its REST API), so that a notebook's kernel does not stay
+    running, holding memory and CPU, while the next notebook runs. Returns the ids it shut down."""
+    def call(method: str, path: str):
+        request = urllib.request.Request(f"{base}{path}?token={TOKEN}", method=method)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+    ids = [kernel["id"] for kernel in call("GET", "/api/kernels")]
+    for kernel_id in ids:
+        call("DELETE", f"/api/kernels/{kernel_id}")
+    return ids
+
+
 def screenshot_dir(request) -> Path:
     folder = SCREENSHOTS / request.node.originalname
     folder.mkdir(parents=True, exist_ok=True)
@@ -154,6 +168,15 @@ def test_widget_notebook_in_jupyterlab(name, jupyterlab, browser, page_problems,
     """Run the notebook through JupyterLab's Run menu: no error output; its widget redraws when its slider moves."""
     shots = screenshot_dir(request)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        run_widget_notebook(name, jupyterlab, page, page_problems, shots)
+    finally:
+        page.close()
+        shut_down_kernels(jupyterlab)
+    assert shut_down_kernels(jupyterlab) == []
+
+
+def run_widget_notebook(name, jupyterlab, page, page_problems, shots) -> None:
     problems = page_problems(page, jupyterlab)
     page.goto(f"{jupyterlab}/lab/workspaces/test-{name}/tree/{name}.ipynb?reset&token={TOKEN}")
     page.wait_for_selector(VISIBLE, timeout=120_000)
@@ -172,7 +195,6 @@ def test_widget_notebook_in_jupyterlab(name, jupyterlab, browser, page_problems,
     move_main_slider(page, output, shots, name)
     page.screenshot(path=str(shots / f"{name}-page.png"))
     found = problems.take()
-    page.close()
     assert not found, found
 
 

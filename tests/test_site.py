@@ -110,15 +110,28 @@ def build_site_keys() -> list[str]:
     return re.findall(r"^- \*\*(.+?)\*\* — ", (ROOT / "REFERENCES.md").read_text(encoding="utf-8"), re.MULTILINE)
 
 
+def test_a_cancelled_icon_is_not_a_problem_but_a_cancelled_image_is(page_problems):
+    from types import SimpleNamespace as Request
+
+    aborted = "net::ERR_ABORTED"
+    assert page_problems.unseen_cancel(Request(url="http://127.0.0.1:1/_static/favicon.svg", failure=aborted, resource_type="other"))
+    assert page_problems.unseen_cancel(Request(url="http://127.0.0.1:1/next.html", failure=aborted, resource_type="prefetch"))
+    assert not page_problems.unseen_cancel(Request(url="http://127.0.0.1:1/_images/fig.png", failure=aborted, resource_type="image"))
+    assert not page_problems.unseen_cancel(Request(url="http://127.0.0.1:1/_static/favicon.svg",
+                                                   failure="net::ERR_CONNECTION_REFUSED", resource_type="other"))
+
+
 def test_every_page_in_a_browser(site, server, browser, page_problems):
     """Math rendered (no raw TeX, no MathJax error), every image loaded, every stored figure and animation of a
     notebook present, no console error, no failed request and no request that leaves 127.0.0.1."""
     page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.set_default_timeout(180_000)  # a busy 2-core machine (the other test worker runs notebooks) is slow, not broken
     problems = page_problems(page, server)
     failures = {}
     for name in pages(site):
         page.goto(f"{server}/{name}", wait_until="load")
-        page.wait_for_function(MATHJAX_DONE, timeout=60_000)
+        page.wait_for_function(MATHJAX_DONE, polling=250)
+        page.wait_for_load_state("networkidle")  # nothing still loading when the next page is opened
         found = problems.take()
         found += [f"raw TeX: {text!r}" for text in page.evaluate(RAW_MATH)]
         errors = page.evaluate("document.querySelectorAll('.noError, .merror, .MathJax_Error').length")
