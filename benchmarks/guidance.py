@@ -39,7 +39,7 @@ from tinydiff.checkpoint import load_checkpoint, load_diffusion_model, read_conf
 from tinydiff.data import load_mnist  # noqa: E402
 from tinydiff.evaluation import balanced_labels, digit_report, machine, sample_digits  # noqa: E402
 from tinydiff.metrics import classifier_features  # noqa: E402
-from tinydiff.samplers import SamplerSpec  # noqa: E402
+from tinydiff.registry import SamplerSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = 100

@@ -38,7 +38,7 @@ import torch  # noqa: E402
 from tinydiff.checkpoint import DiffusionModel, load_diffusion_model, read_config  # noqa: E402
 from tinydiff.data import load_mnist  # noqa: E402
 from tinydiff.evaluation import balanced_labels, command_line, machine, sample_digits  # noqa: E402
-from tinydiff.samplers import SamplerSpec  # noqa: E402
+from tinydiff.registry import SamplerSpec  # noqa: E402
 from tinydiff.train import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -48,7 +48,7 @@ from tinydiff.checkpoint import load_checkpoint, load_diffusion_model, sha256  #
 from tinydiff.data import anisotropic_mixture, load_mnist  # noqa: E402
 from tinydiff.evaluation import machine  # noqa: E402
 from tinydiff.oracle import MixtureEpsilon  # noqa: E402
-from tinydiff.samplers import SamplerSpec  # noqa: E402
+from tinydiff.registry import SamplerSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = 10  # samples per sampler kept for the notebook's picture

@@ -9,7 +9,7 @@ For each sampler (``--samplers``, names as ``scripts/eval_mnist.py`` takes them:
 :func:`tinydiff.evaluation.sample_digits` -- the same labels and per-batch seeds as every other
 measurement of the course, batches cached in ``runs/eval_<sha>/`` -- and scores them with
 :func:`tinydiff.evaluation.digit_report` (FD against the 1,000 test digits, requested-class accuracy,
-within-class diversity). Network calls are counted by :attr:`tinydiff.samplers.SamplerSpec.network_calls`
+within-class diversity). Network calls are counted by :attr:`tinydiff.registry.SamplerSpec.network_calls`
 (a guided sampler makes each call on a doubled batch). DDPM-1000 is not rerun (38 minutes): its FD is
 read from the checkpoint's ``extra.eval`` when ``scripts/eval_mnist.py --sampler ddpm`` stored it.
 
@@ -34,7 +34,7 @@ from tinydiff.checkpoint import load_checkpoint, load_diffusion_model, read_conf
 from tinydiff.data import load_mnist  # noqa: E402
 from tinydiff.evaluation import balanced_labels, command_line, digit_report, machine, sample_digits  # noqa: E402
 from tinydiff.metrics import classifier_features  # noqa: E402
-from tinydiff.samplers import SamplerSpec  # noqa: E402
+from tinydiff.registry import SamplerSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLERS = ["ddim:10:trailing", "ddim:20:trailing", "ddim:50:trailing", "dpm:5", "dpm:10", "dpm:15", "dpm:20",

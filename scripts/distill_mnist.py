@@ -35,7 +35,7 @@ from tinydiff.data import load_mnist
 from tinydiff.distill import Distillation, halving_grids
 from tinydiff.evaluation import balanced_labels, command_line, digit_report, machine, sample_digits
 from tinydiff.metrics import classifier_features
-from tinydiff.samplers import SamplerSpec
+from tinydiff.registry import SamplerSpec
 from tinydiff.train import train
 
 

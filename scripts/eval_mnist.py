@@ -35,7 +35,7 @@ from tinydiff.checkpoint import load_checkpoint, load_diffusion_model, read_conf
 from tinydiff.data import load_mnist
 from tinydiff.evaluation import balanced_labels, digit_report, sample_digits
 from tinydiff.metrics import classifier_features
-from tinydiff.samplers import SamplerSpec
+from tinydiff.registry import SamplerSpec
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from tinydiff import adapt
 from tinydiff.checkpoint import load_diffusion_model
 from tinydiff.evaluation import balanced_labels, sample_digits
 from tinydiff.plot import make_grid
-from tinydiff.samplers import SamplerSpec
+from tinydiff.registry import SamplerSpec
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -45,7 +45,8 @@ from pathlib import Path
 import torch
 
 from tinydiff import distributed, schedules
-from tinydiff.checkpoint import load_latent_codec, load_training_state, read_config, save_checkpoint, save_training_state
+from tinydiff.checkpoint import load_latent_codec, read_config, save_checkpoint
+from tinydiff.train_state import load_training_state, save_training_state
 from tinydiff.data import load_mnist
 from tinydiff.evaluation import command_line, machine
 from tinydiff.flow import FlowMatching

@@ -14,7 +14,8 @@ from tinydiff.guidance import classifier_free
 from tinydiff.latent import LatentCodec, latent_scale_factor
 from tinydiff.losses import autoencoder_loss, gaussian_kl
 from tinydiff.models import Autoencoder, UNet
-from tinydiff.samplers import SamplerSpec, ddim_sample
+from tinydiff.samplers import ddim_sample
+from tinydiff.registry import SamplerSpec
 from tinydiff.train import train_autoencoder
 
 ROOT = Path(__file__).resolve().parents[1]

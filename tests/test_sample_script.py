@@ -1,6 +1,5 @@
 """scripts/sample.py, tinydiff.evaluation and SamplerSpec: digits from a checkpoint without a notebook."""
 
-import inspect
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,9 @@ from tinydiff.checkpoint import load_diffusion_model, save_checkpoint
 from tinydiff.evaluation import balanced_labels, sample_digits
 from tinydiff.metrics import within_class_diversity
 from tinydiff.models import UNet
-from tinydiff.samplers import SamplerSpec, ddim_sample
-from tinydiff.solvers import DEFAULT_SPACING, SOLVER_FUNCTIONS, dpm_solver_sample
+from tinydiff.samplers import ddim_sample
+from tinydiff.registry import METHODS, SamplerSpec
+from tinydiff.solvers import dpm_solver_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,9 +47,18 @@ def test_sampler_spec_parses_the_names_scripts_take():
             SamplerSpec.parse(bad, 1000)
 
 
-def test_default_spacings_are_the_solvers_own():
-    for name, fn in SOLVER_FUNCTIONS.items():
-        assert inspect.signature(fn).parameters["spacing"].default == DEFAULT_SPACING[name], name
+def test_each_method_accepts_exactly_the_steps_its_entry_says():
+    """The registry's ``fewest_steps`` is what the function itself accepts: one step fewer raises, that many runs."""
+    model, schedule = (lambda x, t: torch.zeros_like(x)), schedules.cosine(50)
+    for name, method in METHODS.items():
+        if name == "ddpm":
+            continue
+        kwargs = dict(prediction="velocity" if method.flow else "epsilon", progress=False)
+        spec = SamplerSpec(name, method.fewest_steps, method.spacing)
+        assert spec(model, schedule, (2, 2), **kwargs).shape == (2, 2), name
+        if method.fewest_steps > 1:
+            with pytest.raises(ValueError, match=f"needs steps >= {method.fewest_steps}"):
+                SamplerSpec(name, method.fewest_steps - 1, method.spacing)(model, schedule, (2, 2), **kwargs)
 
 
 def test_a_spec_runs_the_sampler_it_names():

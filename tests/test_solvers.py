@@ -10,12 +10,11 @@ from tinydiff import schedules
 from tinydiff.data.toy import GaussianMixture, anisotropic_mixture
 from tinydiff.metrics import energy_distance, energy_distance_floor
 from tinydiff.oracle import MixtureEpsilon, gaussian_ode_solution
-from tinydiff.samplers import SamplerSpec, ddim_sample, ddim_timesteps, denoise
+from tinydiff.samplers import ddim_sample, ddim_timesteps, denoise
+from tinydiff.registry import METHODS, SamplerSpec, network_calls
 from tinydiff.solvers import (
-    DEFAULT_SPACING,
     dpm_solver_sample,
     heun_sample,
-    network_calls,
     plms_sample,
     predictor_corrector_sample,
     reverse_sde_sample,
@@ -41,7 +40,7 @@ def ode_error(name: str, steps: int, spacing: str | None = None, schedule_name: 
     schedule = schedules.get(schedule_name, T=1000)
     oracle = MixtureEpsilon(GaussianMixture(torch.ones(1), MEAN[None], COV[None]), schedule)
     x_T = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    spacing = spacing or DEFAULT_SPACING.get(name, "leading")
+    spacing = spacing or METHODS[name].spacing
     out = ODE_SOLVERS[name](oracle, schedule, x_T.shape, steps=steps, spacing=spacing, x_T=x_T, progress=False)
     ts = ddim_timesteps(1000, steps, spacing).tolist()
     if to == "end":
@@ -195,7 +194,7 @@ def test_bad_input_gets_a_clear_error():
         heun_sample(zero_eps, schedule, (2, 2), steps=5, spacing="karras", progress=False)
     with pytest.raises(ValueError, match="unknown sampler 'rk4:10'"):
         SamplerSpec.parse("rk4:10", 100)
-    with pytest.raises(ValueError, match="plms_sample needs steps >= 4"):
+    with pytest.raises(ValueError, match="plms needs steps >= 4"):
         SamplerSpec.parse("plms:3", 100)
 
 

@@ -12,13 +12,14 @@ Modules, in the order the course meets them:
 - :mod:`tinydiff.train`      the training loop, as a generator
 - :mod:`tinydiff.distributed` several processes with torchrun + DistributedDataParallel
 - :mod:`tinydiff.checkpoint` safetensors checkpoints with a JSON config
-- :mod:`tinydiff.samplers`   DDPM and DDIM sampling, DDIM inversion, slerp, samplers by name
+- :mod:`tinydiff.samplers`   DDPM and DDIM sampling, DDIM inversion, slerp
 - :mod:`tinydiff.solvers`    fast samplers: Heun, DPM-Solver++(2M), PLMS, reverse SDE, predictor-corrector
 - :mod:`tinydiff.likelihood` exact log-likelihoods from the probability-flow ODE
 - :mod:`tinydiff.guidance`   classifier-free, classifier and CLIP guidance
 - :mod:`tinydiff.latent`     latent diffusion: images <-> unit-variance latents of an autoencoder
 - :mod:`tinydiff.flow`       flow matching and reflow
 - :mod:`tinydiff.distill`    progressive distillation
+- :mod:`tinydiff.registry`   every sampler by name (``ddim:50``, ``dpm:20``), for scripts and benchmarks
 - :mod:`tinydiff.adapt`      LoRA, merging, a new label, adapter files
 - :mod:`tinydiff.tokenizer`  a word-level tokenizer for the digit captions
 - :mod:`tinydiff.text_to_image` zero-shot CLIP and sampling digits from prompts

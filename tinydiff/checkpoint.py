@@ -12,9 +12,8 @@ the weights strictly: a missing name, an unexpected name or a wrong shape is
 reported by name. Safetensors files hold only tensors, so loading one cannot
 run code (unlike ``torch.load`` on a pickle).
 
-:func:`save_training_state` / :func:`load_training_state` do the same for
-everything :func:`tinydiff.train.train` needs to resume a run: the weights,
-the EMA weights, the AdamW moments, the random generator and the step.
+:mod:`tinydiff.train_state` writes a whole training run's state (weights, EMA, AdamW moments, generator,
+step) in the same format, with :func:`write_tensors` and :func:`read_tensors`.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ FORMAT = "tinydiff-checkpoint"
 VERSION = 1
 
 
-def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """(weights.safetensors, config.json) for a path given with or without the .safetensors suffix."""
     path = Path(path)
     if path.suffix in (".json", ".safetensors"):
@@ -56,7 +55,7 @@ def sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _model_config(model: nn.Module, config: dict | None) -> dict:
+def model_config(model: nn.Module, config: dict | None) -> dict:
     if config is None:
         config = getattr(model, "config", None)
     if not isinstance(config, dict):
@@ -67,8 +66,8 @@ def _model_config(model: nn.Module, config: dict | None) -> dict:
     return config
 
 
-def _write(path: Path, tensors: dict[str, Tensor], header: dict) -> None:
-    weights, sidecar = _paths(path)
+def write_tensors(path: Path, tensors: dict[str, Tensor], header: dict) -> None:
+    weights, sidecar = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(weights))
     header = {"format": FORMAT, "version": VERSION, **header, "sha256": sha256(weights)}
@@ -82,15 +81,15 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: dict | No
     default ``model.config``); ``extra`` any JSON-able notes (seed, steps, metrics...).
     Returns the path of the weights file.
     """
-    header = {"model": type(model).__name__, "config": _model_config(model, config), "extra": extra or {}}
+    header = {"model": type(model).__name__, "config": model_config(model, config), "extra": extra or {}}
     json.dumps(header)  # fail here, before writing anything, if something is not JSON-able
-    _write(Path(path), model.state_dict(), header)
-    return _paths(path)[0]
+    write_tensors(Path(path), model.state_dict(), header)
+    return checkpoint_paths(path)[0]
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON sidecar of a checkpoint (model name, config, sha256, extra)."""
-    weights, sidecar = _paths(path)
+    weights, sidecar = checkpoint_paths(path)
     if not sidecar.is_file():
         raise FileNotFoundError(f"no checkpoint config {sidecar}: a checkpoint is {weights.name} plus {sidecar.name}")
     try:
@@ -107,12 +106,12 @@ def update_extra(path: str | os.PathLike, **fields: Any) -> dict[str, Any]:
     header = read_config(path)
     header["extra"] = {**header.get("extra", {}), **fields}
     json.dumps(header)
-    _paths(path)[1].write_text(json.dumps(header, indent=2) + "\n")
+    checkpoint_paths(path)[1].write_text(json.dumps(header, indent=2) + "\n")
     return header
 
 
-def _read_tensors(path: str | os.PathLike, header: dict, device: str | torch.device) -> dict[str, Tensor]:
-    weights, _ = _paths(path)
+def read_tensors(path: str | os.PathLike, header: dict, device: str | torch.device) -> dict[str, Tensor]:
+    weights, _ = checkpoint_paths(path)
     if not weights.is_file():
         raise FileNotFoundError(f"no checkpoint weights {weights}")
     if header.get("sha256") and sha256(weights) != header["sha256"]:
@@ -157,7 +156,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, dev
     """Rebuild the model from the checkpoint's config (or fill the given ``model``), load its weights, eval mode."""
     header = read_config(path)
     model = model if model is not None else build_model(header["model"], header["config"])
-    load_state_strict(model, _read_tensors(path, header, device))
+    load_state_strict(model, read_tensors(path, header, device))
     return model.to(device).eval()
 
 
@@ -225,9 +224,9 @@ def load_latent_codec(path: str | os.PathLike, device: str | torch.device = "cpu
 
 def _latent_codec_of(path: str | os.PathLike, spec: dict, device: str | torch.device) -> LatentCodec:
     """The autoencoder a latent checkpoint names (``extra.latent.autoencoder``, relative to its folder), checked by SHA-256."""
-    weights, _ = _paths(path)
+    weights, _ = checkpoint_paths(path)
     ae_path = weights.parent / spec["autoencoder"]
-    ae_weights, ae_json = _paths(ae_path)
+    ae_weights, ae_json = checkpoint_paths(ae_path)
     if not (ae_weights.is_file() and ae_json.is_file()):
         raise FileNotFoundError(
             f"{path} is a latent diffusion model: it samples latents of the autoencoder {ae_path} "
@@ -263,65 +262,3 @@ def load_diffusion_model(path: str | os.PathLike, device: str | torch.device = "
     prediction = extra.get("train", {}).get("prediction", "epsilon")
     return DiffusionModel(load_checkpoint(path, device=device), schedules.get(spec["name"], T=int(spec["T"])),
                           prediction, extra.get("recommended_guidance"), extra, codec)
-
-
-# --- resuming a training run -------------------------------------------------------------
-
-
-def save_training_state(path: str | os.PathLike, state, config: dict | None = None, extra: dict | None = None) -> Path:
-    """Save a :class:`tinydiff.train.TrainState`: weights, EMA, AdamW state, generator and step.
-
-    Tensors go to ``path`` (.safetensors) under the prefixes ``model.``, ``ema.``,
-    ``optimizer.<param index>.<name>`` and ``generator``; the rest (step, the optimizer's
-    hyper-parameters, the model config) to the .json beside it.
-    """
-    tensors = {f"model.{k}": v for k, v in state.model.state_dict().items()}
-    if state.ema is not None:
-        tensors |= {f"ema.{k}": v for k, v in state.ema.state_dict().items()}
-    opt = state.optimizer.state_dict()
-    for index, slots in opt["state"].items():
-        for name, value in slots.items():
-            tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value)
-    tensors["generator"] = state.generator.get_state()
-    header = {
-        "model": type(state.model).__name__,
-        "config": _model_config(state.model, config),
-        "step": state.step,
-        "loss": state.loss,
-        "has_ema": state.ema is not None,
-        "optimizer": type(state.optimizer).__name__,
-        "param_groups": opt["param_groups"],
-        "generator_device": str(state.generator.device),
-        "extra": extra or {},
-    }
-    _write(Path(path), tensors, header)
-    return _paths(path)[0]
-
-
-def load_training_state(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Read back what :func:`save_training_state` wrote, as a TrainState to pass to ``train(..., resume=)``."""
-    import copy
-
-    from .train import TrainState
-
-    header = read_config(path)
-    if "step" not in header:
-        raise ValueError(f"{path} holds model weights only, not a training state; use load_checkpoint")
-    tensors = _read_tensors(path, header, "cpu")
-    model = build_model(header["model"], header["config"])
-    load_state_strict(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, "training state")
-    model.to(device)
-    ema = None
-    if header["has_ema"]:
-        ema = copy.deepcopy(model).eval().requires_grad_(False)
-        load_state_strict(ema, {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, "training state (EMA)")
-    optimizer = getattr(torch.optim, header["optimizer"])(model.parameters())
-    opt_state: dict[int, dict[str, Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            opt_state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": opt_state, "param_groups": header["param_groups"]})
-    generator = torch.Generator(device=header["generator_device"])
-    generator.set_state(tensors["generator"])
-    return TrainState(header["step"], header["loss"], float("nan"), model, ema, optimizer, generator)

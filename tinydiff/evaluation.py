@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .checkpoint import DiffusionModel
 from .guidance import classifier_free
 from .metrics import classifier_features, frechet_distance, label_accuracy, within_class_diversity
-from .samplers import SamplerSpec
+from .registry import SamplerSpec
 
 
 def machine() -> str:

@@ -20,7 +20,8 @@ Read in this order:
 4. :func:`ddim_sigma`, :func:`ddim_step`   Song, Meng & Ermon 2021, eqs. 16 and 12
 5. :func:`ddim_sample`, :func:`ddim_invert`   the loops over those steps, down and up
 6. :func:`slerp`                   interpolating between two starting noises
-7. :class:`SamplerSpec`            a sampler named by a string (``ddpm``, ``ddim:50``), for scripts
+
+(A sampler named by a string, ``ddpm`` or ``ddim:50``, as the scripts take it: :mod:`tinydiff.registry`.)
 
 Noise is drawn through ``generator`` (a ``torch.Generator``): the same seed
 gives the same samples, on any device.
@@ -432,99 +433,3 @@ def slerp(z0: Tensor, z1: Tensor, w: float | Tensor) -> Tensor:
     c0 = torch.where(parallel, 1.0 - w, torch.sin((1.0 - w) * theta) / safe_sin)
     c1 = torch.where(parallel, w, torch.sin(w * theta) / safe_sin)
     return c0 * z0 + c1 * z1
-
-
-# --------------------------------------------------------------------------- samplers by name
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    """A sampler named by a short string, as the scripts take it (``--sampler``).
-
-    ``ddpm`` (or ``ddpm:<T>``): :func:`ddpm_sample`, all T steps. ``ddim:<steps>[:<spacing>[:<eta>]]``:
-    :func:`ddim_sample`, e.g. ``ddim:50`` (leading spacing, eta = 0) or ``ddim:50:trailing:1``.
-    ``<solver>:<steps>[:<spacing>]`` with a solver of :mod:`tinydiff.solvers` -- ``heun``, ``dpm``
-    (DPM-Solver++(2M)), ``plms``, ``sde`` (reverse SDE, Euler-Maruyama), ``pc`` (predictor-corrector) --
-    e.g. ``dpm:20``. ``flow-euler:<steps>`` and ``flow-heun:<steps>``: :func:`tinydiff.flow.flow_sample` for a
-    flow-matching model (it ignores the schedule). Calling a spec runs that sampler with the keywords every
-    sampler shares.
-    """
-
-    kind: str
-    steps: int
-    spacing: str = "leading"
-    eta: float = 0.0
-
-    @classmethod
-    def parse(cls, text: str, T: int) -> "SamplerSpec":
-        from .solvers import DEFAULT_SPACING, SOLVERS, check_solver_steps
-
-        parts = text.split(":")
-        if parts[0] == "ddpm" and (len(parts) == 1 or (len(parts) == 2 and parts[1] == str(T))):
-            return cls("ddpm", T, "all", 1.0)
-        if parts[0] == "ddim" and 2 <= len(parts) <= 4 and parts[1].isdigit():
-            spacing = parts[2] if len(parts) > 2 and parts[2] else "leading"
-            eta = _check_eta(float(parts[3])) if len(parts) > 3 else 0.0
-            ddim_timesteps(T, int(parts[1]), spacing)  # validates steps and spacing
-            return cls("ddim", int(parts[1]), spacing, eta)
-        if parts[0] in SOLVERS and 2 <= len(parts) <= 3 and parts[1].isdigit():
-            spacing = parts[2] if len(parts) > 2 and parts[2] else DEFAULT_SPACING[parts[0]]
-            ddim_timesteps(T, int(parts[1]), spacing)
-            check_solver_steps(parts[0], int(parts[1]))
-            return cls(parts[0], int(parts[1]), spacing, 0.0)
-        if parts[0] in ("flow-euler", "flow-heun") and len(parts) == 2 and parts[1].isdigit() and int(parts[1]) >= 1:
-            return cls(parts[0], int(parts[1]), "uniform", 0.0)
-        raise ValueError(f"unknown sampler {text!r}: write ddpm (all {T} steps), ddim:<steps>[:<spacing>[:<eta>]], "
-                         f"<solver>:<steps>[:<spacing>] with a solver of {', '.join(SOLVERS)}, "
-                         "or flow-euler:<steps> / flow-heun:<steps> for a flow-matching model; "
-                         "e.g. ddim:50, ddim:50:leading:1, dpm:20 or flow-heun:10")
-
-    def with_eta(self, eta: float) -> "SamplerSpec":
-        """The same DDIM sampler with another eta (DDPM has no eta to change)."""
-        if self.kind != "ddim":
-            raise ValueError("eta applies to ddim samplers only; ddpm's noise is fixed by its variance")
-        return SamplerSpec(self.kind, self.steps, self.spacing, _check_eta(eta))
-
-    @property
-    def name(self) -> str:
-        """A label for tables and figures: ``DDPM-1000``, ``DDIM-50``, ``DDIM-50 eta=1``, ``DDIM-50 trailing``, ``DPM-Solver++(2M)-20``."""
-        if self.kind == "ddpm":
-            return f"DDPM-{self.steps}"
-        if self.kind.startswith("flow-"):
-            return f"flow {self.kind[5:].capitalize()}-{self.steps}"
-        spacing = "" if self.spacing == "leading" else f" {self.spacing}"
-        if self.kind != "ddim":
-            label = {"heun": "Heun", "dpm": "DPM-Solver++(2M)", "plms": "PLMS", "sde": "SDE", "pc": "PC"}[self.kind]
-            return f"{label}-{self.steps}{spacing}"
-        return f"DDIM-{self.steps}{spacing}" + ("" if self.eta == 0 else f" eta={self.eta:g}")
-
-    @property
-    def network_calls(self) -> int:
-        """How many times the sampler calls the model (:func:`tinydiff.solvers.network_calls`)."""
-        from .solvers import network_calls
-
-        if self.kind.startswith("flow-"):
-            return self.steps * (2 if self.kind == "flow-heun" else 1)
-        return network_calls(self.kind, self.steps)
-
-    def __call__(self, model: Model, schedule: Schedule, shape, *, x_T: Tensor | None = None,
-                 generator: torch.Generator | None = None, prediction: str = "epsilon", clip_x0: float | None = None,
-                 progress: bool = True) -> Tensor:
-        shared = dict(x_T=x_T, generator=generator, prediction=prediction, clip_x0=clip_x0, progress=progress)
-        if schedule is None and not self.kind.startswith("flow-"):
-            raise ValueError(f"{self.name} needs the model's noise schedule; a flow-matching model (no schedule) "
-                             "samples with flow-euler:<steps> or flow-heun:<steps>")
-        if self.kind == "ddpm":
-            return ddpm_sample(model, schedule, shape, **shared)
-        if self.kind == "ddim":
-            return ddim_sample(model, schedule, shape, steps=self.steps, eta=self.eta, spacing=self.spacing, **shared)
-        if self.kind.startswith("flow-"):
-            from .flow import flow_sample
-
-            if prediction != "velocity":
-                raise ValueError(f"{self.name} integrates a velocity; this model predicts {prediction!r}")
-            return flow_sample(model, shape, steps=self.steps, method=self.kind[5:], x_1=x_T, generator=generator,
-                               progress=progress)
-        from .solvers import SOLVER_FUNCTIONS
-
-        return SOLVER_FUNCTIONS[self.kind](model, schedule, shape, steps=self.steps, spacing=self.spacing, **shared)

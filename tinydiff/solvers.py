@@ -43,7 +43,7 @@ steps), and the final x0_hat from there blurs structure finer than that.
 Whatever the solver, the step after the last visited one lands on the clean sample
 (alpha_bar = 1, as :func:`tinydiff.samplers.ddim_sample` does): it returns x0_hat of the last
 visited step -- a first-order step, as in diffusers' ``lower_order_final``.
-:func:`network_calls` says how many model evaluations each solver makes for ``steps`` steps.
+Each solver's short name, label and count of network calls live in :mod:`tinydiff.registry` (one entry each).
 """
 
 from __future__ import annotations
@@ -56,33 +56,6 @@ from torch import Tensor
 from .langevin import langevin_step
 from .samplers import Model, Trajectory, _check_prediction, ddim_step, ddim_timesteps, denoise, run, start
 from .schedules import Schedule
-
-SOLVERS = ("heun", "dpm", "plms", "sde", "pc")
-"""The solvers of this module by the short names ``SamplerSpec`` and the scripts use."""
-
-
-MIN_STEPS = {"dpm": ("dpm_solver_sample", 2, "a 2-step multistep method needs a previous step; for one step use ddim_sample"),
-             "plms": ("plms_sample", 4, "its 4-step formula needs 3 earlier steps; for fewer steps use ddim_sample")}
-
-
-def check_solver_steps(solver: str, steps: int) -> None:
-    """Raise a ``ValueError`` that says why if ``steps`` is too few for ``solver`` (the multistep methods)."""
-    name, fewest, why = MIN_STEPS.get(solver, (f"{solver} sampling", 1, "it visits at least one step"))
-    _check_steps(steps, fewest, name, why)
-
-
-def network_calls(solver: str, steps: int, corrector_steps: int = 1) -> int:
-    """Model evaluations of ``steps`` steps: Heun 2 per step but the last (2 steps - 1), PLMS one extra in its
-    first step (steps + 1), the predictor-corrector 1 + ``corrector_steps`` per step but the last, where the
-    predictor alone ends; every other solver (and DDIM, DDPM) one per step."""
-    if solver == "heun":
-        return 2 * steps - 1
-    if solver == "plms":
-        return steps + 1
-    if solver == "pc":
-        return (1 + corrector_steps) * (steps - 1) + 1
-    return steps
-
 
 def _levels(schedule: Schedule, timesteps: list[int]) -> tuple[list[float], list[float]]:
     """a = sqrt(alpha_bar) and s = sqrt(1 - alpha_bar) at each visited step, then at the clean sample (a = 1, s = 0):
@@ -183,7 +156,7 @@ def dpm_solver_sample(
     20 steps): 0.0038 from ``trailing``, 0.058 from ``leading`` (tests/test_solvers.py).
     Shapes as :func:`tinydiff.samplers.ddim_sample`. Raises ``ValueError`` for steps < 2 (nothing to do in 2M).
     """
-    check_solver_steps("dpm", steps)
+    _check_steps(steps, 2, "dpm_solver_sample", "a 2-step multistep method needs a previous step; for one step use ddim_sample")
     _check_prediction(prediction)
     timesteps = ddim_timesteps(schedule.T, steps, spacing).tolist()
     x, _ = start(model, shape, x_T, generator)
@@ -240,7 +213,7 @@ def plms_sample(
     method first order). So ``steps`` steps cost steps + 1 calls.
     Raises ``ValueError`` for steps < 4: the 4-step formula would never be reached (use ddim_sample).
     """
-    check_solver_steps("plms", steps)
+    _check_steps(steps, 4, "plms_sample", "its 4-step formula needs 3 earlier steps; for fewer steps use ddim_sample")
     _check_prediction(prediction)
     timesteps = ddim_timesteps(schedule.T, steps, spacing).tolist()
     x, _ = start(model, shape, x_T, generator)
@@ -389,11 +362,3 @@ def predictor_corrector_sample(
         return x, x0_hat
 
     return run(update, x, timesteps, desc=f"PC-{steps}", progress=progress, return_trajectory=return_trajectory)
-
-
-SOLVER_FUNCTIONS = {"heun": heun_sample, "dpm": dpm_solver_sample, "plms": plms_sample, "sde": reverse_sde_sample,
-                    "pc": predictor_corrector_sample}
-"""Each short name of :data:`SOLVERS` and its function (what :class:`tinydiff.samplers.SamplerSpec` runs)."""
-
-DEFAULT_SPACING = {"heun": "leading", "dpm": "trailing", "plms": "leading", "sde": "leading", "pc": "leading"}
-"""Each solver's default ``spacing`` (as in its signature), used when a sampler name gives none."""

@@ -1,4 +1,4 @@
-"""The training loop, as a generator you can read in one screen.
+"""The training loop, as a generator.
 
 One step is Ho et al. 2020, Algorithm 1: draw a minibatch x_0, a timestep
 t ~ U{0..T-1} and noise eps, and take a gradient step on L_simple
@@ -21,7 +21,7 @@ batch of N x ``batch_size``, so the run equals a single process with batch N x `
 (:mod:`tinydiff.distributed`). Without a process group nothing changes.
 
 Resuming: pass a previous state (or one read back by
-:func:`tinydiff.checkpoint.load_training_state`) as ``resume=``. It restores
+:func:`tinydiff.train_state.load_training_state`) as ``resume=``. It restores
 the weights (into ``model``, which may be freshly built), the step, the optimizer,
 the EMA and the random generator, so an interrupted run continues exactly as the
 uninterrupted one would have.
@@ -45,28 +45,10 @@ from .checkpoint import load_state_strict
 from .losses import Denoising, Objective, autoencoder_loss, clip_loss
 from .schedules import Schedule
 from .tensors import device_and_dtype
+from .train_state import TrainState
 
 DataSource = Tensor | Callable[..., Tensor | tuple[Tensor, Tensor]]
 """A tensor x_0 [N, *data] to draw minibatches from, or ``data(batch_size, generator=g) -> x_0 [B, *data]``."""
-
-
-@dataclass
-class TrainState:
-    """What :func:`train` yields after each step (and what resuming needs).
-
-    ``step`` counts finished steps (1 after the first); ``loss`` is that step's
-    L_simple and ``grad_norm`` the gradient norm before clipping (NaN on meta tensors);
-    ``ema`` is the EMA copy of ``model`` (None without ``ema_decay``);
-    ``generator`` draws every minibatch, t and eps.
-    """
-
-    step: int
-    loss: float
-    grad_norm: float
-    model: nn.Module
-    ema: nn.Module | None
-    optimizer: torch.optim.Optimizer
-    generator: torch.Generator
 
 
 def _number(x: Tensor) -> float:
