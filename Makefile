@@ -14,7 +14,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tinydiff-installed
 
-.PHONY: lab test unit notebooks test-threads execute site demo clean-venv
+.PHONY: lab test unit notebooks test-threads test-device execute site demo clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ test-threads: $(STAMP)
 		OMP_NUM_THREADS=$$n MKL_NUM_THREADS=$$n OPENBLAS_NUM_THREADS=$$n \
 		$(BIN)/python -m pytest notebooks --nbval --nbval-current-env --nbval-sanitize-with .ci/nbval_sanitize.cfg -p no:cacheprovider || exit 1; \
 	done
+
+# The device tests on an accelerator: every sampler, flow matching, the ODE likelihood, toy data and the caption
+# measures run on DEVICE with a generator on the CPU and on DEVICE. DEVICE=cpu (the default) is part of make test.
+DEVICE ?= cpu
+test-device: $(STAMP)
+	TINYDIFF_TEST_DEVICE=$(DEVICE) $(BIN)/python -m pytest tests/test_device.py -p no:cacheprovider
 
 # Re-execute every notebook in place (stores fresh outputs for nbval to compare).
 execute: $(STAMP)

@@ -59,3 +59,143 @@ def test_embedding_loss_and_sampler_on_meta():
     assert loss.device == META
     x = ddpm_sample(model, s, (5, 2), progress=False)
     assert x.device == META
+
+
+# ---- the rules of tensors.py, watched op by op ----------------------------------------------------------------
+#
+# On a CPU-only machine nothing crashes when a CPU generator fills a GPU tensor or a float64 tensor is made on the
+# data's device: both are CPU. Run the same code on "meta" tensors (our stand-in accelerator) under a dispatch
+# mode that records every operator call, and the two mistakes become visible:
+#   * a random draw whose generator lives on another device than the tensor it fills (CUDA raises; MPS too);
+#   * a float64 tensor on a device other than the CPU (MPS has no float64; on CUDA it is slow).
+
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._pytree import tree_flatten  # noqa: E402
+
+
+class AcceleratorRules(TorchDispatchMode):
+    """Records each operator call that breaks one of the two rules (the list ``broken``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        generator = kwargs.get("generator")
+        if generator is not None:
+            tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
+            target = torch.device(kwargs["device"]) if kwargs.get("device") is not None else (
+                tensors[0].device if tensors else torch.device("cpu"))
+            if target.type != generator.device.type:
+                self.broken.append(f"{func}: a {generator.device.type} generator draws on {target.type}")
+        out = func(*args, **kwargs)
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.dtype == torch.float64 and t.device.type != "cpu":
+                self.broken.append(f"{func}: float64 on {t.device.type}")
+        return out
+
+
+def test_the_rules_catch_a_generator_on_another_device_and_float64_off_the_cpu():
+    g = torch.Generator().manual_seed(0)
+    with AcceleratorRules() as rules:
+        torch.rand(3, generator=g, device=META)
+        torch.ones(2, device=META).double()
+        torch.rand(3, generator=g)                       # fine: both on the CPU
+        torch.ones(2, dtype=torch.float64)                # fine: float64 on the CPU
+    assert len(rules.broken) == 2 and "cpu generator draws on meta" in rules.broken[0] and "float64 on meta" in rules.broken[1]
+
+
+def _meta_net(dim: int = 2) -> nn.Module:
+    return _TinyEps().to(META) if dim == 2 else None
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "ddim", "heun", "dpm", "plms", "sde", "pc", "flow-euler", "flow-heun"])
+def test_every_sampler_keeps_the_rules(kind):
+    from tinydiff.registry import METHODS, SamplerSpec
+
+    method = METHODS[kind]
+    spec = SamplerSpec(kind, 20 if kind == "ddpm" else 4, method.spacing, 1.0 if kind == "ddpm" else 0.0)
+    g = torch.Generator().manual_seed(0)  # a CPU generator, the model on another device
+    with AcceleratorRules() as rules:
+        try:
+            x = spec(_meta_net(), schedules.cosine(20), (5, 2), generator=g, progress=False,
+                     prediction="velocity" if method.flow else "epsilon")
+            assert x.device == META
+        except RuntimeError as error:  # the corrector's step size reads the score's norm: no numbers on meta
+            assert kind == "pc" and "meta" in str(error), error
+    assert not rules.broken, rules.broken
+
+
+def test_flow_matching_distillation_and_the_likelihood_keep_the_rules():
+    from tinydiff.flow import FlowMatching, flow_matching_loss
+    from tinydiff.likelihood import ode_log_likelihood
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.empty(5, 2, device=META)
+    with AcceleratorRules() as rules:
+        flow_matching_loss(_meta_net(), x0, generator=g)
+        FlowMatching().draw(x0, g)
+        diffusion_loss(_meta_net(), schedules.cosine(20), x0, generator=g)
+    assert not rules.broken, rules.broken
+    with AcceleratorRules() as rules:
+        try:  # on meta the ODE cannot finish (its step sizes read numbers); what it made until then is checked
+            ode_log_likelihood(_meta_net(), schedules.cosine(20), x0, steps=4, exact=False, generator=g, progress=False)
+        except (NotImplementedError, RuntimeError):
+            pass
+    assert not rules.broken, rules.broken
+
+
+def test_toy_data_and_the_mixture_oracle_keep_the_rules():
+    from tinydiff.data.toy import anisotropic_mixture, checkerboard, spiral, swiss_roll, two_moons
+    from tinydiff.oracle import MixtureEpsilon
+
+    g = torch.Generator().manual_seed(0)
+    oracle = MixtureEpsilon(anisotropic_mixture(), schedules.cosine(20))
+    with AcceleratorRules() as rules:
+        for make in (two_moons, swiss_roll, checkerboard, spiral):
+            make(8, generator=g)
+        anisotropic_mixture().sample_with_labels(8, generator=g)
+        try:  # the oracle computes in float64 on the CPU and must hand back x's device and dtype
+            oracle(torch.empty(4, 2, device=META), 3)
+        except (NotImplementedError, RuntimeError):
+            pass
+    assert not rules.broken, rules.broken
+
+
+# ---- the same paths on a real device: TINYDIFF_TEST_DEVICE=cuda (or mps), see `make test-device` ----------------
+
+import os  # noqa: E402
+
+DEVICE = torch.device(os.environ.get("TINYDIFF_TEST_DEVICE", "cpu"))
+
+
+@pytest.mark.parametrize("generator_on", ["cpu", "device"])
+def test_samplers_flow_likelihood_and_captions_on_the_test_device(generator_on):
+    """What runs on CPU runs unchanged on ``DEVICE``, with a generator on the CPU or on the device: every sampler,
+    the flow-matching loss, the ODE likelihood, toy data and the caption measures (on CPU this is a smoke test)."""
+    from tinydiff.data.captions import attributes, reference_ink, styled_digits
+    from tinydiff.data.toy import anisotropic_mixture, two_moons
+    from tinydiff.flow import flow_matching_loss
+    from tinydiff.likelihood import ode_log_likelihood
+    from tinydiff.oracle import MixtureEpsilon
+    from tinydiff.registry import METHODS, SamplerSpec
+
+    g = torch.Generator(device=DEVICE if generator_on == "device" else "cpu").manual_seed(0)
+    net, schedule = _TinyEps().to(DEVICE), schedules.cosine(20)
+    for kind, method in METHODS.items():
+        spec = SamplerSpec(kind, 20 if kind == "ddpm" else 4, method.spacing, 1.0 if kind == "ddpm" else 0.0)
+        x = spec(net, schedule, (5, 2), generator=g, progress=False, prediction="velocity" if method.flow else "epsilon")
+        assert x.device.type == DEVICE.type and torch.isfinite(x).all(), kind
+    x0 = two_moons(16, generator=g).to(DEVICE)
+    assert torch.isfinite(flow_matching_loss(net, x0, generator=g))
+    oracle = MixtureEpsilon(anisotropic_mixture(), schedule)
+    assert oracle(x0[:4], 3).device.type == DEVICE.type
+    ll = ode_log_likelihood(net, schedule, x0[:4], steps=4, exact=False, generator=g, progress=False)
+    assert ll.shape == (4,) and torch.isfinite(ll).all()
+    images = torch.rand(20, 1, 16, 16, generator=g, device=g.device).to(DEVICE) * 2 - 1
+    labels = (torch.arange(20) % 10).to(DEVICE)
+    reference = reference_ink(images, labels)
+    made, attrs = styled_digits(images, labels, reference, generator=g)
+    assert made.device.type == DEVICE.type and attrs.shape == (20, 3)
+    assert attributes(made, labels, reference).shape == (20, 3)

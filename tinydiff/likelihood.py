@@ -74,7 +74,7 @@ def ode_log_likelihood(
     ``ddim_timesteps(T, steps, "linspace")``, by Heun's method in (sigma_bar, x_bar), and the divergence term
     by the trapezoidal rule in log sigma_bar on the same grid. ``exact`` picks the exact trace or Hutchinson's
     estimator (default: exact up to 16 dimensions); ``generator`` draws Hutchinson's probe.
-    Returns [B] (float64). For bits per dimension of 8-bit data scaled to [-1, 1], see :func:`bits_per_dim`.
+    Returns [B] (float64, on the CPU). For bits per dimension of 8-bit data scaled to [-1, 1], see :func:`bits_per_dim`.
     """
     _check_prediction(prediction)
     if not isinstance(x0, Tensor) or x0.ndim < 2:
@@ -100,7 +100,7 @@ def ode_log_likelihood(
 
     x_bar = x0.detach() / a[0]
     d, div = slope(x_bar, 0)
-    integral = torch.zeros(x0.shape[0], dtype=torch.float64, device=x0.device)
+    integral = torch.zeros(x0.shape[0], dtype=torch.float64)  # summed in float64 on the CPU (MPS has no float64)
     for i in tqdm(range(len(levels) - 1), desc="likelihood ODE", disable=not progress, leave=False):
         h = sb[i + 1] - sb[i]
         with torch.no_grad():
@@ -110,9 +110,9 @@ def ode_log_likelihood(
         # trapezoid in log sigma_bar: at high noise the integrand is ~ D / sigma_bar, and the cosine schedule's
         # last step (sigma_bar 630 -> 20,000) would make a trapezoid in sigma_bar itself off by D * 12 nats
         dlog = math.log(sb[i + 1] / sb[i])
-        integral = integral + dlog * 0.5 * (sb[i] * div + sb[i + 1] * div_new).double()
+        integral = integral + dlog * 0.5 * (sb[i] * div + sb[i + 1] * div_new).cpu().double()
         div = div_new
-    x_top = (a[-1] * x_bar).flatten(1).double()
+    x_top = (a[-1] * x_bar).flatten(1).cpu().double()
     D = x_top.shape[1]
     prior = -0.5 * (x_top**2).sum(1) - 0.5 * D * math.log(2 * math.pi)
     return prior + D * math.log(a[-1] / a[0]) + integral

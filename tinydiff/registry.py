@@ -38,8 +38,11 @@ class Method:
 
     @property
     def spacing(self) -> str:
-        """The default timestep spacing, as in the function's signature (``uniform`` for a flow)."""
-        return "uniform" if self.flow else inspect.signature(self.sample).parameters["spacing"].default
+        """The default timestep spacing, as in the function's signature (``uniform`` for a flow, ``all`` for DDPM)."""
+        if self.flow:
+            return "uniform"
+        spacing = inspect.signature(self.sample).parameters.get("spacing")
+        return "all" if spacing is None else spacing.default
 
 
 METHODS: dict[str, Method] = {

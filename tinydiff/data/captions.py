@@ -81,7 +81,7 @@ def reference_ink(images: Tensor, labels: Tensor) -> Tensor:
 
 def thickness_of(images: Tensor, labels: Tensor, reference: Tensor) -> Tensor:
     """Thickness class per image, LongTensor [B]: 0 thin, 1 regular, 2 bold (ink / reference[label], see module)."""
-    ratio = styles.ink(images) / reference.to(torch.float64)[labels.cpu()]
+    ratio = styles.ink(images) / reference.cpu().to(torch.float64)[labels.cpu()]
     return (ratio > THIN_BELOW).long() + (ratio > BOLD_ABOVE).long()
 
 
@@ -107,7 +107,8 @@ def styled_digits(images: Tensor, labels: Tensor, reference: Tensor, *, copies: 
     upright = styles.deskew(images)
     made, attrs = [], []
     for _ in range(copies):
-        combo = torch.randperm(len(images), generator=generator) % 9
+        on = generator.device if generator is not None else torch.device("cpu")  # a generator draws on its own device
+        combo = torch.randperm(len(images), generator=generator, device=on).to(images.device) % 9
         thick, lean = combo // 3, combo % 3
         x = upright.clone()
         x[thick == 0] = styles.thin_half(upright[thick == 0])
@@ -146,7 +147,7 @@ def random_captions(attrs: Tensor, *, p_say: float = 0.8, generator: torch.Gener
     a random template, synonym and word/figure. Returns (captions, the attributes each caption states [N, 3],
     ``UNSAID`` where it does not)."""
     n = len(attrs)
-    u = torch.rand(n, 5, generator=generator)
+    u = torch.rand(n, 5, generator=generator, device=generator.device if generator is not None else None).cpu()
     template = (u[:, 0] * len(TEMPLATES)).long().clamp(max=len(TEMPLATES) - 1)
     stated = attrs.clone()
     stated[:, 1] = torch.where((u[:, 1] < p_say) & (attrs[:, 1] != 1), attrs[:, 1], UNSAID)

@@ -63,11 +63,12 @@ def shear(images: Tensor, amount: float | Tensor) -> Tensor:
 
 
 def _weights(images: Tensor) -> Tensor:
-    return ((images.clamp(-1, 1) + 1) / 2).flatten(1).to(torch.float64)  # ink in [0, 1] per pixel: [B, H*W]
+    # ink in [0, 1] per pixel: [B, H*W], float64 on the CPU (exact, and MPS has no float64)
+    return ((images.clamp(-1, 1) + 1) / 2).flatten(1).cpu().to(torch.float64)
 
 
 def ink(images: Tensor) -> Tensor:
-    """The fraction of the image covered by ink: mean of (x + 1) / 2 over the pixels, [B] (float64)."""
+    """The fraction of the image covered by ink: mean of (x + 1) / 2 over the pixels, [B] (float64, on the CPU)."""
     _check_images(images)
     return _weights(images).mean(1)
 
@@ -79,7 +80,7 @@ def slant(images: Tensor) -> Tensor:
     B, _, H, W = images.shape
     w = _weights(images)
     ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
-    xs, ys = xs.flatten().to(w.device), ys.flatten().to(w.device)
+    xs, ys = xs.flatten(), ys.flatten()
     mass = w.sum(1).clamp(min=1e-12)
     cx, cy = (w * xs).sum(1) / mass, (w * ys).sum(1) / mass
     dx, dy = xs[None] - cx[:, None], ys[None] - cy[:, None]

@@ -17,12 +17,17 @@ import torch
 from torch import Tensor
 
 
+def _on(generator: torch.Generator | None) -> torch.device | None:
+    """Where a toy sample is drawn: on the generator's device (a generator draws only on its own), else the CPU."""
+    return None if generator is None else generator.device
+
+
 def _uniform(n: int, generator: torch.Generator | None) -> Tensor:
-    return torch.rand(n, generator=generator)
+    return torch.rand(n, generator=generator, device=_on(generator))
 
 
 def _normal(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
-    return torch.randn(shape, generator=generator)
+    return torch.randn(shape, generator=generator, device=_on(generator))
 
 
 def _check_n(n: int) -> None:
@@ -38,7 +43,7 @@ def two_moons(n: int, noise: float = 0.05, generator: torch.Generator | None = N
     x = torch.where(upper, torch.cos(angle), 1.0 - torch.cos(angle))
     y = torch.where(upper, torch.sin(angle), 0.5 - torch.sin(angle))
     pts = torch.stack([x, y], dim=1) + noise * _normal((n, 2), generator)
-    return (pts - torch.tensor([0.5, 0.25])) / torch.tensor([0.87, 0.5])
+    return (pts - torch.tensor([0.5, 0.25], device=pts.device)) / torch.tensor([0.87, 0.5], device=pts.device)
 
 
 def swiss_roll(n: int, noise: float = 0.02, generator: torch.Generator | None = None) -> Tensor:
@@ -52,10 +57,10 @@ def swiss_roll(n: int, noise: float = 0.02, generator: torch.Generator | None = 
 def checkerboard(n: int, squares: int = 4, generator: torch.Generator | None = None) -> Tensor:
     """Uniform on the dark squares of a ``squares`` x ``squares`` board on [-sqrt(3), sqrt(3)]^2, shape [n, 2]."""
     _check_n(n)
-    cell = torch.randint(0, squares * squares // 2, (n,), generator=generator)
+    cell = torch.randint(0, squares * squares // 2, (n,), generator=generator, device=_on(generator))
     row = cell // (squares // 2)
     col = 2 * (cell % (squares // 2)) + row % 2
-    u = torch.rand(n, 2, generator=generator)
+    u = torch.rand(n, 2, generator=generator, device=_on(generator))
     pts = torch.stack([col + u[:, 0], row + u[:, 1]], dim=1) / squares
     return (2.0 * pts - 1.0) * math.sqrt(3.0)
 
@@ -122,41 +127,40 @@ class GaussianMixture:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Exact samples, shape [n, D], float32 on the CPU (or on the generator's device)."""
-        _check_n(n)
-        device = generator.device if generator is not None else torch.device("cpu")
-        k = torch.multinomial(self.weights.to(device), n, replacement=True, generator=generator)
-        z = torch.randn(n, self.dim, generator=generator, device=device, dtype=torch.float64)
-        x = self.means.to(device)[k] + (self._chol.to(device)[k] @ z.unsqueeze(-1)).squeeze(-1)
-        return x.to(torch.float32)
+        return self.sample_with_labels(n, generator)[0]
 
     def sample_with_labels(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Samples [n, D] and the index [n] of the component each came from (CPU)."""
+        """Samples [n, D] (float32) and the index [n] of the component each came from, on the CPU or on the
+        generator's device. Drawn in float64 on the CPU; in float32 elsewhere (MPS has no float64)."""
         _check_n(n)
-        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        x = self.means[k] + (self._chol[k] @ z.unsqueeze(-1)).squeeze(-1)
+        device = torch.device("cpu") if generator is None else generator.device
+        work = torch.float64 if device.type == "cpu" else torch.float32
+        k = torch.multinomial(self.weights.to(work).to(device), n, replacement=True, generator=generator)
+        z = torch.randn(n, self.dim, generator=generator, device=device, dtype=work)
+        means, chol = self.means.to(work).to(device), self._chol.to(work).to(device)
+        x = means[k] + (chol[k] @ z.unsqueeze(-1)).squeeze(-1)
         return x.to(torch.float32), k
 
     def _component_log_probs(self, x: Tensor) -> Tensor:
-        """log w_k + log N(x; mu_k, Sigma_k) for every point and component, shape [N, K], float64 on x's device."""
+        """log w_k + log N(x; mu_k, Sigma_k) for every point and component, shape [N, K], float64 on the CPU
+        (exact; the public methods hand their results back in x's dtype, on x's device)."""
         self._check_x(x)
-        xd = x.to(dtype=torch.float64) if x.device.type != "mps" else x.cpu().to(torch.float64)
-        dev = xd.device
-        diff = xd[:, None, :] - self.means.to(dev)[None]  # [N, K, D]
+        xd = x.cpu().to(torch.float64)
+        diff = xd[:, None, :] - self.means[None]  # [N, K, D]
         # Solve L y = diff so that |y|^2 = diff^T Sigma^-1 diff.
-        y = torch.linalg.solve_triangular(self._chol.to(dev)[None], diff.unsqueeze(-1), upper=False).squeeze(-1)
+        y = torch.linalg.solve_triangular(self._chol[None], diff.unsqueeze(-1), upper=False).squeeze(-1)
         maha = (y**2).sum(-1)
-        log_det = 2.0 * torch.log(torch.diagonal(self._chol.to(dev), dim1=-2, dim2=-1)).sum(-1)
+        log_det = 2.0 * torch.log(torch.diagonal(self._chol, dim1=-2, dim2=-1)).sum(-1)
         log_norm = -0.5 * (self.dim * math.log(2 * math.pi) + log_det)
-        return torch.log(self.weights.to(dev))[None] + log_norm[None] - 0.5 * maha
+        return torch.log(self.weights)[None] + log_norm[None] - 0.5 * maha
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log p(x), shape [N] for x of shape [N, D]."""
-        return torch.logsumexp(self._component_log_probs(x), dim=1).to(device=x.device, dtype=x.dtype)
+        return torch.logsumexp(self._component_log_probs(x), dim=1).to(x.dtype).to(x.device)
 
     def responsibilities(self, x: Tensor) -> Tensor:
         """Posterior component probabilities p(k | x), shape [N, K]."""
-        return torch.softmax(self._component_log_probs(x), dim=1).to(device=x.device, dtype=x.dtype)
+        return torch.softmax(self._component_log_probs(x), dim=1).to(x.dtype).to(x.device)
 
     def score(self, x: Tensor) -> Tensor:
         """The exact score grad_x log p(x) = sum_k p(k|x) Sigma_k^{-1} (mu_k - x), shape [N, D].
@@ -164,13 +168,10 @@ class GaussianMixture:
         Computed in closed form (no autograd): the gradient of a log-sum-exp is the
         responsibility-weighted sum of each component's score.
         """
-        logp = self._component_log_probs(x)
-        dev = logp.device
-        r = torch.softmax(logp, dim=1)  # [N, K]
-        xd = x.to(dev, torch.float64) if x.device.type != "mps" else x.cpu().to(torch.float64)
-        diff = self.means.to(dev)[None] - xd[:, None, :]  # [N, K, D]
-        comp = (self._precisions.to(dev)[None] @ diff.unsqueeze(-1)).squeeze(-1)
-        return (r.unsqueeze(-1) * comp).sum(1).to(device=x.device, dtype=x.dtype)
+        r = torch.softmax(self._component_log_probs(x), dim=1)  # [N, K]
+        diff = self.means[None] - x.cpu().to(torch.float64)[:, None, :]  # [N, K, D]
+        comp = (self._precisions[None] @ diff.unsqueeze(-1)).squeeze(-1)
+        return (r.unsqueeze(-1) * comp).sum(1).to(x.dtype).to(x.device)
 
     def noised(self, alpha_bar: float | Tensor) -> "GaussianMixture":
         """The law of x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps when x_0 follows this mixture.
