@@ -35,7 +35,8 @@ import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from tinydiff import adapt  # noqa: E402
-from tinydiff.checkpoint import load_checkpoint, load_diffusion_model, read_config  # noqa: E402
+from tinydiff.checkpoint import load_checkpoint, read_config  # noqa: E402
+from tinydiff.pretrained import load_diffusion_model  # noqa: E402
 from tinydiff.data import load_mnist  # noqa: E402
 from tinydiff.data.styles import ink  # noqa: E402
 from tinydiff.evaluation import command_line, machine  # noqa: E402

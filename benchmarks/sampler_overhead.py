@@ -45,7 +45,7 @@ import torch  # noqa: E402
 
 import tinydiff  # noqa: E402
 from tinydiff import schedules  # noqa: E402
-from tinydiff.checkpoint import load_diffusion_model  # noqa: E402
+from tinydiff.pretrained import load_diffusion_model  # noqa: E402
 from tinydiff.evaluation import command_line, machine  # noqa: E402
 from tinydiff.guidance import conditional  # noqa: E402
 from tinydiff.models import MLP  # noqa: E402

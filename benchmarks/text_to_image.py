@@ -43,7 +43,8 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from tinydiff.checkpoint import load_checkpoint, load_diffusion_model, read_config, update_extra  # noqa: E402
+from tinydiff.checkpoint import load_checkpoint, read_config, update_extra  # noqa: E402
+from tinydiff.pretrained import load_diffusion_model  # noqa: E402
 from tinydiff.data import captions as C  # noqa: E402
 from tinydiff.data import load_mnist  # noqa: E402
 from tinydiff.evaluation import command_line, machine  # noqa: E402

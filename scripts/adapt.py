@@ -36,7 +36,8 @@ import torch
 from safetensors.torch import save_file
 
 from tinydiff import adapt
-from tinydiff.checkpoint import load_diffusion_model, read_config
+from tinydiff.checkpoint import read_config
+from tinydiff.pretrained import load_diffusion_model
 from tinydiff.data import load_mnist
 from tinydiff.data.styles import thicken
 from tinydiff.evaluation import command_line, machine

@@ -14,7 +14,7 @@ Trains :class:`tinydiff.models.Autoencoder` with :func:`tinydiff.train.train_aut
 
 Writes ``<output>.safetensors`` + ``<output>.json``; the numbers, the command and the
 machine go in the JSON's ``extra`` (``extra.scale_factor`` is what
-:func:`tinydiff.checkpoint.load_latent_codec` reads).
+:func:`tinydiff.pretrained.load_latent_codec` reads).
 """
 
 from __future__ import annotations

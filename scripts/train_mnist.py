@@ -14,7 +14,7 @@ model (notebook 08): the training digits are encoded once by that autoencoder
 (:class:`tinydiff.latent.LatentCodec`, scaled to unit variance) and the same
 :func:`~tinydiff.train.train` runs on the latents. The JSON then records the autoencoder
 (path relative to the output's folder, and its SHA-256) under ``extra.latent``, which
-:func:`tinydiff.checkpoint.load_diffusion_model` follows to decode samples. Training stops after ``steps`` steps or ``max_minutes``, whichever
+:func:`tinydiff.pretrained.load_diffusion_model` follows to decode samples. Training stops after ``steps`` steps or ``max_minutes``, whichever
 comes first. ``"objective": "flow matching"`` in ``train`` trains a velocity model on the straight path instead
 (notebook 11; ``prediction`` and ``schedule`` are then unused, and ``"sampler"``, default ``flow-heun:10``, is
 recorded for ``scripts/sample.py``). Rerun with ``--steps N --max-minutes 0`` (no time limit) to reproduce
@@ -45,7 +45,8 @@ from pathlib import Path
 import torch
 
 from tinydiff import distributed, schedules
-from tinydiff.checkpoint import load_latent_codec, read_config, save_checkpoint
+from tinydiff.checkpoint import read_config, save_checkpoint
+from tinydiff.pretrained import load_latent_codec
 from tinydiff.train_state import load_training_state, save_training_state
 from tinydiff.data import load_mnist
 from tinydiff.evaluation import command_line, machine

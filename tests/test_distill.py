@@ -111,7 +111,8 @@ def test_distill_script_writes_a_student_that_names_its_sampler(tmp_path, monkey
     import sys
     from pathlib import Path
 
-    from tinydiff.checkpoint import load_diffusion_model, read_config, save_checkpoint
+    from tinydiff.checkpoint import read_config, save_checkpoint
+    from tinydiff.pretrained import load_diffusion_model
     from tinydiff.models import UNet
 
     root = Path(__file__).resolve().parents[1]

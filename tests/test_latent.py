@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from tinydiff.checkpoint import load_diffusion_model, load_latent_codec, read_config, save_checkpoint
+from tinydiff.checkpoint import read_config, save_checkpoint
+from tinydiff.pretrained import load_diffusion_model, load_latent_codec
 from tinydiff.evaluation import balanced_labels, sample_digits
 from tinydiff.guidance import classifier_free
 from tinydiff.latent import LatentCodec, latent_scale_factor

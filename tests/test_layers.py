@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tinydiff"
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundations: tensors, schedules, text tokens, processes", {"tensors", "schedules", "tokenizer", "distributed"}),
     ("data, networks and the forward process", {"data", "models", "diffusion", "latent"}),
-    ("checkpoint files", {"checkpoint"}),
+    ("checkpoint files and the trained models they hold", {"checkpoint", "pretrained"}),
     ("the core: losses, samplers, exact denoisers, measures", {"losses", "samplers", "oracle", "langevin", "metrics"}),
     ("methods built on the core", {"solvers", "flow", "likelihood", "guidance", "editing", "distill", "adapt",
                                    "text_to_image", "train_state", "train"}),

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tinydiff import schedules
-from tinydiff.checkpoint import load_diffusion_model, save_checkpoint
+from tinydiff.checkpoint import save_checkpoint
+from tinydiff.pretrained import load_diffusion_model
 from tinydiff.evaluation import balanced_labels, sample_digits
 from tinydiff.metrics import within_class_diversity
 from tinydiff.models import UNet

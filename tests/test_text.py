@@ -330,7 +330,8 @@ def test_tiny_clip_logits_are_scaled_cosines(tok):
 
 
 def test_the_training_scripts_write_checkpoints_that_load_and_name_each_other(tmp_path, monkeypatch, load_script):
-    from tinydiff.checkpoint import load_checkpoint, load_diffusion_model, read_config
+    from tinydiff.checkpoint import load_checkpoint, read_config
+    from tinydiff.pretrained import load_diffusion_model
 
     clip_path, text_path = tmp_path / "clip", tmp_path / "text"
     monkeypatch.setattr("sys.argv", ["train_clip.py", "--steps", "2", "--batch-size", "16", "--copies", "1",
@@ -351,7 +352,8 @@ def test_the_training_scripts_write_checkpoints_that_load_and_name_each_other(tm
 def test_the_shipped_text_model_reads_the_shipped_clip():
     from pathlib import Path
 
-    from tinydiff.checkpoint import load_checkpoint, load_diffusion_model, read_config
+    from tinydiff.checkpoint import load_checkpoint, read_config
+    from tinydiff.pretrained import load_diffusion_model
 
     checkpoints = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
     model = load_diffusion_model(checkpoints / "mnist_text")

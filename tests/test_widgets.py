@@ -343,7 +343,7 @@ def test_adapter_explorer_redraws_when_the_scale_moves_and_scale_zero_is_the_bas
 def test_prompt_explorer_redraws_and_shows_what_it_cannot_read():
     from pathlib import Path
 
-    from tinydiff.checkpoint import load_diffusion_model
+    from tinydiff.pretrained import load_diffusion_model
 
     checkpoints = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
     model = load_diffusion_model(checkpoints / "mnist_text")

@@ -12,6 +12,7 @@ Modules, in the order the course meets them:
 - :mod:`tinydiff.train`      the training loop, as a generator
 - :mod:`tinydiff.distributed` several processes with torchrun + DistributedDataParallel
 - :mod:`tinydiff.checkpoint` safetensors checkpoints with a JSON config
+- :mod:`tinydiff.pretrained` a shipped model: network, schedule, prediction [, autoencoder, tokenizer]
 - :mod:`tinydiff.samplers`   DDPM and DDIM sampling, DDIM inversion, slerp
 - :mod:`tinydiff.solvers`    fast samplers: Heun, DPM-Solver++(2M), PLMS, reverse SDE, predictor-corrector
 - :mod:`tinydiff.likelihood` exact log-likelihoods from the probability-flow ODE

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checkpoint import DiffusionModel
+from .pretrained import DiffusionModel
 from .guidance import classifier_free
 from .metrics import classifier_features, frechet_distance, label_accuracy, within_class_diversity
 from .registry import SamplerSpec
@@ -63,7 +63,7 @@ def sample_digits(
     """Images [N, C, H, W] for labels [N], sampled on the network's device, returned on the CPU.
 
     The sampler draws ``model.sample_shape`` (images, or latents that
-    :meth:`~tinydiff.checkpoint.DiffusionModel.to_images` then decodes); ``clip_x0="model"``
+    :meth:`~tinydiff.pretrained.DiffusionModel.to_images` then decodes); ``clip_x0="model"``
     clamps x0_hat to [-1, 1] for images and not for latents (``model.clip_x0``).
 
     Batch b (the labels ``b*batch_size ...``) draws all its noise from a generator seeded

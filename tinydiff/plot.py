@@ -578,7 +578,7 @@ def prompt_figure(
     fig: FigureBase | None = None,
 ) -> FigureBase:
     """``n`` digits for one ``prompt`` from a text-conditioned latent model (a
-    :class:`tinydiff.checkpoint.DiffusionModel` with a tokenizer), DDIM (trailing) from fixed noise (a CPU generator
+    :class:`tinydiff.pretrained.DiffusionModel` with a tokenizer), DDIM (trailing) from fixed noise (a CPU generator
     seeded with ``seed``) under classifier-free guidance at ``guidance`` and CLIP guidance at ``clip_guidance``."""
     from .text_to_image import prompt_digits
 

@@ -458,7 +458,7 @@ def prompt_explorer(model, prompt: str = "a bold seven", guidance: float = 3.0, 
                     steps: int = 20) -> PromptExplorer:
     """Type a prompt from the captions' vocabulary and move the guidance scale: the same noises become that prompt.
 
-    ``model`` is a text-conditioned :class:`tinydiff.checkpoint.DiffusionModel` (e.g. the shipped ``mnist_text``).
+    ``model`` is a text-conditioned :class:`tinydiff.pretrained.DiffusionModel` (e.g. the shipped ``mnist_text``).
     Returns an ipywidgets container; display it.
     """
     if getattr(model, "tokenizer", None) is None:
