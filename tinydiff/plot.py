@@ -553,14 +553,17 @@ def adapter_figure(
 ) -> FigureBase:
     """``n`` digits of ``label`` from a network with LoRA layers at adapter scale ``scale`` (0 = the base model,
     1 = adapted; :func:`tinydiff.adapt.set_adapter_scale`), DDIM (trailing) with classifier-free guidance, from
-    fixed noise (a CPU generator seeded with ``seed``): moving the scale changes only the adapter."""
+    fixed noise (a CPU generator seeded with ``seed``): moving the scale changes only the adapter. The title
+    carries the row's mean ink (:func:`tinydiff.data.styles.ink`, the measure of notebook 12's thick style)."""
     from .adapt import lora_layers, set_adapter_scale
+    from .data.styles import ink
 
     if lora_layers(net):
         set_adapter_scale(net, scale)
     x = guided_digits(net, schedule, label, guidance, n=n, steps=steps, seed=seed, prediction=prediction,
                       spacing="trailing")
-    return _digit_row(x, f"{title}{', ' if title else ''}adapter scale {scale:g}", fig)
+    label_text = f"{title}{', ' if title else ''}adapter scale {scale:g}: ink {float(ink(x).mean()):.3f}"
+    return _digit_row(x, label_text, fig)
 
 
 # --------------------------------------------------------------------------- notebook 13: text to image
