@@ -408,11 +408,13 @@ def draw_paths(
     title: str | None = None,
     every: int = 1,
     lim: float = 3.2,
+    start: str = "$x_T$",
 ) -> None:
     """Draw 2-D sampler paths ``xs`` [S+1, B, 2] (a :class:`~tinydiff.samplers.Trajectory`'s ``xs``).
 
     One line per start point through every ``every``-th state and the last one, a black dot at
-    the start x_T and a red cross at the end x_0 (both in a small legend), over ``density`` if given.
+    the start (named ``start`` in a small legend: DDPM's x_T, or x_1 for a flow whose noise is at t = 1)
+    and a red cross at the end x_0, over ``density`` if given.
     """
     if xs.ndim != 3 or xs.shape[2] != 2:
         raise ValueError(f"xs must be 2-D paths of shape [S+1, B, 2], got {list(xs.shape)}")
@@ -422,7 +424,7 @@ def draw_paths(
     for b in range(xs.shape[1]):
         path = torch.cat([xs[::every, b], xs[-1:, b]])
         ax.plot(path[:, 0], path[:, 1], lw=0.8, alpha=0.8, color=f"C{b % 10}")
-    ax.plot(xs[0, :, 0], xs[0, :, 1], "o", color="k", ms=3, label="start $x_T$ (noise)")
+    ax.plot(xs[0, :, 0], xs[0, :, 1], "o", color="k", ms=3, label=f"start {start} (noise)")
     ax.plot(xs[-1, :, 0], xs[-1, :, 1], "x", color="r", ms=6, label="end $x_0$ (sample)")
     ax.legend(loc="lower right", fontsize=7, framealpha=0.8, handletextpad=0.3, borderpad=0.3)
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[], title=title)
