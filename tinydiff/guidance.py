@@ -30,8 +30,8 @@ and the 2-D check in notebook 07).
 **CLIP guidance** (:class:`CLIPGuidance`, notebook 13) steers with a text-image similarity instead of a
 class: it moves the predicted clean sample up the gradient of CLIP's cosine with the prompt,
 x0_hat <- x0_hat + s grad_{x0_hat} cos(CLIP(D(x0_hat)), CLIP(prompt)), and recomputes eps from x_t so the
-two stay consistent -- guidance through the predicted clean sample, the idea of Bansal et al. 2023, sec. 3.1,
-without differentiating through the denoiser.
+two stay consistent -- the *backward* universal guidance of Bansal et al. 2023, sec. 3.2, with one gradient
+step, which does not differentiate through the denoiser (their *forward* guidance, sec. 3.1, does).
 
 The wrappers here are ``nn.Module`` s callable as ``model(x_t, t)``, so every sampler
 in :mod:`tinydiff.samplers` runs them unchanged and finds their device from the
