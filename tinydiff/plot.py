@@ -174,13 +174,16 @@ def vector_field(
     n: int = 20,
     normalize: bool = False,
     device: torch.device | str | None = None,
+    unit: float | None = None,
     **kwargs,
 ) -> mpl.quiver.Quiver:
     """Arrows of a 2-D vector field ``fn``: points [M, 2] -> vectors [M, 2] (e.g. a score) on an n x n grid.
 
     With ``normalize=True`` every arrow has the same length and only the direction
     is shown (scores near a mode and far from it differ by orders of magnitude).
-    Extra keyword arguments go to ``ax.quiver``.
+    By default matplotlib scales each call's arrows to its own longest ones, so two panels cannot be
+    compared by arrow length; with ``unit`` a vector of norm ``unit`` is drawn one grid spacing long,
+    the same in every panel drawn with the same ``unit``. Extra keyword arguments go to ``ax.quiver``.
     """
     points = _grid_points(lim, n, device)
     vectors = fn(points)
@@ -191,6 +194,11 @@ def vector_field(
         v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
     xy = _numpy(points)
     kwargs.setdefault("color", "0.3")
+    if unit is not None:
+        if not unit > 0:
+            raise ValueError(f"unit must be a positive vector norm (drawn one grid spacing long), got {unit!r}")
+        lo, hi = _square(lim)
+        kwargs.update(scale_units="xy", scale=float(unit) / ((hi - lo) / (n - 1)))
     arrows = ax.quiver(xy[:, 0], xy[:, 1], v[:, 0], v[:, 1], angles="xy", **kwargs)
     lo, hi = _square(lim)
     ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal")
@@ -475,7 +483,9 @@ def guidance_figure(
     class-conditional network with a null class (:func:`tinydiff.guidance.classifier_free`).
     """
     x = guided_digits(net, schedule, digit, scale, n=n, steps=steps, seed=seed, prediction=prediction)
-    return _digit_row(x, f"digit {digit}, guidance scale s = {scale:g} (DDIM-{steps})", fig)
+    title = (f"s = 0: the unconditional model, the label {digit} is ignored (DDIM-{steps})" if scale == 0
+             else f"digit {digit}, guidance scale s = {scale:g} (DDIM-{steps})")
+    return _digit_row(x, title, fig)
 
 
 def _digit_row(x: Tensor, title: str, fig: FigureBase | None) -> FigureBase:
