@@ -16,8 +16,11 @@ Ho & Salimans write the same thing with w = s - 1:
 Since eps = -sqrt(1 - alpha_bar_t) * score (Vincent 2011; :mod:`tinydiff.oracle`),
 eps_s is the score of p_t(x) p_t(y | x)^s up to that factor:
 grad log p(x | y) - grad log p(x) = grad log p(y | x) by Bayes' rule, so s > 1
-samples (approximately: the product is not itself a noised density) from a
-distribution that puts more weight where the label is more certain.
+aims at the tilted density p(x) p(y | x)^s, which puts more weight where the label
+is more certain. It does not sample that density, even with exact scores: the
+product p_t(x) p_t(y | x)^s is not the noised tilted density, and guided samples
+land beyond it, away from the other classes (Chidambaram et al. 2024; measured
+against exact samples, :func:`tinydiff.oracle.sample_tilted`, in notebook 07).
 
 **Classifier guidance** (Dhariwal & Nichol 2021, sec. 4.2, Algorithm 2) adds the
 gradient of a classifier p(y | x_t) instead:
