@@ -5,7 +5,8 @@ Run from the repository root on an otherwise idle machine (notebook 12 reads wha
     OMP_WAIT_POLICY=PASSIVE python benchmarks/adaptation.py
 
 For each method (``scripts/adapt.py``: full and partial fine-tuning, LoRA of rank 1 / 4 / 16, a new label,
-DreamBooth's prior preservation), on the same base, target set, budget of steps and seed, it reports:
+full fine-tuning with replay of the base model's samples of the other digits -- ``dreambooth``), on the same base,
+target set, budget of steps and seed, it reports:
 
 - **cost**: trainable parameters (count and % of the model), steps/s, wall time, the size of what must be saved;
 - **fidelity to the new style**: the ink of ``--n-style`` samples of the adapted digit (the style measure,

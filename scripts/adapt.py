@@ -4,8 +4,8 @@
     OMP_WAIT_POLICY=PASSIVE python scripts/adapt.py --method full --out runs/adapters/full
 
 The style: thick strokes (:func:`tinydiff.data.styles.thicken`, dilation by one pixel), on one digit
-(``--digit``, default 7): ``--n-train`` thickened training digits of that class are the whole target set (the
-DreamBooth setting). Every method starts from the same base checkpoint and trains ``--steps`` steps of
+(``--digit``, default 7): ``--n-train`` thickened training digits of that class are the whole target set (a
+few-shot setting, as DreamBooth's). Every method starts from the same base checkpoint and trains ``--steps`` steps of
 :func:`tinydiff.train.train` -- the course's one training loop, unchanged -- with the same seed and batch:
 
 - ``full``: every parameter;
@@ -14,8 +14,14 @@ DreamBooth setting). Every method starts from the same base checkpoint and train
   convolutions of the middle and up paths, the base frozen;
 - ``label``: one new label learned with the whole network frozen (the idea of textual inversion, Gal et al.
   2022); the target images carry the new label instead of their digit's;
-- ``dreambooth``: full fine-tuning with DreamBooth's prior-preservation loss (Ruiz et al. 2023): half of each
-  batch is the base model's own samples of the *other* classes, drawn once before training.
+- ``dreambooth`` (named after the loss it borrows; it is not DreamBooth): full fine-tuning with *replay* of the
+  base model's own samples of the *other* classes (``--n-prior``, drawn once before training), against forgetting.
+  The data is a pool of the target set repeated ``n_prior // n_train`` times and the replayed samples (with the
+  defaults 160 + 180 images), from which :func:`tinydiff.train.train` draws each batch with replacement: the
+  loss has the form of DreamBooth's prior-preservation loss (Ruiz et al. 2023, eq. 2) with lambda = 180 / 160 in
+  expectation, but DreamBooth binds a subject to a new identifier and replays samples of the subject's *own*
+  class, to keep the class word's meaning; here the digits keep their labels and the replay protects the rest
+  (generative replay, Shin et al. 2017).
 
 Writes the adapted weights' difference as an adapter file (``<out>.safetensors`` + ``<out>.json``; for ``full``,
 ``partial`` and ``dreambooth`` the changed tensors themselves), with what the method cost in its JSON's ``extra``
@@ -61,7 +67,7 @@ def heldout_style_set(digit: int, n: int = 400) -> torch.Tensor:
 
 @torch.no_grad()
 def prior_samples(model, digit: int, n: int, guidance: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The base model's own samples of the classes other than ``digit`` (DreamBooth's class prior), [n, 1, 32, 32]."""
+    """The base model's own samples of the classes other than ``digit`` (``dreambooth`` replays them), [n, 1, 32, 32]."""
     others = torch.tensor([c for c in range(model.net.num_classes) if c != digit])
     labels = others[torch.arange(n) % len(others)]
     x_T = torch.randn(n, *model.sample_shape, generator=torch.Generator().manual_seed(seed))
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, help="default: 5e-5 for full / partial / dreambooth, 1e-3 for lora, 1e-2 for label")
-    p.add_argument("--n-prior", type=int, default=180, help="dreambooth: base samples of the other classes")
+    p.add_argument("--n-prior", type=int, default=180, help="dreambooth: base samples of the other classes, replayed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="path without suffix for the adapter files")
     args = p.parse_args(argv)
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     label = adapt.prepare(net, args.method, args.rank, args.alpha)
     labels = torch.full((len(images),), label if label is not None else args.digit)
     data, data_labels = images, labels
-    if args.method == "dreambooth":  # half the batch from the target set, half from the prior
+    if args.method == "dreambooth":  # replay: a pool of the target set (repeated) and the base model's samples
         prior, prior_labels = prior_samples(model, args.digit, args.n_prior, model.recommended_guidance or 1.0,
                                             args.seed + 1)
         repeat = max(1, len(prior) // len(images))

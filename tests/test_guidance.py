@@ -14,7 +14,7 @@ from tinydiff.guidance import (
     ho_salimans_w,
 )
 from tinydiff.models import UNet
-from tinydiff.oracle import MixtureClassEpsilon
+from tinydiff.oracle import MixtureClassEpsilon, sample_tilted, tilted_log_prob
 from tinydiff.samplers import ddim_sample, ddpm_sample
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -119,3 +119,38 @@ def test_label_batch_must_match_the_samples():
     net = UNet(channels=8, mults=(1, 2), num_classes=3)
     with pytest.raises(ValueError, match="3 labels were given"):
         classifier_free(net, torch.tensor([0, 1, 2]), 2.0)(torch.randn(2, 1, 16, 16), torch.tensor([1, 2]))
+
+
+def test_the_tilted_density_is_the_conditional_at_s_1_and_the_mixture_at_s_0():
+    """tilted_log_prob in closed form: s = 1 is log p(x | y), s = 0 is log p(x), exactly; and its three forms
+    p(x) p(y | x)^s, p(x | y) p(y | x)^(s-1), p(x | y)^s p(x)^(1-s) differ by a constant in x."""
+    mixture = overlapping_pair()
+    x = torch.randn(200, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.equal(tilted_log_prob(mixture, 1, 1.0, x), mixture.component(1).log_prob(x))
+    torch.testing.assert_close(tilted_log_prob(mixture, 1, 0.0, x), mixture.log_prob(x), rtol=0, atol=1e-12)
+    log_r = mixture.responsibilities(x)[:, 1].log()
+    for s in (0.5, 3.0):
+        for other in (mixture.log_prob(x) + s * log_r, mixture.component(1).log_prob(x) + (s - 1) * log_r):
+            gap = tilted_log_prob(mixture, 1, s, x) - other
+            assert (gap - gap.mean()).abs().max() < 1e-10
+    with pytest.raises(ValueError, match="component index"):
+        tilted_log_prob(mixture, 2, 1.0, x)
+    with pytest.raises(ValueError, match=">= 0"):
+        sample_tilted(mixture, 0, -1.0, 10)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5, 1.0, 3.0, 8.0])
+def test_sample_tilted_has_the_moments_of_the_tilted_density(scale):
+    """Rejection samples of p_s against the mean and variance of exp(tilted_log_prob) on a fine grid."""
+    mixture = overlapping_pair()
+    axis = torch.linspace(-6, 6, 481, dtype=torch.float64)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    grid = torch.stack([xx.flatten(), yy.flatten()], 1)
+    w = torch.softmax(tilted_log_prob(mixture, 1, scale, grid), 0)[:, None]
+    mean = (w * grid).sum(0)
+    var = (w * (grid - mean) ** 2).sum(0)
+    n = 20_000
+    x = sample_tilted(mixture, 1, scale, n, generator=torch.Generator().manual_seed(0)).double()
+    assert x.shape == (n, 2)
+    assert ((x.mean(0) - mean).abs() < 4 * (var / n).sqrt()).all(), (x.mean(0), mean)
+    assert ((x.var(0) / var - 1).abs() < 0.05).all(), (x.var(0), var)

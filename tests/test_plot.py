@@ -78,6 +78,21 @@ def test_vector_field_normalize_gives_unit_arrows(ax):
         plot.vector_field(ax, lambda x: x[:, :1], n=4)
 
 
+def test_vector_field_unit_draws_panels_on_one_scale():
+    """With one ``unit``, a field 5 times longer gets 5 times longer arrows (matplotlib's default rescales each panel)."""
+    fig, (a, b) = plt.subplots(1, 2)
+    long = plot.vector_field(a, lambda x: torch.full_like(x, 5.0), lim=2.0, n=5, unit=5.0 * 2**0.5)
+    short = plot.vector_field(b, lambda x: torch.full_like(x, 1.0), lim=2.0, n=5, unit=5.0 * 2**0.5)
+    fig.canvas.draw()
+    assert long.scale_units == short.scale_units == "xy" and long.scale == short.scale
+    spacing = 4.0 / 4
+    assert np.hypot(long.U, long.V)[0] / long.scale == pytest.approx(spacing)  # norm `unit`: one grid spacing
+    assert np.hypot(short.U, short.V)[0] / short.scale == pytest.approx(spacing / 5)
+    with pytest.raises(ValueError, match="unit"):
+        plot.vector_field(a, lambda x: x, unit=0.0)
+    plt.close(fig)
+
+
 def test_make_grid_places_and_rescales_every_image():
     images = torch.stack([torch.full((1, 2, 3), v) for v in (-1.0, 0.0, 1.0, 5.0, -7.0)])
     grid = plot.make_grid(images, nrow=2, padding=1)

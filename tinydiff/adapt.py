@@ -18,7 +18,8 @@ cloneofsimo/lora            a flat ``scale`` on B A (no alpha / r); its "alpha" 
 
 For a convolution (kernel k x k) the down-projection A is a convolution with the layer's own kernel, stride and
 padding into r channels, and the up-projection B a 1 x 1 convolution back: B A is then a k x k convolution of rank
-r, and merging adds sum_r B[:, r] A[r] to the kernel.
+r, and merging adds sum_j B[:, j] A[j] to the kernel. (Hu et al. 2021 treat linear layers only; this form for
+convolutions is what LyCORIS calls LoCon, Yeh et al. 2024.)
 
 Read in this order: :class:`LoRALinear`, :class:`LoRAConv2d`, :func:`add_lora` (wrap layers in place by name),
 :func:`merge_lora` / :func:`unmerge_lora` / :func:`set_adapter_scale`, :func:`freeze`, :func:`add_label` (a new
@@ -270,7 +271,10 @@ def partial_finetune_patterns(net: nn.Module) -> list[str]:
 
 
 METHODS = ("full", "partial", "lora", "label", "dreambooth")
-"""The adaptation methods of notebook 12 (``dreambooth`` trains like ``full``; its prior is in the data)."""
+"""The adaptation methods of notebook 12. ``dreambooth`` (named after the loss it borrows) trains like ``full``:
+it is full fine-tuning with *replay* -- ``scripts/adapt.py`` mixes the base model's own samples of the other
+classes into the data, against forgetting. It is not DreamBooth (Ruiz et al. 2023), which binds a subject to a
+new identifier and replays samples of the subject's *own* class."""
 
 
 def prepare(net: nn.Module, method: str, rank: int = 4, alpha: float | None = None) -> int | None:

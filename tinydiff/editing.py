@@ -175,7 +175,8 @@ def sdedit(
     clip_x0: float | None = None,
     progress: bool = True,
 ) -> Tensor:
-    """SDEdit (Meng et al. 2022, Algorithm 1): perturb ``x`` to step ``t0`` with the forward process, then denoise.
+    """SDEdit (Meng et al. 2022): perturb ``x`` to step ``t0`` with the forward process, then denoise -- the
+    variance-preserving form (the paper's appendix, Algorithm 3, and its code; Algorithm 1 is the VE-SDE form).
 
         x_t0 = sqrt(alpha_bar_t0) x + sqrt(1 - alpha_bar_t0) z       (eq. 4 of Ho et al. 2020)
         x_0  = a sampler run from x_t0 at step t0 down to the clean sample

@@ -16,8 +16,11 @@ Ho & Salimans write the same thing with w = s - 1:
 Since eps = -sqrt(1 - alpha_bar_t) * score (Vincent 2011; :mod:`tinydiff.oracle`),
 eps_s is the score of p_t(x) p_t(y | x)^s up to that factor:
 grad log p(x | y) - grad log p(x) = grad log p(y | x) by Bayes' rule, so s > 1
-samples (approximately: the product is not itself a noised density) from a
-distribution that puts more weight where the label is more certain.
+aims at the tilted density p(x) p(y | x)^s, which puts more weight where the label
+is more certain. It does not sample that density, even with exact scores: the
+product p_t(x) p_t(y | x)^s is not the noised tilted density, and guided samples
+land beyond it, away from the other classes (Chidambaram et al. 2024; measured
+against exact samples, :func:`tinydiff.oracle.sample_tilted`, in notebook 07).
 
 **Classifier guidance** (Dhariwal & Nichol 2021, sec. 4.2, Algorithm 2) adds the
 gradient of a classifier p(y | x_t) instead:
@@ -30,8 +33,8 @@ and the 2-D check in notebook 07).
 **CLIP guidance** (:class:`CLIPGuidance`, notebook 13) steers with a text-image similarity instead of a
 class: it moves the predicted clean sample up the gradient of CLIP's cosine with the prompt,
 x0_hat <- x0_hat + s grad_{x0_hat} cos(CLIP(D(x0_hat)), CLIP(prompt)), and recomputes eps from x_t so the
-two stay consistent -- guidance through the predicted clean sample, the idea of Bansal et al. 2023, sec. 3.1,
-without differentiating through the denoiser.
+two stay consistent -- the *backward* universal guidance of Bansal et al. 2023, sec. 3.2, with one gradient
+step, which does not differentiate through the denoiser (their *forward* guidance, sec. 3.1, does).
 
 The wrappers here are ``nn.Module`` s callable as ``model(x_t, t)``, so every sampler
 in :mod:`tinydiff.samplers` runs them unchanged and finds their device from the

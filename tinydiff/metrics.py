@@ -177,8 +177,9 @@ def within_class_diversity(features: Tensor, labels: Tensor) -> float:
 def clip_score(clip: torch.nn.Module, images: Tensor, ids: Tensor, batch_size: int = 500) -> Tensor:
     """CLIP score per image: 100 * max(cos(CLIP image embedding, CLIP text embedding), 0), [N].
 
-    The reference-free image-text metric of Hessel et al. 2021 (eq. 1 with w = 100 instead of 2.5, the scale
-    most text-to-image papers report). Images [N, 1, 32, 32] in [-1, 1], prompt ids [N, L]; ``clip`` a
+    The reference-free image-text metric of Hessel et al. 2021, who define it as w * max(cos, 0) with w = 2.5;
+    w = 100 is the convention of the metrics libraries (torchmetrics' ``CLIPScore``), the scale text-to-image
+    papers report. Images [N, 1, 32, 32] in [-1, 1], prompt ids [N, L]; ``clip`` a
     :class:`tinydiff.models.TinyCLIP`.
     """
     if len(images) != len(ids):

@@ -9,6 +9,10 @@ known in closed form:
 An oracle plugs into every sampler in place of a trained network. If a sampler
 run with the oracle does not reproduce the mixture, the *sampler* is wrong --
 the sanity check to run before blaming the training.
+
+For guidance on a mixture labelled by component, :func:`tilted_log_prob` is the density that guidance
+at scale s asks for, p_s(x) ∝ p(x) p(y | x)^s, and :func:`sample_tilted` draws exact samples of it:
+the reference a guided sampler is measured against (notebook 07).
 """
 
 from __future__ import annotations
@@ -120,3 +124,67 @@ def gaussian_ode_solution(mean: Tensor, cov: Tensor, x: Tensor, alpha_bar_from: 
     x_bar = x.to(torch.float64).cpu() / math.sqrt(float(alpha_bar_from))
     x_bar_to = mean + (x_bar - mean) @ factor.T
     return (math.sqrt(float(alpha_bar_to)) * x_bar_to).to(dtype=x.dtype, device=x.device)
+
+
+def _check_tilt(mixture: GaussianMixture, y: int, scale: float) -> None:
+    if not 0 <= int(y) < mixture.n_components:
+        raise ValueError(f"y must be a component index 0..{mixture.n_components - 1}, got {y}")
+    if isinstance(scale, bool) or not math.isfinite(float(scale)) or float(scale) < 0:
+        raise ValueError(f"the guidance scale must be a finite number >= 0, got {scale!r}")
+
+
+def tilted_log_prob(mixture: GaussianMixture, y: int, scale: float, x: Tensor) -> Tensor:
+    """log p_s(x) up to a constant: the density that guidance at scale s asks for, for a mixture labelled by component.
+
+    With p(x | y) component y, p(y) its weight and p(y | x) its responsibility, Bayes' rule gives three
+    forms of one density (each up to its own constant):
+
+        p_s(x)  ∝  p(x) p(y | x)^s  ∝  p(x | y) p(y | x)^(s - 1)  ∝  p(x | y)^s p(x)^(1 - s)
+
+    The first is classifier guidance's target, the unconditional density times the classifier raised to the
+    gradient scale s (Dhariwal & Nichol 2021, sec. 4.3); the second is how Ho & Salimans (2022, sec. 3.1) write
+    guidance on a conditional model, with w = s - 1; the third is the "gamma-powered" density of classifier-free
+    guidance, gamma = s (Bradley & Nakkiran 2024, sec. 3). Returned: the third form,
+    s log p(x | y) + (1 - s) log p(x), so that s = 1 is exactly log p(x | y) and s = 0 exactly log p(x); for
+    other s it is unnormalised (p_s is normalisable for every s >= 0: for s > 1, p_s <= p(x | y) / p(y)^(s - 1)).
+
+    A guided sampler does *not* sample p_s for s other than 0 and 1, even with exact scores and infinitely many
+    steps: it follows the scores of p_t(x) p_t(y | x)^s, and these are not the scores of p_s noised
+    (Chidambaram et al. 2024; Bradley & Nakkiran 2024, sec. 3). Notebook 07 measures the gap.
+    Shapes: x [N, D] -> [N] in x's dtype and device.
+    """
+    _check_tilt(mixture, y, scale)
+    s = float(scale)
+    log_cond = mixture.component(int(y)).log_prob(x)
+    return log_cond if s == 1.0 else s * log_cond + (1.0 - s) * mixture.log_prob(x)
+
+
+def sample_tilted(mixture: GaussianMixture, y: int, scale: float, n: int,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """Exact samples [n, D] (float32, CPU) of p_s, the tilted density of :func:`tilted_log_prob`, by rejection sampling.
+
+    For s >= 1, p_s ∝ p(x | y) p(y | x)^(s - 1): draw from component y and keep a draw with probability
+    p(y | x)^(s - 1) <= 1. For s < 1, p_s ∝ p(x) p(y | x)^s: draw from the mixture and keep a draw with
+    probability p(y | x)^s. Either way the kept draws follow p_s exactly. s = 1 keeps every draw of p(x | y),
+    s = 0 every draw of p(x). Signature as ``GaussianMixture.sample`` after the first three arguments, so
+    ``functools.partial(sample_tilted, mixture, y, s)`` can be given to ``metrics.energy_distance_floor``.
+    """
+    _check_tilt(mixture, y, scale)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    s, y = float(scale), int(y)
+    proposal, power = (mixture.component(y), s - 1.0) if s >= 1.0 else (mixture, s)
+    device = generator.device if generator is not None else torch.device("cpu")
+    kept, count, drawn = [], 0, 0
+    while count < n:
+        batch = max(2 * (n - count), 256)
+        x = proposal.sample(batch, generator=generator).cpu()
+        keep_prob = mixture.responsibilities(x.double())[:, y] ** power
+        u = torch.rand(batch, generator=generator, dtype=torch.float64, device=device).cpu()
+        keep = u < keep_prob
+        kept.append(x[keep])
+        count, drawn = count + int(keep.sum()), drawn + batch
+        if drawn > 1000 * n + 100_000 and count < n:
+            raise ValueError(f"rejection sampling keeps only {count} of {drawn} draws at s = {s:g}: p_s is too far "
+                             "from the proposal for this sampler")
+    return torch.cat(kept)[:n]

@@ -174,13 +174,16 @@ def vector_field(
     n: int = 20,
     normalize: bool = False,
     device: torch.device | str | None = None,
+    unit: float | None = None,
     **kwargs,
 ) -> mpl.quiver.Quiver:
     """Arrows of a 2-D vector field ``fn``: points [M, 2] -> vectors [M, 2] (e.g. a score) on an n x n grid.
 
     With ``normalize=True`` every arrow has the same length and only the direction
     is shown (scores near a mode and far from it differ by orders of magnitude).
-    Extra keyword arguments go to ``ax.quiver``.
+    By default matplotlib scales each call's arrows to its own longest ones, so two panels cannot be
+    compared by arrow length; with ``unit`` a vector of norm ``unit`` is drawn one grid spacing long,
+    the same in every panel drawn with the same ``unit``. Extra keyword arguments go to ``ax.quiver``.
     """
     points = _grid_points(lim, n, device)
     vectors = fn(points)
@@ -191,6 +194,11 @@ def vector_field(
         v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
     xy = _numpy(points)
     kwargs.setdefault("color", "0.3")
+    if unit is not None:
+        if not unit > 0:
+            raise ValueError(f"unit must be a positive vector norm (drawn one grid spacing long), got {unit!r}")
+        lo, hi = _square(lim)
+        kwargs.update(scale_units="xy", scale=float(unit) / ((hi - lo) / (n - 1)))
     arrows = ax.quiver(xy[:, 0], xy[:, 1], v[:, 0], v[:, 1], angles="xy", **kwargs)
     lo, hi = _square(lim)
     ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal")
@@ -408,11 +416,13 @@ def draw_paths(
     title: str | None = None,
     every: int = 1,
     lim: float = 3.2,
+    start: str = "$x_T$",
 ) -> None:
     """Draw 2-D sampler paths ``xs`` [S+1, B, 2] (a :class:`~tinydiff.samplers.Trajectory`'s ``xs``).
 
     One line per start point through every ``every``-th state and the last one, a black dot at
-    the start x_T and a red cross at the end x_0 (both in a small legend), over ``density`` if given.
+    the start (named ``start`` in a small legend: DDPM's x_T, or x_1 for a flow whose noise is at t = 1)
+    and a red cross at the end x_0, over ``density`` if given.
     """
     if xs.ndim != 3 or xs.shape[2] != 2:
         raise ValueError(f"xs must be 2-D paths of shape [S+1, B, 2], got {list(xs.shape)}")
@@ -422,7 +432,7 @@ def draw_paths(
     for b in range(xs.shape[1]):
         path = torch.cat([xs[::every, b], xs[-1:, b]])
         ax.plot(path[:, 0], path[:, 1], lw=0.8, alpha=0.8, color=f"C{b % 10}")
-    ax.plot(xs[0, :, 0], xs[0, :, 1], "o", color="k", ms=3, label="start $x_T$ (noise)")
+    ax.plot(xs[0, :, 0], xs[0, :, 1], "o", color="k", ms=3, label=f"start {start} (noise)")
     ax.plot(xs[-1, :, 0], xs[-1, :, 1], "x", color="r", ms=6, label="end $x_0$ (sample)")
     ax.legend(loc="lower right", fontsize=7, framealpha=0.8, handletextpad=0.3, borderpad=0.3)
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[], title=title)
@@ -473,7 +483,9 @@ def guidance_figure(
     class-conditional network with a null class (:func:`tinydiff.guidance.classifier_free`).
     """
     x = guided_digits(net, schedule, digit, scale, n=n, steps=steps, seed=seed, prediction=prediction)
-    return _digit_row(x, f"digit {digit}, guidance scale s = {scale:g} (DDIM-{steps})", fig)
+    title = (f"s = 0: the unconditional model, the label {digit} is ignored (DDIM-{steps})" if scale == 0
+             else f"digit {digit}, guidance scale s = {scale:g} (DDIM-{steps})")
+    return _digit_row(x, title, fig)
 
 
 def _digit_row(x: Tensor, title: str, fig: FigureBase | None) -> FigureBase:
@@ -553,14 +565,17 @@ def adapter_figure(
 ) -> FigureBase:
     """``n`` digits of ``label`` from a network with LoRA layers at adapter scale ``scale`` (0 = the base model,
     1 = adapted; :func:`tinydiff.adapt.set_adapter_scale`), DDIM (trailing) with classifier-free guidance, from
-    fixed noise (a CPU generator seeded with ``seed``): moving the scale changes only the adapter."""
+    fixed noise (a CPU generator seeded with ``seed``): moving the scale changes only the adapter. The title
+    carries the row's mean ink (:func:`tinydiff.data.styles.ink`, the measure of notebook 12's thick style)."""
     from .adapt import lora_layers, set_adapter_scale
+    from .data.styles import ink
 
     if lora_layers(net):
         set_adapter_scale(net, scale)
     x = guided_digits(net, schedule, label, guidance, n=n, steps=steps, seed=seed, prediction=prediction,
                       spacing="trailing")
-    return _digit_row(x, f"{title}{', ' if title else ''}adapter scale {scale:g}", fig)
+    label_text = f"{title}{', ' if title else ''}adapter scale {scale:g}: ink {float(ink(x).mean()):.3f}"
+    return _digit_row(x, label_text, fig)
 
 
 # --------------------------------------------------------------------------- notebook 13: text to image

@@ -1,13 +1,14 @@
 """Text-to-image in miniature (Part 11, notebook 13): what the tiny CLIP knows, and sampling digits from prompts.
 
 - :func:`zero_shot_digits` / :func:`zero_shot_attribute`: CLIP as a classifier with no classification head --
-  the prompt whose embedding is closest to the image's wins (Radford et al. 2021, sec. 3.1.4).
+  the prompt whose embedding is closest to the image's wins (Radford et al. 2021, sec. 3.1.2; template from sec. 3.1.4).
 - :func:`prompt_digits`: images from a text-conditioned latent model for a list of prompts, under classifier-free
   guidance (the empty prompt is the null condition) and, optionally, CLIP guidance -- the same
   :mod:`tinydiff.guidance` wrappers and DDIM sampler as for labels.
 - :func:`evaluation_prompts` and :func:`prompt_report`: the measured prompt grid (digit, thickness, slant) and
   what is measured on the images it gives -- digit accuracy by the project's classifier, attribute accuracy by the
-  attribute functions of :mod:`tinydiff.data.captions`, CLIP score.
+  attribute functions of :mod:`tinydiff.data.captions`, CLIP score (:func:`tinydiff.metrics.clip_score`:
+  100 max(cos, 0), the metrics libraries' scale; Hessel et al. 2021 use 2.5 instead of 100).
 """
 
 from __future__ import annotations
