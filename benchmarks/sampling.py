@@ -44,7 +44,8 @@ from safetensors.torch import save_file  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from tinydiff import metrics, schedules  # noqa: E402
-from tinydiff.checkpoint import load_checkpoint, load_diffusion_model, sha256  # noqa: E402
+from tinydiff.checkpoint import load_checkpoint, sha256  # noqa: E402
+from tinydiff.pretrained import load_diffusion_model  # noqa: E402
 from tinydiff.data import anisotropic_mixture, load_mnist  # noqa: E402
 from tinydiff.evaluation import machine  # noqa: E402
 from tinydiff.oracle import MixtureEpsilon  # noqa: E402
