@@ -10,8 +10,9 @@ The rules it applies, which are also the rules for writing the course's text:
 * Checked: every number in a markdown cell written with a decimal point (``0.983``, ``4.6``) and every
   percentage (``46 %``, ``4.4%``). Plain integers are not checked (step counts, years and sizes are
   too common to tell apart from claims); quote a measured quantity with its decimals.
-* Not checked: mathematics (``$...$``), code (`` `...` `` and fenced blocks), link targets, and
-  references such as "sec. 4.3", "eqs. 2.81-2.82", "Table 2", "Algorithm 1".
+* Checked inside inline math too (``$0.017 \\times 1{,}024 \\approx 17$`` quotes 0.017), but not in displayed
+  equations (``$$...$$``), sub- and superscripts (``\\bar\\alpha_{0.5}``, ``10^{-4}``), code (`` `...` `` and fenced
+  blocks), link targets, or references such as "sec. 4.3", "eqs. 2.81-2.82", "Table 2", "Algorithm 1".
 * A quoted number matches a printed one that rounds to it at the quoted precision: "0.25" matches a
   printed 0.2463, "46 %" a printed 0.4617 or 46.2. A number that appears verbatim in a code cell's
   source also matches (a parameter such as ``s = 1.5`` or ``t0 = 0.55``).
@@ -48,8 +49,9 @@ QUOTED_COMMENT = re.compile(r"<!--\s*quoted:(.*?)-->", re.DOTALL)
 def prose(markdown: str) -> str:
     """The markdown with what is not prose blanked out: math, code, links' targets, HTML, references."""
     text = QUOTED_COMMENT.sub(" ", markdown)
-    for pattern in (r"```.*?```", r"\$\$.*?\$\$", r"\$[^$\n]*\$", r"`[^`\n]*`", r"<!--.*?-->"):
+    for pattern in (r"```.*?```", r"\$\$.*?\$\$", r"`[^`\n]*`", r"<!--.*?-->"):
         text = re.sub(pattern, " ", text, flags=re.DOTALL)
+    text = re.sub(r"\\cdot\s*10\^\{?-?\d+\}?|[_^]\{[^}]*\}|[_^]\w", " ", text)  # 10^{-4}, sub- and superscripts
     text = re.sub(r"\]\([^)]*\)", "]", text)  # [label](target): keep the label
     text = re.sub(r"<[^>\n]*>", " ", text)  # HTML tags
     return REFERENCE.sub(" ", text)
@@ -140,9 +142,15 @@ def test_a_number_the_notebook_does_not_print_fails():
 
 
 def test_math_code_references_integers_and_listed_quotes_are_not_checked():
-    text = ("$\\alpha = 0.5$ and `s = 7.5`, see sec. 4.3, eqs. 2.81-2.82, Table 2.1 and [x](a/1.5.html); 1,000 steps. "
+    text = ("$$\\alpha = 0.5$$ and `s = 7.5`, $\\bar\\alpha_{0.5} 10^{-4.5}$, see sec. 4.3, eqs. 2.81-2.82, Table 2.1 and "
+            "[x](a/1.5.html); 1,000 steps. "
             "FID 2.57 <!-- quoted: 2.57 (Salimans & Ho 2022, Table 2) -->")
     assert unprinted_claims(_nb(text)) == []
+
+
+def test_a_number_in_inline_math_is_checked():
+    assert len(unprinted_claims(_nb("The label is worth $0.017 \\times 1{,}024 \\approx 17$ bits.", "1.026 1.008"))) == 1
+    assert unprinted_claims(_nb("The label is worth $0.018 \\times 1{,}024$ bits.", "gain 0.0181")) == []
 
 
 def test_a_parameter_written_in_code_matches():

@@ -180,7 +180,8 @@ def sample_tilted(mixture: GaussianMixture, y: int, scale: float, n: int,
         batch = max(2 * (n - count), 256)
         x = proposal.sample(batch, generator=generator).cpu()
         keep_prob = mixture.responsibilities(x.double())[:, y] ** power
-        u = torch.rand(batch, generator=generator, dtype=torch.float64, device=device).cpu()
+        u = torch.rand(batch, generator=generator, dtype=torch.float64 if device.type == "cpu" else torch.float32,
+                       device=device).cpu().double()  # no float64 off the CPU (MPS has none)
         keep = u < keep_prob
         kept.append(x[keep])
         count, drawn = count + int(keep.sum()), drawn + batch
