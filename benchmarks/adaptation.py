@@ -37,12 +37,12 @@ from safetensors.torch import load_file  # noqa: E402
 
 from tinydiff import adapt  # noqa: E402
 from tinydiff.checkpoint import load_checkpoint, read_config  # noqa: E402
-from tinydiff.pretrained import load_diffusion_model  # noqa: E402
 from tinydiff.data import load_mnist  # noqa: E402
 from tinydiff.data.styles import ink  # noqa: E402
 from tinydiff.evaluation import command_line, machine  # noqa: E402
 from tinydiff.guidance import classifier_free  # noqa: E402
 from tinydiff.metrics import classifier_features, frechet_distance, label_accuracy  # noqa: E402
+from tinydiff.pretrained import load_diffusion_model  # noqa: E402
 from tinydiff.samplers import ddim_sample  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -39,11 +39,11 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from tinydiff.checkpoint import read_config  # noqa: E402
-from tinydiff.pretrained import load_diffusion_model  # noqa: E402
 from tinydiff.data import load_mnist  # noqa: E402
 from tinydiff.evaluation import command_line, machine  # noqa: E402
 from tinydiff.guidance import conditional  # noqa: E402
 from tinydiff.likelihood import bits_per_dim, ode_log_likelihood  # noqa: E402
+from tinydiff.pretrained import load_diffusion_model  # noqa: E402
 
 BIN = 2 / 255  # 8-bit levels mapped to [-1, 1]
 

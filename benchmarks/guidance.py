@@ -36,10 +36,10 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from tinydiff.checkpoint import load_checkpoint, read_config  # noqa: E402
-from tinydiff.pretrained import load_diffusion_model  # noqa: E402
 from tinydiff.data import load_mnist  # noqa: E402
 from tinydiff.evaluation import balanced_labels, digit_report, machine, sample_digits  # noqa: E402
 from tinydiff.metrics import classifier_features  # noqa: E402
+from tinydiff.pretrained import load_diffusion_model  # noqa: E402
 from tinydiff.registry import SamplerSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

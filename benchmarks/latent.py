@@ -36,9 +36,9 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from tinydiff.checkpoint import read_config  # noqa: E402
-from tinydiff.pretrained import DiffusionModel, load_diffusion_model  # noqa: E402
 from tinydiff.data import load_mnist  # noqa: E402
 from tinydiff.evaluation import balanced_labels, command_line, machine, sample_digits  # noqa: E402
+from tinydiff.pretrained import DiffusionModel, load_diffusion_model  # noqa: E402
 from tinydiff.registry import SamplerSpec  # noqa: E402
 from tinydiff.train import train  # noqa: E402
 

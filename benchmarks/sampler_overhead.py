@@ -45,10 +45,10 @@ import torch  # noqa: E402
 
 import tinydiff  # noqa: E402
 from tinydiff import schedules  # noqa: E402
-from tinydiff.pretrained import load_diffusion_model  # noqa: E402
 from tinydiff.evaluation import command_line, machine  # noqa: E402
 from tinydiff.guidance import conditional  # noqa: E402
 from tinydiff.models import MLP  # noqa: E402
+from tinydiff.pretrained import load_diffusion_model  # noqa: E402
 from tinydiff.samplers import ddim_sample  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

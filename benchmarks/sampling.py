@@ -45,10 +45,10 @@ from torch import Tensor  # noqa: E402
 
 from tinydiff import metrics, schedules  # noqa: E402
 from tinydiff.checkpoint import load_checkpoint, sha256  # noqa: E402
-from tinydiff.pretrained import load_diffusion_model  # noqa: E402
 from tinydiff.data import anisotropic_mixture, load_mnist  # noqa: E402
 from tinydiff.evaluation import machine  # noqa: E402
 from tinydiff.oracle import MixtureEpsilon  # noqa: E402
+from tinydiff.pretrained import load_diffusion_model  # noqa: E402
 from tinydiff.registry import SamplerSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

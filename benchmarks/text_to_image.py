@@ -44,11 +44,11 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from tinydiff.checkpoint import load_checkpoint, read_config, update_extra  # noqa: E402
-from tinydiff.pretrained import load_diffusion_model  # noqa: E402
 from tinydiff.data import captions as C  # noqa: E402
 from tinydiff.data import load_mnist  # noqa: E402
 from tinydiff.evaluation import command_line, machine  # noqa: E402
 from tinydiff.metrics import classifier_features, frechet_distance  # noqa: E402
+from tinydiff.pretrained import load_diffusion_model  # noqa: E402
 from tinydiff.text_to_image import evaluation_prompts, prompt_digits, prompt_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 
 from tinydiff.checkpoint import load_checkpoint, read_config, save_checkpoint
-from tinydiff.pretrained import load_diffusion_model
 from tinydiff.data import load_mnist
 from tinydiff.distill import Distillation, halving_grids
 from tinydiff.evaluation import balanced_labels, command_line, digit_report, machine, sample_digits
 from tinydiff.metrics import classifier_features
+from tinydiff.pretrained import load_diffusion_model
 from tinydiff.registry import SamplerSpec
 from tinydiff.train import train
 

@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 
 from tinydiff.checkpoint import load_checkpoint, read_config, update_extra
-from tinydiff.pretrained import load_diffusion_model
 from tinydiff.data import load_mnist
 from tinydiff.evaluation import balanced_labels, digit_report, sample_digits
 from tinydiff.metrics import classifier_features
+from tinydiff.pretrained import load_diffusion_model
 from tinydiff.registry import SamplerSpec
 
 

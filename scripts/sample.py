@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from tinydiff import adapt
-from tinydiff.pretrained import load_diffusion_model
 from tinydiff.evaluation import balanced_labels, sample_digits
 from tinydiff.plot import make_grid
+from tinydiff.pretrained import load_diffusion_model
 from tinydiff.registry import SamplerSpec
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from tinydiff.checkpoint import load_checkpoint, read_config, save_checkpoint
-from tinydiff.pretrained import load_diffusion_model
 from tinydiff.data import captions as C
 from tinydiff.evaluation import command_line, machine
 from tinydiff.models.text_unet import text_unet_from
+from tinydiff.pretrained import load_diffusion_model
 from tinydiff.train import train
 
 

@@ -8,9 +8,9 @@ import torch
 
 from tinydiff import schedules
 from tinydiff.checkpoint import load_checkpoint, read_config, save_checkpoint
-from tinydiff.train_state import load_training_state, save_training_state
 from tinydiff.models import UNet
 from tinydiff.train import train
+from tinydiff.train_state import load_training_state, save_training_state
 
 
 def _model(**kw):

@@ -112,8 +112,8 @@ def test_distill_script_writes_a_student_that_names_its_sampler(tmp_path, monkey
     from pathlib import Path
 
     from tinydiff.checkpoint import read_config, save_checkpoint
-    from tinydiff.pretrained import load_diffusion_model
     from tinydiff.models import UNet
+    from tinydiff.pretrained import load_diffusion_model
 
     root = Path(__file__).resolve().parents[1]
     torch.manual_seed(0)

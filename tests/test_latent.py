@@ -9,14 +9,14 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from tinydiff.checkpoint import read_config, save_checkpoint
-from tinydiff.pretrained import load_diffusion_model, load_latent_codec
 from tinydiff.evaluation import balanced_labels, sample_digits
 from tinydiff.guidance import classifier_free
 from tinydiff.latent import LatentCodec, latent_scale_factor
 from tinydiff.losses import autoencoder_loss, gaussian_kl
 from tinydiff.models import Autoencoder, UNet
-from tinydiff.samplers import ddim_sample
+from tinydiff.pretrained import load_diffusion_model, load_latent_codec
 from tinydiff.registry import SamplerSpec
+from tinydiff.samplers import ddim_sample
 from tinydiff.train import train_autoencoder
 
 ROOT = Path(__file__).resolve().parents[1]

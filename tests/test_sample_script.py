@@ -8,12 +8,12 @@ import torch
 
 from tinydiff import schedules
 from tinydiff.checkpoint import save_checkpoint
-from tinydiff.pretrained import load_diffusion_model
 from tinydiff.evaluation import balanced_labels, sample_digits
 from tinydiff.metrics import within_class_diversity
 from tinydiff.models import UNet
-from tinydiff.samplers import ddim_sample
+from tinydiff.pretrained import load_diffusion_model
 from tinydiff.registry import METHODS, SamplerSpec
+from tinydiff.samplers import ddim_sample
 from tinydiff.solvers import dpm_solver_sample
 
 ROOT = Path(__file__).resolve().parents[1]

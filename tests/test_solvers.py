@@ -10,8 +10,8 @@ from tinydiff import schedules
 from tinydiff.data.toy import GaussianMixture, anisotropic_mixture
 from tinydiff.metrics import energy_distance, energy_distance_floor
 from tinydiff.oracle import MixtureEpsilon, gaussian_ode_solution
-from tinydiff.samplers import ddim_sample, ddim_timesteps, denoise
 from tinydiff.registry import METHODS, SamplerSpec, network_calls
+from tinydiff.samplers import ddim_sample, ddim_timesteps, denoise
 from tinydiff.solvers import (
     dpm_solver_sample,
     heun_sample,

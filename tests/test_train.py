@@ -147,8 +147,8 @@ def test_resume_continues_the_same_run():
 
 def test_resume_restores_the_weights_into_a_freshly_built_model(tmp_path):
     """Interrupt, save the state to disk, read it back, resume into a *new* model: exactly the uninterrupted run."""
-    from tinydiff.train_state import load_training_state, save_training_state
     from tinydiff.models import MLP
+    from tinydiff.train_state import load_training_state, save_training_state
 
     torch.manual_seed(0)
     init = MLP(hidden=16, n_blocks=1)

@@ -29,7 +29,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-
 FORMAT = "tinydiff-checkpoint"
 VERSION = 1
 

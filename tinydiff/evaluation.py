@@ -19,9 +19,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .pretrained import DiffusionModel
 from .guidance import classifier_free
 from .metrics import classifier_features, frechet_distance, label_accuracy, within_class_diversity
+from .pretrained import DiffusionModel
 from .registry import SamplerSpec
 
 

@@ -57,6 +57,7 @@ from .langevin import langevin_step
 from .samplers import Model, Trajectory, _check_prediction, ddim_step, ddim_timesteps, denoise, run, start
 from .schedules import Schedule
 
+
 def _levels(schedule: Schedule, timesteps: list[int]) -> tuple[list[float], list[float]]:
     """a = sqrt(alpha_bar) and s = sqrt(1 - alpha_bar) at each visited step, then at the clean sample (a = 1, s = 0):
     float64 Python numbers, lists of len(timesteps) + 1."""

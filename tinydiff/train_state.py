@@ -16,7 +16,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import build_model, checkpoint_paths, load_state_strict, model_config, read_config, read_tensors, write_tensors
+from .checkpoint import (
+    build_model,
+    checkpoint_paths,
+    load_state_strict,
+    model_config,
+    read_config,
+    read_tensors,
+    write_tensors,
+)
 
 
 @dataclass
