@@ -1,6 +1,10 @@
-"""scripts/student_notebooks.py: solutions become stubs, everything else is kept, and --check finds stale copies."""
+"""scripts/student_notebooks.py: solutions become stubs, everything else is kept, and --check finds stale copies;
+each student version's stubs run and say "not done yet"."""
 
+import ast
+import contextlib
 import importlib.util
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +77,41 @@ def test_write_then_check_then_stale(tmp_path):
 def test_the_course_student_versions_are_up_to_date():
     result = run("--check")
     assert result.returncode == 0, result.stderr
+
+
+STUDENTS = sorted((ROOT / "notebooks" / "student").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("path", STUDENTS, ids=lambda p: p.name)
+def test_each_student_stub_runs_on_its_own_and_says_not_done_yet(path):
+    """A student version is its source notebook, cell for cell (``--check`` above), with each solution replaced by a
+    stub; nbval runs the source. What is left to show is what a learner meets first: the stub cells run -- without
+    the cells above them, since they need nothing from those -- and show what their stored outputs say, the check's
+    "not done yet". So ``make test`` does not run every notebook's heavy cells a second time (``make notebooks`` still runs
+    the student versions whole). The stub cells must come last: no cell after them may use what they define."""
+    cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    first = next(i for i, c in enumerate(cells) if student_notebooks.STUB in c.source)
+    assert all(student_notebooks.STUB in c.source for c in cells[first:]), (
+        f"{path.name}: a code cell after the first exercise stub has no stub; run this notebook whole under nbval")
+    namespace = {"__name__": "__main__"}  # the stub cells run in order, as in one kernel
+    for cell in cells[first:]:
+        assert run_cell(cell.source, namespace, path.name) == stored_text(cell) and "not done yet" in stored_text(cell)
+
+
+def run_cell(source: str, namespace: dict, name: str) -> str:
+    """What a notebook shows for one cell: its printed text, then the repr of a last bare expression."""
+    body = ast.parse(source)
+    last = body.body.pop() if body.body and isinstance(body.body[-1], ast.Expr) else None
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(body, name, "exec"), namespace)
+        value = eval(compile(ast.Expression(last.value), name, "eval"), namespace) if last else None
+    return printed.getvalue() + ("" if value is None else repr(value))
+
+
+def stored_text(cell) -> str:
+    """The cell's stored stream text, then its result's text/plain (as :func:`run_cell` returns them)."""
+    text = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+    return text + "".join("".join(o["data"].get("text/plain", "")) for o in cell.outputs
+                          if o.get("output_type") == "execute_result")
