@@ -7,6 +7,7 @@ is moved one step and the figure must change. The demo page (``make demo``, Voil
 of its explorers. Screenshots before and after each move go to ``build/screenshots/<test name>/``.
 """
 
+import ast
 import json
 import os
 import shutil
@@ -43,6 +44,67 @@ def widget_notebooks() -> list[str]:
     return names
 
 
+def _names(source: str) -> tuple[set[str], set[str]]:
+    """(names a cell binds at the top level -- assigned, imported, defined, or changed in place through ``x[i] =``
+    or ``x.a =`` -- and names it reads). Of IPython's syntax, ``%%cell`` and ``!shell`` lines are left out and a
+    ``%line`` magic is read as the code after it (``%time y = f(x)`` binds y)."""
+    code = "\n".join(line.partition(" ")[2] if line.startswith("%") else line for line in source.splitlines()
+                     if not line.lstrip().startswith(("%%", "!")))
+    tree = ast.parse(code)
+    bound, read = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (bound if isinstance(node.ctx, ast.Store) else read).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.Subscript, ast.Attribute)) and isinstance(node.ctx, ast.Store):
+            base = node.value
+            while isinstance(base, (ast.Subscript, ast.Attribute)):
+                base = base.value
+            if isinstance(base, ast.Name):
+                bound.add(base.id)
+    return bound, read
+
+
+def widget_part(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The notebook cut down to what its first interactive widget needs: the widget's cell and, walking back, every
+    code cell that binds a name a kept cell reads (markdown dropped). What nbval checks -- that the whole notebook
+    runs -- is not repeated here; the browser test is about the widget in JupyterLab."""
+    models = build_site.widget_models(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    first = next(i for i, c in enumerate(code) for o in c.get("outputs", []) if build_site.WIDGET_VIEW in o.get("data", {})
+                 and not build_site.is_progress_bar(o["data"][build_site.WIDGET_VIEW]["model_id"], models))
+    def outside(source: str) -> tuple[set[str], set[str]]:  # a name a cell binds itself is its own (a loop variable)
+        bound, read = _names(source)
+        return bound, read - bound
+
+    keep, needed = [first], outside(code[first].source)[1]
+    for i in range(first - 1, -1, -1):
+        bound, read = outside(code[i].source)
+        if bound & needed:
+            keep.append(i)
+            needed |= read
+    part = nbformat.from_dict(nb)
+    part.cells = [nbformat.from_dict(code[i]) for i in sorted(keep)]
+    for cell in part.cells:
+        cell.outputs, cell.execution_count = [], None
+    return part
+
+
+def test_widget_part_keeps_what_the_widget_reads():
+    cells = [nbformat.v4.new_code_cell(s) for s in (
+        "import math\nimport torch", "x = torch.zeros(3)\nunused = 1", "%time y = math.pi * 2",
+        "x[0] = y", "slow = sum(range(10**6))", "w = explore(x)")]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    cells[-1].outputs = [nbformat.v4.new_output("display_data", {build_site.WIDGET_VIEW: {"model_id": "m"}})]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"m": {"model_name": "VBoxModel", "state": {}}}}}
+    part = widget_part(nb)
+    assert [c.source for c in part.cells] == [cells[i].source for i in (0, 1, 2, 3, 5)]  # not the slow, unread cell
+    assert all(c.outputs == [] for c in part.cells)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -75,6 +137,9 @@ def jupyterlab(tmp_path_factory):
     """JupyterLab on 127.0.0.1 serving a copy of the notebooks, with its own settings: no autosave, no news."""
     home = tmp_path_factory.mktemp("jupyterlab")
     shutil.copytree(ROOT / "notebooks", home / "notebooks", ignore=shutil.ignore_patterns("student", ".ipynb_checkpoints"))
+    for name in widget_notebooks():  # JupyterLab runs what the widget needs; nbval runs the whole notebook
+        path = home / "notebooks" / f"{name}.ipynb"
+        nbformat.write(widget_part(nbformat.read(path, as_version=4)), path)
     settings = home / "settings" / "@jupyterlab"
     (settings / "docmanager-extension").mkdir(parents=True)
     (settings / "docmanager-extension" / "plugin.jupyterlab-settings").write_text(json.dumps({"autosave": False}))
