@@ -108,7 +108,7 @@ def ode_log_likelihood(
         x_bar = x_bar + h * 0.5 * (d + d_euler)  # Heun (Karras et al. 2022, Algorithm 1), going up
         d, div_new = slope(x_bar, i + 1)
         # trapezoid in log sigma_bar: at high noise the integrand is ~ D / sigma_bar, and the cosine schedule's
-        # last step (sigma_bar 630 -> 20,000) would make a trapezoid in sigma_bar itself off by D * 12 nats
+        # last step (sigma_bar 642 -> 20,291) would make a trapezoid in sigma_bar itself off by D * 12 nats
         dlog = math.log(sb[i + 1] / sb[i])
         integral = integral + dlog * 0.5 * (sb[i] * div + sb[i + 1] * div_new).cpu().double()
         div = div_new
