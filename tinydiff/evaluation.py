@@ -1,9 +1,8 @@
 """Measuring a digit generator: balanced labels, batched (and cached) sampling, one report.
 
-The scripts that evaluate a checkpoint (``scripts/eval_mnist.py``) and the benchmarks
-(``benchmarks/guidance.py``) all draw samples and score them here, so their numbers
-are comparable: the same labels (image i is digit i % 10), the same seeds per batch,
-the same classifier features.
+Whoever evaluates digits -- a script, a benchmark, a notebook -- draws them with :func:`sample_digits` and scores
+them with :func:`digit_report`, so that numbers are comparable: the same labels (image i is digit i % 10), the same
+seeds per batch, the same classifier features.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The training loss, written once: denoising score matching in DDPM form.
+"""The training losses: denoising score matching in DDPM form (L_simple), the objectives the training loop takes,
+and the losses of the latent model's autoencoder and of the tiny CLIP.
 
 For x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, denoising score
 matching (Vincent 2011, eq. 9; Song & Ermon 2019, eq. 2) regresses the score
@@ -13,7 +14,8 @@ only the regression target changes (:func:`tinydiff.diffusion.training_target`).
 
 :class:`Objective` is what :func:`tinydiff.train.train` minimises: :class:`Denoising` (L_simple, the
 default) here, flow matching and reflow in :mod:`tinydiff.flow`, progressive distillation in
-:mod:`tinydiff.distill` -- one training loop for all of them.
+:mod:`tinydiff.distill` -- one training loop for all of them. :func:`autoencoder_loss` (L1 + KL, notebook 08)
+and :func:`clip_loss` (the symmetric contrastive loss, notebook 13) train the networks around a diffusion model.
 """
 
 from __future__ import annotations

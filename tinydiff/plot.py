@@ -1,8 +1,8 @@
 """Figures for the course: the one plotting module every notebook imports, and the home of every drawing function.
 
-Each helper draws one kind of picture on an ``ax`` you pass in and returns the
-matplotlib object(s) it made, so a notebook can restyle or animate them. No
-helper calls ``plt.show()``: the notebook decides when a figure is shown.
+The small helpers draw one kind of picture on an ``ax`` you pass in and return the matplotlib object(s) they
+made, so a notebook can restyle or animate them; the ``*_figure`` functions draw a whole figure and return the
+``Figure`` (the widgets redraw them). Nothing here calls ``plt.show()``: the notebook decides when a figure is shown.
 
 - :func:`use_course_style`  one call at the top of a notebook: modest dpi, readable fonts
 - :func:`density_2d`        a 2-D density exp(log p) as a shaded image

@@ -29,12 +29,12 @@ from .checkpoint import (
 
 @dataclass
 class TrainState:
-    """What :func:`train` yields after each step (and what resuming needs).
+    """What :func:`tinydiff.train.train` yields after each step (and what resuming needs).
 
-    ``step`` counts finished steps (1 after the first); ``loss`` is that step's
-    L_simple and ``grad_norm`` the gradient norm before clipping (NaN on meta tensors);
+    ``step`` counts finished steps (1 after the first); ``loss`` is that step's value of the
+    objective (L_simple by default, averaged over the ranks under torchrun) and ``grad_norm`` the gradient norm before clipping (NaN on meta tensors);
     ``ema`` is the EMA copy of ``model`` (None without ``ema_decay``);
-    ``generator`` draws every minibatch, t and eps.
+    ``generator`` draws every minibatch and the objective's random draws (t, eps).
     """
 
     step: int

@@ -31,7 +31,6 @@ from .mnist import load_mnist
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 THICKNESS = ("thin", "regular", "bold")
-SLANTS = ("left", "upright", "right")
 THIN_BELOW, BOLD_ABOVE = 0.75, 1.4   # ink / class median
 SLANT_LIMIT = 0.2                     # |slant| above this leans
 SHEAR = 0.4                           # the shear of the slanted variants
