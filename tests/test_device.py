@@ -5,9 +5,13 @@ created on the CPU by mistake raises, so these tests catch a hard-coded device
 without needing a GPU.
 """
 
+import os
+
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from tinydiff import schedules
 from tinydiff.diffusion import predict_eps, predict_x0, q_posterior, q_sample, q_step, training_target
@@ -69,10 +73,6 @@ def test_embedding_loss_and_sampler_on_meta():
 #   * a random draw whose generator lives on another device than the tensor it fills (CUDA raises; MPS too);
 #   * a float64 tensor on a device other than the CPU (MPS has no float64; on CUDA it is slow).
 
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
-from torch.utils._pytree import tree_flatten  # noqa: E402
-
-
 class AcceleratorRules(TorchDispatchMode):
     """Records each operator call that breaks one of the two rules (the list ``broken``)."""
 
@@ -106,8 +106,8 @@ def test_the_rules_catch_a_generator_on_another_device_and_float64_off_the_cpu()
     assert len(rules.broken) == 2 and "cpu generator draws on meta" in rules.broken[0] and "float64 on meta" in rules.broken[1]
 
 
-def _meta_net(dim: int = 2) -> nn.Module:
-    return _TinyEps().to(META) if dim == 2 else None
+def _meta_net() -> nn.Module:
+    return _TinyEps().to(META)
 
 
 @pytest.mark.parametrize("kind", ["ddpm", "ddim", "heun", "dpm", "plms", "sde", "pc", "flow-euler", "flow-heun"])
@@ -164,8 +164,6 @@ def test_toy_data_and_the_mixture_oracle_keep_the_rules():
 
 
 # ---- the same paths on a real device: TINYDIFF_TEST_DEVICE=cuda (or mps), see `make test-device` ----------------
-
-import os  # noqa: E402
 
 DEVICE = torch.device(os.environ.get("TINYDIFF_TEST_DEVICE", "cpu"))
 

@@ -122,20 +122,10 @@ def flow_matching_loss(model: Model, x0: Tensor, t: Tensor | None = None, eps: T
     if t is None:
         on = generator.device if generator is not None else x0.device  # a generator draws on its own device only
         t = torch.rand(x0.shape[0], generator=generator, device=on, dtype=x0.dtype).to(x0.device)
-    else:
-        check_times(t, x0.shape[0])  # once, at the edge: a t drawn here (or by the objectives) is in [0, 1)
     if eps is None:
         eps = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    return _flow_matching_loss(model, x0, t, eps, **model_kwargs)
-
-
-def _flow_matching_loss(model: Model, x0: Tensor, t: Tensor, eps: Tensor, **model_kwargs) -> Tensor:
-    """:func:`flow_matching_loss` for a t [B] known to lie in [0, 1]: no check that would wait on the device."""
-    if x0.shape != eps.shape:
-        raise ValueError(f"x0 and eps must have the same shape, got {list(x0.shape)} and {list(eps.shape)}")
-    tc = _column(t, x0)
-    x_t = (1 - tc) * x0 + tc * eps  # path_sample
-    out = model(x_t, TIME_SCALE * t.to(torch.float32), **model_kwargs)
+    x_t = path_sample(x0, t, eps)
+    out = model(x_t, network_time(t, x0.shape[0], x0.device), **model_kwargs)
     if out.shape != x0.shape:
         raise ValueError(f"the model must return a velocity shaped like x_t {list(x0.shape)}, got {list(out.shape)}")
     return (out.float() - velocity_target(x0, eps).float()).pow(2).mean()
@@ -152,7 +142,7 @@ class FlowMatching(Objective):
 
     def loss(self, model, x0: Tensor, draws: tuple[Tensor, Tensor], **model_kwargs) -> Tensor:
         t, eps = draws
-        return _flow_matching_loss(model, x0, t, eps, **model_kwargs)
+        return flow_matching_loss(model, x0, t, eps, **model_kwargs)
 
 
 class Reflow(FlowMatching):
@@ -170,7 +160,7 @@ class Reflow(FlowMatching):
         return (t,)
 
     def loss(self, model, x0: Tensor, draws: tuple[Tensor], **model_kwargs) -> Tensor:
-        return _flow_matching_loss(model, x0[:, 0], draws[0], x0[:, 1], **model_kwargs)
+        return flow_matching_loss(model, x0[:, 0], draws[0], x0[:, 1], **model_kwargs)
 
 
 FLOW_METHODS = ("euler", "heun")
