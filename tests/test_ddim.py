@@ -321,14 +321,14 @@ def test_steps_not_an_integer(setup):
 def test_unknown_spacing(setup):
     model, s = setup
     with pytest.raises(ValueError, match="unknown spacing 'uniform'.*leading, trailing, linspace"):
-        ddim_sample(model, s, (2, 2), spacing="uniform", progress=False)
+        ddim_sample(model, s, (2, 2), steps=5, spacing="uniform", progress=False)
 
 
 @pytest.mark.parametrize("eta", [-0.1, float("nan"), float("inf")])
 def test_bad_eta(setup, eta):
     model, s = setup
     with pytest.raises(ValueError, match="eta must be a finite number >= 0"):
-        ddim_sample(model, s, (2, 2), eta=eta, progress=False)
+        ddim_sample(model, s, (2, 2), steps=5, eta=eta, progress=False)
 
 
 def test_eta_too_large_for_a_step():
@@ -339,11 +339,13 @@ def test_eta_too_large_for_a_step():
 def test_other_bad_inputs(setup):
     model, s = setup
     with pytest.raises(ValueError, match="x_T has shape"):
-        ddim_sample(model, s, (2, 2), x_T=torch.zeros(3, 2), progress=False)
+        ddim_sample(model, s, (2, 2), steps=5, x_T=torch.zeros(3, 2), progress=False)
     with pytest.raises(ValueError, match="unknown prediction type"):
-        ddim_sample(model, s, (2, 2), prediction="sample", progress=False)
+        ddim_sample(model, s, (2, 2), steps=5, prediction="sample", progress=False)
     with pytest.raises(ValueError, match="must return a tensor shaped like x_t"):
-        ddim_sample(lambda x, t: x[:, :1], s, (2, 2), progress=False)
+        ddim_sample(lambda x, t: x[:, :1], s, (2, 2), steps=5, progress=False)
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'steps'"):
+        ddim_sample(model, s, (2, 2), progress=False)  # the caller always chooses the number of steps
     with pytest.raises(ValueError, match="needs noise"):
         ddim_step(torch.zeros(1, 1), torch.zeros(1, 1), 0.5, sigma=0.1)
     with pytest.raises(ValueError, match="same shape"):

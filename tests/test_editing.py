@@ -200,3 +200,19 @@ def test_block_sketch_fills_exactly_the_inked_blocks():
         block_sketch(image, block=3)
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         block_sketch(image[0])
+
+
+def test_editing_samplers_return_a_trajectory_like_every_sampler(cosine):
+    oracle = MixtureEpsilon(two_correlated(), cosine)
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([[1.0, 0.0]])
+    out, path = inpaint(oracle, cosine, x, mask, steps=10, resample=2, jump=2,
+                        generator=torch.Generator().manual_seed(1), progress=False, return_trajectory=True)
+    assert torch.equal(out, inpaint(oracle, cosine, x, mask, steps=10, resample=2, jump=2,
+                                    generator=torch.Generator().manual_seed(1), progress=False))
+    moves = len(repaint_path(10, 2, 2)) - 1  # every move down and every RePaint jump up is one recorded state
+    assert path.xs.shape == (moves + 1, 6, 2) and len(path.timesteps) == moves and torch.equal(path.xs[-1], out)
+    assert path.timesteps[0] == 900 and path.timesteps[-1] == 0  # leading spacing of 10 steps: 900, 800, ..., 0
+    edited, path = sdedit(oracle, cosine, x, 499, steps=5, generator=torch.Generator().manual_seed(2), progress=False,
+                          return_trajectory=True)
+    assert path.timesteps.tolist() == [499, 399, 299, 199, 99] and torch.equal(path.xs[-1], edited)

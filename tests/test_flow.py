@@ -95,7 +95,7 @@ def test_euler_is_first_order_and_heun_second_order_on_a_gaussian():
     exact = data.means[0] + x_1 @ sqrt_cov.T
     grid = [8, 16, 32, 64]
     for method, order in (("euler", 1.0), ("heun", 2.0)):
-        errors = [float((flow.flow_sample(oracle, x_1.shape, steps=n, method=method, x_1=x_1, progress=False)
+        errors = [float((flow.flow_sample(oracle, x_1.shape, steps=n, method=method, x_T=x_1, progress=False)
                          - exact).norm(dim=1).mean()) for n in grid]
         slope = -(math.log(errors[-1]) - math.log(errors[0])) / (math.log(grid[-1]) - math.log(grid[0]))
         assert abs(slope - order) < 0.25, (method, slope, errors)

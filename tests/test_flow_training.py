@@ -64,8 +64,8 @@ def test_reflow_straightens_the_paths_and_improves_one_step_samples(flow_model, 
     x_1, ref = data["x_1"], data["reference"]
     result = {}
     for name, model in (("base", flow_model), ("reflow", reflowed)):
-        _, path = flow.flow_sample(model, x_1.shape, steps=32, x_1=x_1, progress=False, return_trajectory=True)
-        one_step = flow.flow_sample(model, x_1.shape, steps=1, x_1=x_1, progress=False)
+        _, path = flow.flow_sample(model, x_1.shape, steps=32, x_T=x_1, progress=False, return_trajectory=True)
+        one_step = flow.flow_sample(model, x_1.shape, steps=1, x_T=x_1, progress=False)
         result[name] = (float(flow.straightness(path)), energy_distance(one_step, ref))
     assert result["reflow"][0] < result["base"][0] / 3, result
     assert result["reflow"][1] < result["base"][1] / 2, result

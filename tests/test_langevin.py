@@ -41,7 +41,7 @@ def mean_distance_ratio(x: torch.Tensor, mixture: GaussianMixture, chunks: int, 
 
 def run_langevin(score, seed=0, n=4000):
     g = torch.Generator().manual_seed(seed)
-    return langevin(score, torch.randn(n, 2, generator=g), step_size=0.05, n_steps=400, generator=g)
+    return langevin(score, torch.randn(n, 2, generator=g), step_size=0.05, steps=400, generator=g)
 
 
 def test_langevin_with_exact_score_matches_the_mixture():
@@ -65,7 +65,7 @@ def test_annealing_gets_mode_weights_right_where_plain_langevin_does_not():
     mix = two_gaussians(separation=4.0, weights=(0.8, 0.2), std=0.5)
     g = torch.Generator().manual_seed(0)
     x_init = (2 * torch.rand(2000, 2, generator=g) - 1) * 4
-    plain = langevin(mix.score, x_init, step_size=0.02, n_steps=500, generator=g)
+    plain = langevin(mix.score, x_init, step_size=0.02, steps=500, generator=g)
     sigmas = torch.logspace(math.log10(5.0), math.log10(0.1), 20)
     annealed = annealed_langevin(mixture_score(mix), x_init, sigmas, step_size=0.1 * 0.1**2, steps_per_level=50, generator=g)
     heavy_plain, heavy_annealed = float(mode_occupancy(mix, plain)[0]), float(mode_occupancy(mix, annealed)[0])
@@ -77,7 +77,7 @@ def test_langevin_on_a_gaussian_has_the_known_stationary_variance():
     """For N(0, v), x <- (1 - eps/(2v)) x + sqrt(eps) z has stationary variance eps / (1 - (1 - eps/(2v))^2) (an AR(1) process)."""
     v, eps = 0.5, 0.2
     g = torch.Generator().manual_seed(0)
-    x = langevin(lambda y: -y / v, torch.zeros(100_000, 1), step_size=eps, n_steps=60, generator=g)
+    x = langevin(lambda y: -y / v, torch.zeros(100_000, 1), step_size=eps, steps=60, generator=g)
     a = 1 - eps / (2 * v)
     expected = eps / (1 - a**2)
     assert abs(x.var().item() - expected) < 0.02 * expected
@@ -87,13 +87,18 @@ def test_langevin_on_a_gaussian_has_the_known_stationary_variance():
 def test_trajectory_and_generator():
     mix = overlapping_mixture()
     x0 = torch.zeros(5, 2)
-    x, xs = langevin(mix.score, x0, step_size=0.1, n_steps=7, generator=torch.Generator().manual_seed(3), return_trajectory=True)
-    assert xs.shape == (8, 5, 2) and torch.equal(xs[0], x0) and torch.equal(xs[-1], x)
-    again = langevin(mix.score, x0, step_size=0.1, n_steps=7, generator=torch.Generator().manual_seed(3))
+    x, path = langevin(mix.score, x0, step_size=0.1, steps=7, generator=torch.Generator().manual_seed(3), return_trajectory=True)
+    assert path.xs.shape == (8, 5, 2) and torch.equal(path.xs[0], x0) and torch.equal(path.xs[-1], x)
+    assert path.timesteps.tolist() == list(range(7)) and path.x0_preds is None
+    again = langevin(mix.score, x0, step_size=0.1, steps=7, generator=torch.Generator().manual_seed(3))
     assert torch.equal(x, again)
-    x, xs = annealed_langevin(mixture_score(mix), x0, [1.0, 0.5], step_size=0.01, steps_per_level=3,
-                              final_denoise=True, return_trajectory=True)
-    assert xs.shape == (2 * 3 + 2, 5, 2) and torch.equal(xs[-1], x)
+    x, path = annealed_langevin(mixture_score(mix), x0, [1.0, 0.5], step_size=0.01, steps_per_level=3,
+                                final_denoise=True, return_trajectory=True)
+    assert path.xs.shape == (2 * 3 + 2, 5, 2) and torch.equal(path.xs[-1], x)
+    assert path.timesteps.tolist() == [1.0] * 3 + [0.5] * 3 + [0.5]  # the noise level of each step, the denoise last
+    # x0_preds is Tweedie's estimate at each state; the final denoising step returns it
+    torch.testing.assert_close(path.x0_preds[2], path.xs[2] + mixture_score(mix)(path.xs[2], 1.0))
+    assert torch.equal(path.x0_preds[-1], x)
 
 
 def test_annealed_step_sizes_follow_song_and_ermon():
@@ -136,16 +141,16 @@ def test_bad_inputs_raise_clear_errors():
     mix = overlapping_mixture()
     x = torch.zeros(4, 2)
     with pytest.raises(ValueError, match="shaped like its input"):
-        langevin(lambda y: y.sum(0), x, step_size=0.1, n_steps=2)
+        langevin(lambda y: y.sum(0), x, step_size=0.1, steps=2)
     with pytest.raises(ValueError, match="shaped like its input"):
         annealed_langevin(lambda y, s: y[:, :1], x, [1.0], step_size=0.1, steps_per_level=2)
     for bad in (0.0, -0.1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="step_size must be a positive"):
-            langevin(mix.score, x, step_size=bad, n_steps=2)
+            langevin(mix.score, x, step_size=bad, steps=2)
         with pytest.raises(ValueError, match="step_size must be a positive"):
             annealed_langevin(mixture_score(mix), x, [1.0], step_size=bad, steps_per_level=2)
-    with pytest.raises(ValueError, match="n_steps must be a positive integer"):
-        langevin(mix.score, x, step_size=0.1, n_steps=0)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        langevin(mix.score, x, step_size=0.1, steps=0)
     with pytest.raises(ValueError, match="steps_per_level must be a positive integer"):
         annealed_langevin(mixture_score(mix), x, [1.0], step_size=0.1, steps_per_level=2.5)
     with pytest.raises(ValueError, match="positive and finite"):
@@ -155,12 +160,12 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="strictly decreasing"):
         annealed_langevin(mixture_score(mix), x, [0.1, 1.0], step_size=0.1, steps_per_level=2)
     with pytest.raises(ValueError, match="batch of points"):
-        langevin(mix.score, torch.zeros(2), step_size=0.1, n_steps=2)
+        langevin(mix.score, torch.zeros(2), step_size=0.1, steps=2)
 
 
 def test_samplers_run_on_meta_tensors():
     """No hard-coded device: a CPU tensor mixed into a meta computation would raise."""
     x = torch.empty(4, 2, device="meta")
-    assert langevin(lambda y: -y, x, step_size=0.1, n_steps=2).device.type == "meta"
+    assert langevin(lambda y: -y, x, step_size=0.1, steps=2).device.type == "meta"
     out = annealed_langevin(lambda y, s: -y / (1 + s**2), x, [1.0, 0.1], step_size=0.01, steps_per_level=2, final_denoise=True)
     assert out.device.type == "meta" and out.shape == (4, 2)

@@ -1,5 +1,6 @@
 """Basic contract of ddpm_sample (and the model convention every sampler shares): shapes, x_T, seeds, bad input."""
 
+import functools
 import math
 
 import pytest
@@ -102,7 +103,7 @@ def test_runs_on_meta_tensors():
     assert ddpm_sample(zero_eps, s, x_T.shape, x_T=x_T, progress=False).device.type == "meta"
 
 
-@pytest.mark.parametrize("sampler", [ddpm_sample, ddim_sample])
+@pytest.mark.parametrize("sampler", [ddpm_sample, functools.partial(ddim_sample, steps=10)])
 def test_bad_inputs(sampler):
     s = schedules.get("linear", T=100)
     with pytest.raises(ValueError, match="shape must be"):
@@ -120,3 +121,31 @@ def test_bad_inputs(sampler):
 def test_unknown_variance():
     with pytest.raises(ValueError, match="unknown variance 'learned'; choose one of beta_tilde, beta"):
         ddpm_sample(zero_eps, schedules.get("linear", T=10), (2, 2), variance="learned", progress=False)
+
+
+def test_every_sampler_has_the_one_interface():
+    """One convention for every sampler (README, "Names"): the number of steps is ``steps`` and always the caller's
+    choice (DDPM runs all T; the editing samplers' None means all T, as their papers do); the starting noise is
+    ``x_T`` (T = 1 for a flow); noise comes through ``generator``; ``progress`` and ``return_trajectory`` exist
+    everywhere, and a trajectory is a :class:`~tinydiff.samplers.Trajectory`."""
+    import inspect
+
+    from tinydiff import editing, flow, langevin, samplers, solvers
+
+    loops = [samplers.ddpm_sample, samplers.ddim_sample, samplers.ddim_invert, solvers.heun_sample,
+             solvers.dpm_solver_sample, solvers.plms_sample, solvers.reverse_sde_sample,
+             solvers.predictor_corrector_sample, flow.flow_sample, editing.inpaint, editing.sdedit,
+             langevin.langevin, langevin.annealed_langevin]
+    for sampler in loops:
+        p = inspect.signature(sampler).parameters
+        name = sampler.__name__
+        assert {"progress", "return_trajectory"} <= set(p), name
+        assert "generator" in p or name == "ddim_invert", name  # inversion is deterministic
+        assert "n_steps" not in p and "x_1" not in p, name
+        if "steps" in p:
+            assert p["steps"].kind is inspect.Parameter.KEYWORD_ONLY, name
+            default = p["steps"].default
+            assert default is inspect.Parameter.empty or (default is None and sampler in (editing.inpaint, editing.sdedit)), name
+        if "x_T" in p or sampler in (samplers.ddim_sample, flow.flow_sample):
+            assert p["x_T"].default is None, name
+        assert "Trajectory" in str(inspect.signature(sampler).return_annotation), name

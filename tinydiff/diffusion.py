@@ -25,7 +25,12 @@ from .schedules import Schedule
 from .tensors import check_timesteps, gather
 
 PREDICTION_TYPES = ("epsilon", "x0", "v")
-"""What a network can be trained to predict (diffusers: epsilon, sample, v_prediction)."""
+"""What a diffusion network can be trained to predict at a 0-based step t (diffusers: epsilon, sample, v_prediction)."""
+
+FLOW_PREDICTION = "velocity"
+"""What a flow-matching network predicts (:mod:`tinydiff.flow`): the velocity u = eps - x_0 at a continuous time in
+[0, 1]. Not one of :data:`PREDICTION_TYPES`: those are converted at a schedule's integer steps, and a flow has no
+schedule, so a sampler that takes ``prediction=`` refuses it and the flow samplers take the velocity directly."""
 
 
 def _sqrt_alpha_bars(schedule: Schedule, t: Tensor | int, like: Tensor) -> tuple[Tensor | float, Tensor | float]:

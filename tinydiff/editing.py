@@ -115,7 +115,8 @@ def inpaint(
     prediction: str = "epsilon",
     clip_x0: float | None = None,
     progress: bool = True,
-) -> Tensor:
+    return_trajectory: bool = False,
+) -> Tensor | tuple[Tensor, Trajectory]:
     """Fill in the unknown part of ``x_known`` (where ``mask`` = 0) with a model trained on whole samples.
 
     At each denoising step from level tau to the next level tau' (Lugmayr et al. 2022, eq. 8):
@@ -158,7 +159,8 @@ def inpaint(
         return x, x
 
     desc = "replacement" if resample == 1 else f"RePaint r={resample} j={jump}"
-    return run(update, x, path[:-1], desc=desc, progress=progress)
+    visited = [timesteps[level] for level in path[:-1]]
+    return run(update, x, visited, desc=desc, progress=progress, return_trajectory=return_trajectory)
 
 
 @torch.no_grad()
@@ -174,7 +176,8 @@ def sdedit(
     prediction: str = "epsilon",
     clip_x0: float | None = None,
     progress: bool = True,
-) -> Tensor:
+    return_trajectory: bool = False,
+) -> Tensor | tuple[Tensor, Trajectory]:
     """SDEdit (Meng et al. 2022): perturb ``x`` to step ``t0`` with the forward process, then denoise -- the
     variance-preserving form (the paper's appendix, Algorithm 3, and its code; Algorithm 1 is the VE-SDE form).
 
@@ -200,7 +203,8 @@ def sdedit(
     _, noise = start(model, tuple(x.shape), x, generator)
     x_t0 = noise_to_level(x, float(schedule.alpha_bars[t0]), noise())
     update = ddim_update(model, schedule, timesteps, eta, noise, prediction, clip_x0)
-    return run(update, x_t0, timesteps, desc=f"SDEdit t0={t0}", progress=progress)
+    return run(update, x_t0, timesteps, desc=f"SDEdit t0={t0}", progress=progress,
+               return_trajectory=return_trajectory)
 
 
 def block_sketch(images: Tensor, block: int = 4, threshold: float = -0.5) -> Tensor:

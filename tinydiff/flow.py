@@ -30,6 +30,12 @@ from .losses import Objective
 from .samplers import Model, Trajectory, run, start
 from .tensors import randn
 
+VelocityModel = Model
+"""A flow-matching network, called as every model is, ``model(x_t, t)`` -> [B, *data], but with ``t`` a float
+tensor [B] of network times 999 t (:func:`network_time`) and the velocity u as its output -- where a diffusion
+model (:data:`tinydiff.samplers.Model`) gets 0-based integer steps and predicts epsilon, x_0 or v. The call is the
+same so that one MLP or UNet serves both; the name says which one a function expects."""
+
 TIME_SCALE = 999.0
 """network_time(t) = TIME_SCALE * t: the flow time as the network's time embedding sees it (t = 1 <-> step 999)."""
 
@@ -101,7 +107,7 @@ def velocity_from_x0(x_t: Tensor, t: Tensor | float, x0_hat: Tensor) -> Tensor:
     return (x_t - x0_hat) / _column(t, x_t)
 
 
-def velocity(model: Model, x_t: Tensor, t: float) -> Tensor:
+def velocity(model: VelocityModel, x_t: Tensor, t: float) -> Tensor:
     """Run a velocity model once at one time t for the whole batch: ``model(x_t, network_time(t))`` [B, *data]."""
     out = model(x_t, network_time(t, x_t.shape[0], x_t.device))
     if not isinstance(out, Tensor) or out.shape != x_t.shape:
@@ -110,7 +116,7 @@ def velocity(model: Model, x_t: Tensor, t: float) -> Tensor:
     return out
 
 
-def flow_matching_loss(model: Model, x0: Tensor, t: Tensor | None = None, eps: Tensor | None = None, *,
+def flow_matching_loss(model: VelocityModel, x0: Tensor, t: Tensor | None = None, eps: Tensor | None = None, *,
                        generator: torch.Generator | None = None, **model_kwargs) -> Tensor:
     """The conditional flow-matching loss E_{t, x_0, eps} |u_theta(x_t, t) - (eps - x_0)|^2 (Lipman et al. 2023,
     eq. 9 on the straight path; Liu et al. 2023, eq. 1), averaged over elements.
@@ -167,10 +173,13 @@ FLOW_METHODS = ("euler", "heun")
 
 
 @torch.no_grad()
-def flow_sample(model: Model, shape, *, steps: int, method: str = "euler", x_1: Tensor | None = None,
+def flow_sample(model: VelocityModel, shape, *, steps: int, method: str = "euler", x_T: Tensor | None = None,
                 generator: torch.Generator | None = None, progress: bool = True,
                 return_trajectory: bool = False) -> Tensor | tuple[Tensor, Trajectory]:
     """Integrate dx/dt = u(x, t) from t = 1 (noise x_1 ~ N(0, I)) to t = 0 on ``steps`` equal steps.
+
+    The starting noise is called ``x_T`` as in every sampler (the state at the last time, here T = 1): pass it to
+    fix the start, or leave it None to draw it through ``generator``.
 
     ``euler``: x_s = x_t + (s - t) u(x_t, t), one network call a step (first order).
     ``heun``: the Euler step, then the average of the velocities at both ends (Karras et al. 2022, Alg. 1;
@@ -182,7 +191,7 @@ def flow_sample(model: Model, shape, *, steps: int, method: str = "euler", x_1: 
         raise ValueError(f"steps must be a positive int (the number of ODE steps from t = 1 to 0), got {steps!r}")
     if method not in FLOW_METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(FLOW_METHODS)}")
-    x, _ = start(model, shape, x_1, generator)
+    x, _ = start(model, shape, x_T, generator)
     times = [1.0 - i / steps for i in range(steps)] + [0.0]
 
     def update(i: int, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -198,8 +207,8 @@ def flow_sample(model: Model, shape, *, steps: int, method: str = "euler", x_1: 
 
 
 @torch.no_grad()
-def reflow_pairs(model: Model, shape, *, steps: int, method: str = "heun", generator: torch.Generator | None = None,
-                 batch_size: int = 10_000, progress: bool = False) -> Tensor:
+def reflow_pairs(model: VelocityModel, shape, *, steps: int, method: str = "heun", generator: torch.Generator | None = None,
+                 batch_size: int = 10_000, progress: bool = True) -> Tensor:
     """The coupling reflow trains on: draw noise x_1 ~ N(0, I) and integrate the ODE to x_0 (Liu et al. 2023,
     "reflow": the pairs (Z_0, Z_1) of the flow just trained). ``shape`` [N, *data]; returns pairs [N, 2, *data] with ``[:, 0]`` = x_0 and
     ``[:, 1]`` = the x_1 it came from, on the model's device. Drawn in batches of ``batch_size``."""
@@ -207,7 +216,7 @@ def reflow_pairs(model: Model, shape, *, steps: int, method: str = "heun", gener
     for lo in range(0, shape[0], batch_size):
         part = (min(batch_size, shape[0] - lo), *shape[1:])
         x_1, _ = start(model, part, None, generator)
-        x_0 = flow_sample(model, part, steps=steps, method=method, x_1=x_1, progress=progress)
+        x_0 = flow_sample(model, part, steps=steps, method=method, x_T=x_1, progress=progress)
         pairs.append(torch.stack([x_0, x_1], dim=1))
     return torch.cat(pairs)
 

@@ -32,9 +32,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .data.toy import GaussianMixture
+from .samplers import Trajectory, run
 from .schedules import Schedule
 from .tensors import as_timesteps, randn
 
@@ -103,30 +103,30 @@ def langevin(
     x_init: Tensor,
     *,
     step_size: float,
-    n_steps: int,
+    steps: int,
     generator: torch.Generator | None = None,
     progress: bool = False,
     return_trajectory: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
+) -> Tensor | tuple[Tensor, Trajectory]:
     """Unadjusted Langevin dynamics (Roberts & Tweedie 1996; Welling & Teh 2011, eq. 3).
 
-    x <- x + (step_size / 2) * score_fn(x) + sqrt(step_size) * z,   repeated ``n_steps`` times.
+    x <- x + (step_size / 2) * score_fn(x) + sqrt(step_size) * z,   repeated ``steps`` times.
 
     Shapes: x_init [B, *data]; ``score_fn(x)`` must return [B, *data]. Returns the
-    final x [B, *data] (x_init's dtype and device) and, with ``return_trajectory=True``,
-    also every state [n_steps + 1, B, *data] on the CPU (x_init first).
+    final x [B, *data] (x_init's dtype and device) and, with ``return_trajectory=True``, also a
+    :class:`~tinydiff.samplers.Trajectory`: ``xs`` every state [steps + 1, B, *data] on the CPU (x_init
+    first), ``timesteps`` the step numbers 0..steps-1, ``x0_preds`` None (nothing here predicts a clean sample).
     """
     _check_x(x_init)
     eps = _check_positive(step_size, "step_size", "it is the eps of x <- x + (eps/2) score + sqrt(eps) z")
-    n_steps = _check_steps(n_steps, "n_steps")
-    x = x_init
-    xs = [x.cpu()] if return_trajectory else []
-    for _ in tqdm(range(n_steps), desc="Langevin", disable=not progress, leave=False):
+    steps = _check_steps(steps, "steps")
+
+    def update(i: int, x: Tensor) -> tuple[Tensor, None]:
         z = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x = langevin_step(x, _checked_score(score_fn(x), x), eps, z)
-        if return_trajectory:
-            xs.append(x.cpu())
-    return (x, torch.stack(xs)) if return_trajectory else x
+        return langevin_step(x, _checked_score(score_fn(x), x), eps, z), None
+
+    return run(update, x_init, list(range(steps)), desc="Langevin", progress=progress,
+               return_trajectory=return_trajectory)
 
 
 @torch.no_grad()
@@ -141,7 +141,7 @@ def annealed_langevin(
     generator: torch.Generator | None = None,
     progress: bool = False,
     return_trajectory: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
+) -> Tensor | tuple[Tensor, Trajectory]:
     """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1).
 
     for sigma_i in sigmas (decreasing):
@@ -153,28 +153,31 @@ def annealed_langevin(
     blurred by sigma_L, are denoised once by Tweedie's formula, x <- x + sigma_L^2 score_fn(x, sigma_L)
     (Tweedie's formula, Efron 2011; the final denoising step
     of Jolicoeur-Martineau et al. 2021): the posterior mean E[x_0 | x].
-    Shapes: x_init [B, *data]; returns x [B, *data] and, with ``return_trajectory=True``,
-    every state [L * steps_per_level + 1 (+1 if denoised), B, *data] on the CPU.
+    Shapes: x_init [B, *data]; returns x [B, *data] and, with ``return_trajectory=True``, a
+    :class:`~tinydiff.samplers.Trajectory`: ``xs`` every state [S + 1, B, *data] on the CPU with
+    S = L * steps_per_level (+1 if denoised), ``timesteps`` [S] the noise level sigma of each step, and
+    ``x0_preds`` [S, B, *data] Tweedie's estimate x + sigma^2 score_fn(x, sigma) at each step.
     """
     _check_x(x_init)
     s = check_sigmas(sigmas)
     eps = _check_positive(step_size, "step_size", "it is the eps of alpha_i = eps * sigma_i^2 / sigma_L^2")
     steps_per_level = _check_steps(steps_per_level, "steps_per_level")
-    x = x_init
-    xs = [x.cpu()] if return_trajectory else []
-    for sigma in tqdm(s.tolist(), desc="annealed Langevin", disable=not progress, leave=False):
-        alpha = eps * sigma**2 / float(s[-1]) ** 2
-        for _ in range(steps_per_level):
-            z = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = langevin_step(x, _checked_score(score_fn(x, sigma), x), alpha, z)
-            if return_trajectory:
-                xs.append(x.cpu())
-    if final_denoise:
-        sigma_min = float(s[-1])
-        x = x + sigma_min**2 * _checked_score(score_fn(x, sigma_min), x)
-        if return_trajectory:
-            xs.append(x.cpu())
-    return (x, torch.stack(xs)) if return_trajectory else x
+    sigma_min = float(s[-1])
+    levels = [sigma for sigma in s.tolist() for _ in range(steps_per_level)] + ([sigma_min] if final_denoise else [])
+    last_langevin_step = len(s) * steps_per_level - 1
+
+    def update(i: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        sigma = levels[i]
+        score = _checked_score(score_fn(x, sigma), x)
+        x0_hat = x + sigma**2 * score
+        if i > last_langevin_step:  # the final denoising step
+            return x0_hat, x0_hat
+        alpha = eps * sigma**2 / sigma_min**2
+        z = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return langevin_step(x, score, alpha, z), x0_hat
+
+    return run(update, x_init, levels, desc="annealed Langevin", progress=progress,
+               return_trajectory=return_trajectory)
 
 
 def mixture_score(mixture: GaussianMixture) -> NoisyScoreFn:

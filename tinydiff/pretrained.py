@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from . import schedules
 from .checkpoint import checkpoint_paths, load_checkpoint, read_config
+from .diffusion import FLOW_PREDICTION
 from .latent import LatentCodec
 from .schedules import Schedule
 from .tokenizer import Tokenizer
@@ -111,7 +112,7 @@ def load_diffusion_model(path: str | os.PathLike, device: str | torch.device = "
     extra = header.get("extra", {})
     codec = _latent_codec_of(path, extra["latent"], device) if "latent" in extra else None
     if extra.get("train", {}).get("objective") == "flow matching":  # a velocity model needs no noise schedule
-        return DiffusionModel(load_checkpoint(path, device=device), None, "velocity",
+        return DiffusionModel(load_checkpoint(path, device=device), None, FLOW_PREDICTION,
                               extra.get("recommended_guidance"), extra, codec)
     spec = extra.get("schedule")
     if not isinstance(spec, dict) or "name" not in spec or "T" not in spec:

@@ -18,6 +18,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from .diffusion import FLOW_PREDICTION
 from .flow import flow_sample
 from .samplers import Model, _check_eta, ddim_sample, ddim_timesteps, ddpm_sample
 from .schedules import Schedule
@@ -133,9 +134,9 @@ class SamplerSpec:
                  progress: bool = True) -> Tensor:
         method = METHODS[self.kind]
         if method.flow:
-            if prediction != "velocity":
+            if prediction != FLOW_PREDICTION:
                 raise ValueError(f"{self.name} integrates a velocity; this model predicts {prediction!r}")
-            return method.sample(model, shape, steps=self.steps, x_1=x_T, generator=generator, progress=progress)
+            return method.sample(model, shape, steps=self.steps, x_T=x_T, generator=generator, progress=progress)
         if schedule is None:
             raise ValueError(f"{self.name} needs the model's noise schedule; a flow-matching model (no schedule) "
                              "samples with flow-euler:<steps> or flow-heun:<steps>")

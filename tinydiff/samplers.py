@@ -52,15 +52,15 @@ SPACINGS = ("leading", "trailing", "linspace")
 class Trajectory:
     """The path a sampler took, kept on the CPU.
 
-    ``timesteps`` [S] the 0-based steps visited, in order; ``xs`` [S+1, B, *data]
-    the states x_T, ..., x_0 (``xs[i]`` is the input at ``timesteps[i]``,
-    ``xs[-1]`` the final sample); ``x0_preds`` [S, B, *data] the model's
-    predicted clean sample at each visited step.
+    ``timesteps`` [S] the 0-based steps visited, in order (a flow's times, a Langevin run's step numbers or noise
+    levels); ``xs`` [S+1, B, *data] the states x_T, ..., x_0 (``xs[i]`` is the input at ``timesteps[i]``,
+    ``xs[-1]`` the final sample); ``x0_preds`` [S, B, *data] the model's predicted clean sample at each
+    visited step, or None where a sampler predicts none (plain Langevin dynamics).
     """
 
     timesteps: Tensor
     xs: Tensor
-    x0_preds: Tensor
+    x0_preds: Tensor | None
 
 
 def denoise(
@@ -112,9 +112,9 @@ def _check_prediction(prediction: str) -> None:
 
 # --------------------------------------------------------------------------- the loop every sampler shares
 
-Update = Callable[[int, Tensor], tuple[Tensor, Tensor]]
+Update = Callable[[int, Tensor], tuple[Tensor, Tensor | None]]
 """A sampler's update rule: ``update(i, x)`` takes the state at the i-th visited step and
-returns (next state, the x0_hat it predicted on the way)."""
+returns (next state, the x0_hat it predicted on the way, or None if it predicts none)."""
 
 
 def start(model: Model, shape, x_T: Tensor | None, generator: torch.Generator | None) -> tuple[Tensor, Callable[[], Tensor]]:
@@ -138,19 +138,22 @@ def run(update: Update, x: Tensor, timesteps: list[int] | list[float], *, desc: 
 
     It owns what is the same for all samplers -- the progress bar and, with
     ``return_trajectory=True``, a :class:`Trajectory` of the states and of the x0_hat
-    predicted at each step (copied to the CPU) -- so that a sampler is only its update rule.
+    predicted at each step -- so that a sampler is only its update rule. The states stay on
+    x's device during the run and are copied to the CPU once, at the end (a copy per step
+    would make a GPU wait for every step).
     ``timesteps`` [S] the 0-based steps visited (or, for the flow samplers of :mod:`tinydiff.flow`, the
     continuous times), recorded as ``Trajectory.timesteps``.
     """
-    xs, x0_preds = ([x.cpu()] if return_trajectory else []), []
+    xs, x0_preds = [x], []
     for i in tqdm(range(len(timesteps)), desc=desc, disable=not progress, leave=False):
         x, x0_hat = update(i, x)
         if return_trajectory:
-            xs.append(x.cpu())
-            x0_preds.append(x0_hat.cpu())
+            xs.append(x)
+            x0_preds.append(x0_hat)
     if not return_trajectory:
         return x
-    return x, Trajectory(torch.tensor(timesteps), torch.stack(xs), torch.stack(x0_preds))  # ints: a LongTensor
+    predicted = None if any(p is None for p in x0_preds) else torch.stack(x0_preds).cpu()
+    return x, Trajectory(torch.tensor(timesteps), torch.stack(xs).cpu(), predicted)  # ints: a LongTensor
 
 
 @torch.no_grad()
@@ -290,7 +293,7 @@ def ddim_sample(
     schedule: Schedule,
     shape,
     *,
-    steps: int = 50,
+    steps: int,
     eta: float = 0.0,
     spacing: str = "leading",
     x_T: Tensor | None = None,
@@ -357,7 +360,7 @@ def ddim_invert(
     schedule: Schedule,
     x0: Tensor,
     *,
-    steps: int = 50,
+    steps: int,
     spacing: str = "leading",
     prediction: str = "epsilon",
     progress: bool = True,
