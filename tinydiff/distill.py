@@ -58,7 +58,7 @@ def halving_grids(T: int, teacher_steps: int, spacing: str = "trailing") -> tupl
     return teacher, student
 
 
-def _levels(schedule: Schedule) -> Tensor:
+def _alpha_bars_to_clean(schedule: Schedule) -> Tensor:
     """alpha_bar at the 0-based steps 0..T-1, then 1 at index T (the clean sample): float64 [T + 1]."""
     return torch.cat([schedule.alpha_bars, torch.ones(1, dtype=torch.float64)])
 
@@ -68,7 +68,7 @@ def student_target(z_t: Tensor, z_next: Tensor, alpha_bar_t: Tensor | float, alp
 
         x~ = (z_next - (sigma_next / sigma_t) z_t) / (alpha_next - (sigma_next / sigma_t) alpha_t),
 
-    alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar). z_t, z_next [B, *data]; the levels floats or [B, 1, ..., 1]."""
+    alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar). z_t, z_next [B, *data]; the alpha_bars floats or [B, 1, ..., 1]."""
     ratio = ((1 - alpha_bar_next) / (1 - alpha_bar_t)) ** 0.5                    # sigma_next / sigma_t
     return (z_next - ratio * z_t) / (alpha_bar_next**0.5 - ratio * alpha_bar_t**0.5)
 
@@ -89,16 +89,16 @@ def distillation_target(teacher: Model, schedule: Schedule, z_t: Tensor, t: Tens
     if not (torch.all((0 <= t_mid) & (t_mid < t) & (t < T)) and torch.all((t_next < t_mid) | (t_next == T))):
         raise ValueError(f"distillation steps must satisfy T > t > t_mid > t_next >= 0 (t_next = T = {T} for the "
                          "clean sample): the teacher goes from t to t_mid, then to t_next")
-    levels = _levels(schedule)
+    alpha_bars = _alpha_bars_to_clean(schedule)
 
     def ddim(z: Tensor, step: Tensor, to: Tensor) -> Tensor:
         x0_hat, eps_hat = denoise(teacher, schedule, z, step, prediction, clip_x0)
-        a_to = gather(levels, to, z)
+        a_to = gather(alpha_bars, to, z)
         return a_to.sqrt() * x0_hat + (1 - a_to).sqrt() * eps_hat
 
     z_mid = ddim(z_t, t, t_mid)
     z_next = ddim(z_mid, t_mid, t_next)
-    return student_target(z_t, z_next, gather(levels, t, z_t), gather(levels, t_next, z_t))
+    return student_target(z_t, z_next, gather(alpha_bars, t, z_t), gather(alpha_bars, t_next, z_t))
 
 
 class Distillation(Objective):

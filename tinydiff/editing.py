@@ -6,7 +6,7 @@ all T steps is DDPM's ancestral sampler) and the loop :func:`tinydiff.samplers.r
 
 1. :func:`check_mask`        a mask [B, *data] of 0/1, 1 = known
 2. :func:`noise_to_level`    x_0 -> x at a visited level, in closed form (the forward process)
-3. :func:`repaint_path`      the order in which RePaint visits the levels (down, with jumps back up)
+3. :func:`repaint_path`      the order in which RePaint visits the grid (down, with jumps back up)
 4. :func:`inpaint`           replacement (resample = 1) and RePaint (Lugmayr et al. 2022, Algorithm 1)
 5. :func:`sdedit`            noise an input to step t0, then denoise it (Meng et al. 2022)
 6. :func:`block_sketch`      a rough input for SDEdit: which blocks of an image hold ink
@@ -66,24 +66,24 @@ def renoise(x: Tensor, alpha_bar_from: float, alpha_bar_to: float, noise: Tensor
     return math.sqrt(ratio) * x + math.sqrt(1.0 - ratio) * noise
 
 
-def repaint_path(levels: int, resample: int = 1, jump: int = 1) -> list[int]:
-    """The positions RePaint visits on a grid of ``levels`` denoising steps (0 = noisiest, ``levels`` = clean).
+def repaint_path(steps: int, resample: int = 1, jump: int = 1) -> list[int]:
+    """The positions RePaint visits on a grid of ``steps`` denoising steps (0 = noisiest, ``steps`` = clean).
 
     Going down one position is one denoising step; every ``jump`` positions (at jump, 2 jump, ...,
     short of the clean end) the sampler goes back up ``jump`` positions and down again, until each
     of those stretches has been done ``resample`` times in all (Lugmayr et al. 2022, sec. 4.2:
     "jump length" j and "resampling" r; their schedule, written over grid positions). ``resample = 1``
-    is a single pass down: plain replacement. Returns the positions in order, from 0 to ``levels``;
-    the number of denoising steps is about resample x levels.
+    is a single pass down: plain replacement. Returns the positions in order, from 0 to ``steps``;
+    the number of denoising steps is about resample x steps.
     """
-    for name, value in (("levels", levels), ("resample", resample), ("jump", jump)):
+    for name, value in (("steps", steps), ("resample", resample), ("jump", jump)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if jump >= levels and resample > 1:
-        raise ValueError(f"jump = {jump} must be smaller than the {levels} levels to jump back at all")
-    left = {p: resample - 1 for p in range(jump, levels, jump)}
+    if jump >= steps and resample > 1:
+        raise ValueError(f"jump = {jump} must be smaller than the {steps} steps to jump back at all")
+    left = {p: resample - 1 for p in range(jump, steps, jump)}
     path, p = [0], 0
-    while p < levels:
+    while p < steps:
         p += 1
         path.append(p)
         if left.get(p, 0) > 0:
@@ -144,18 +144,18 @@ def inpaint(
     x, noise = start(model, tuple(x_known.shape), x_T, generator)
     step = ddim_update(model, schedule, timesteps, eta, noise, prediction, clip_x0)
     alpha_bars = schedule.alpha_bars.tolist()
-    levels = [alpha_bars[t] for t in timesteps] + [1.0]
+    alpha_bar_at = [alpha_bars[t] for t in timesteps] + [1.0]  # at each grid position, 1 at the clean end
     any_known = bool(mask.any())
     known = x_known.to(x)
 
     def update(i: int, x: Tensor) -> tuple[Tensor, Tensor]:
         here, there = path[i], path[i + 1]
         if there < here:  # a RePaint jump: back up the forward process
-            return renoise(x, levels[here], levels[there], noise()), x
+            return renoise(x, alpha_bar_at[here], alpha_bar_at[there], noise()), x
         x = step(here, x)[0]
         if any_known:
-            z = noise() if levels[there] < 1.0 else None
-            x = mask * noise_to_level(known, levels[there], z) + (1 - mask) * x
+            z = noise() if alpha_bar_at[there] < 1.0 else None
+            x = mask * noise_to_level(known, alpha_bar_at[there], z) + (1 - mask) * x
         return x, x
 
     desc = "replacement" if resample == 1 else f"RePaint r={resample} j={jump}"

@@ -163,11 +163,11 @@ def annealed_langevin(
     eps = _check_positive(step_size, "step_size", "it is the eps of alpha_i = eps * sigma_i^2 / sigma_L^2")
     steps_per_level = _check_steps(steps_per_level, "steps_per_level")
     sigma_min = float(s[-1])
-    levels = [sigma for sigma in s.tolist() for _ in range(steps_per_level)] + ([sigma_min] if final_denoise else [])
+    sigma_of_step = [sigma for sigma in s.tolist() for _ in range(steps_per_level)] + ([sigma_min] if final_denoise else [])
     last_langevin_step = len(s) * steps_per_level - 1
 
     def update(i: int, x: Tensor) -> tuple[Tensor, Tensor]:
-        sigma = levels[i]
+        sigma = sigma_of_step[i]
         score = _checked_score(score_fn(x, sigma), x)
         x0_hat = x + sigma**2 * score
         if i > last_langevin_step:  # the final denoising step
@@ -176,7 +176,7 @@ def annealed_langevin(
         z = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return langevin_step(x, score, alpha, z), x0_hat
 
-    return run(update, x_init, levels, desc="annealed Langevin", progress=progress,
+    return run(update, x_init, sigma_of_step, desc="annealed Langevin", progress=progress,
                return_trajectory=return_trajectory)
 
 

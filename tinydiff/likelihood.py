@@ -70,7 +70,7 @@ def ode_log_likelihood(
     """log q_0(x_0) per sample, in nats, from the probability-flow ODE of ``model`` (module docstring).
 
     ``x0`` [B, *data] is taken as the state at step 0 (alpha_bar_0 = 1 - beta_0, almost clean). The ODE
-    is solved from step 0 up to T-1 over ``steps`` levels (default: all T), spaced as
+    is solved from step 0 up to T-1 over ``steps`` steps (default: all T), spaced as
     ``ddim_timesteps(T, steps, "linspace")``, by Heun's method in (sigma_bar, x_bar), and the divergence term
     by the trapezoidal rule in log sigma_bar on the same grid. ``exact`` picks the exact trace or Hutchinson's
     estimator (default: exact up to 16 dimensions); ``generator`` draws Hutchinson's probe.
@@ -79,7 +79,7 @@ def ode_log_likelihood(
     _check_prediction(prediction)
     if not isinstance(x0, Tensor) or x0.ndim < 2:
         raise ValueError("x0 must be a batch of data, shape [B, *data]")
-    levels = ddim_timesteps(schedule.T, steps or schedule.T, "linspace").flip(0).tolist()  # ascending: 0 .. T-1
+    timesteps = ddim_timesteps(schedule.T, steps or schedule.T, "linspace").flip(0).tolist()  # ascending: 0 .. T-1
     exact = x0[0].numel() <= EXACT_UP_TO if exact is None else exact
     # Hutchinson: one probe per sample, the same at every level (as FFJORD does): the estimate of the
     # whole integral stays unbiased and its variance is far smaller than with a fresh probe per level
@@ -87,12 +87,12 @@ def ode_log_likelihood(
     # variance comes from the off-diagonal entries only (2 sum_{i != j} A_ij^2, vs 2 ||A||_F^2 for Gaussian z)
     probe = None if exact else randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype).sign()
     ab = schedule.alpha_bars.tolist()
-    a = [math.sqrt(ab[t]) for t in levels]
-    sb = [math.sqrt((1.0 - ab[t]) / ab[t]) for t in levels]
+    a = [math.sqrt(ab[t]) for t in timesteps]
+    sb = [math.sqrt((1.0 - ab[t]) / ab[t]) for t in timesteps]
 
     def eps(x_bar: Tensor, i: int) -> Tensor:
         """d x_bar / d sigma_bar = eps(a x_bar, t) at level i."""
-        return denoise(model, schedule, a[i] * x_bar, levels[i], prediction)[1]
+        return denoise(model, schedule, a[i] * x_bar, timesteps[i], prediction)[1]
 
     def slope(x_bar: Tensor, i: int) -> tuple[Tensor, Tensor]:
         """eps at level i and its divergence in x_bar (a * div_x eps = div_x_bar of eps(a x_bar))."""
@@ -101,7 +101,7 @@ def ode_log_likelihood(
     x_bar = x0.detach() / a[0]
     d, div = slope(x_bar, 0)
     integral = torch.zeros(x0.shape[0], dtype=torch.float64)  # summed in float64 on the CPU (MPS has no float64)
-    for i in tqdm(range(len(levels) - 1), desc="likelihood ODE", disable=not progress, leave=False):
+    for i in tqdm(range(len(timesteps) - 1), desc="likelihood ODE", disable=not progress, leave=False):
         h = sb[i + 1] - sb[i]
         with torch.no_grad():
             d_euler = eps(x_bar + h * d, i + 1)

@@ -58,7 +58,7 @@ from .samplers import Model, Trajectory, _check_prediction, ddim_step, ddim_time
 from .schedules import Schedule
 
 
-def _levels(schedule: Schedule, timesteps: list[int]) -> tuple[list[float], list[float]]:
+def _signal_and_noise(schedule: Schedule, timesteps: list[int]) -> tuple[list[float], list[float]]:
     """a = sqrt(alpha_bar) and s = sqrt(1 - alpha_bar) at each visited step, then at the clean sample (a = 1, s = 0):
     float64 Python numbers, lists of len(timesteps) + 1."""
     ab = schedule.alpha_bars.tolist()
@@ -108,7 +108,7 @@ def heun_sample(
     _check_prediction(prediction)
     timesteps = ddim_timesteps(schedule.T, steps, spacing).tolist()
     x, _ = start(model, shape, x_T, generator)
-    a, s = _levels(schedule, timesteps)
+    a, s = _signal_and_noise(schedule, timesteps)
 
     def update(i: int, x: Tensor) -> tuple[Tensor, Tensor]:
         x0_hat, d = denoise(model, schedule, x, timesteps[i], prediction, clip_x0)
@@ -161,7 +161,7 @@ def dpm_solver_sample(
     _check_prediction(prediction)
     timesteps = ddim_timesteps(schedule.T, steps, spacing).tolist()
     x, _ = start(model, shape, x_T, generator)
-    a, s = _levels(schedule, timesteps)
+    a, s = _signal_and_noise(schedule, timesteps)
     lam = [math.log(a[i] / s[i]) for i in range(len(timesteps))]
     previous: list[Tensor] = []  # x0_hat of the step before
 
@@ -218,7 +218,7 @@ def plms_sample(
     _check_prediction(prediction)
     timesteps = ddim_timesteps(schedule.T, steps, spacing).tolist()
     x, _ = start(model, shape, x_T, generator)
-    a, s = _levels(schedule, timesteps)
+    a, s = _signal_and_noise(schedule, timesteps)
     history: list[Tensor] = []  # eps_hat of the previous steps, newest first
 
     def transfer(x: Tensor, e: Tensor, i: int) -> Tensor:  # DDIM's step from visited step i to i + 1 with noise e
@@ -285,7 +285,7 @@ def reverse_sde_sample(
     _check_prediction(prediction)
     timesteps = ddim_timesteps(schedule.T, steps, spacing).tolist()
     x, noise = start(model, shape, x_T, generator)
-    _, s = _levels(schedule, timesteps)
+    _, s = _signal_and_noise(schedule, timesteps)
     betas = _jump_betas(schedule, timesteps)
 
     def update(i: int, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -347,7 +347,7 @@ def predictor_corrector_sample(
     _check_prediction(prediction)
     timesteps = ddim_timesteps(schedule.T, steps, spacing).tolist()
     x, noise = start(model, shape, x_T, generator)
-    _, s = _levels(schedule, timesteps)
+    _, s = _signal_and_noise(schedule, timesteps)
     betas = _jump_betas(schedule, timesteps)
 
     def update(i: int, x: Tensor) -> tuple[Tensor, Tensor]:
