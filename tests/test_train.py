@@ -374,4 +374,4 @@ def test_the_states_numbers_are_read_once_when_asked_for():
         assert [s.grad_norm for s in states] == norms
     assert counter.reads == 0
     with pytest.raises(AttributeError, match="its numbers are loss, grad_norm"):
-        states[0].kl
+        _ = states[0].kl
