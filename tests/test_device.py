@@ -197,3 +197,26 @@ def test_samplers_flow_likelihood_and_captions_on_the_test_device(generator_on):
     made, attrs = styled_digits(images, labels, reference, generator=g)
     assert made.device.type == DEVICE.type and attrs.shape == (20, 3)
     assert attributes(made, labels, reference).shape == (20, 3)
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA's sync debug mode: run with TINYDIFF_TEST_DEVICE=cuda")
+def test_training_steps_between_two_reads_of_the_loss_never_wait_for_the_gpu():
+    """The data and the generator on the CPU, the network on the GPU: the minibatch, the null-label dropout, t and eps
+    are copied through pinned memory and the loss is read every log_every steps, so no step in between makes the host
+    wait for the device (CUDA raises on any synchronising call in "error" mode)."""
+    from tinydiff.models import UNet
+    from tinydiff.train import train
+
+    torch.manual_seed(0)
+    net = UNet(channels=8, mults=(1, 2), n_res=1, num_classes=3).to(DEVICE)
+    images, labels = torch.randn(64, 1, 16, 16), torch.randint(0, 3, (64,))
+    run = train(net, schedules.cosine(50), images, labels=labels, p_uncond=0.2, steps=8, batch_size=8, ema_decay=0.9,
+                log_every=5, generator=torch.Generator().manual_seed(0), progress=False)
+    next(run), next(run)  # the first steps allocate (the optimizer's moments, pinned staging buffers)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        states = [next(run), next(run)]  # steps 3 and 4: the loss is not read
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert [s.step for s in states] == [3, 4] and torch.tensor([s.loss for s in states]).isfinite().all()

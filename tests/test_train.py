@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tinydiff import schedules
 from tinydiff.data import two_moons
@@ -246,3 +247,131 @@ def test_train_sets_each_steps_learning_rate_from_the_schedule():
         seen.append(state.optimizer.param_groups[0]["lr"])
     assert seen == pytest.approx([learning_rate(s, 0.01, 5, 30, "cosine") for s in range(30)])
     assert seen[-1] < 1e-4 < seen[5]
+
+
+# --- the autoencoder and the tiny CLIP: the same loop with another objective --------------------------------------
+
+
+def _adamw_steps(model, steps, lr, warmup_steps, loss_of_batch, weight_decay=0.0, grad_clip=None):
+    """The optimizer step written out by hand, as train_autoencoder and train_clip took it before they became
+    objectives of :func:`train`: the lr schedule (cosine), AdamW, optional clipping."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    for step in range(steps):
+        optimizer.param_groups[0]["lr"] = learning_rate(step, lr, warmup_steps, steps, "cosine")
+        loss = loss_of_batch()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+
+
+def test_train_autoencoder_takes_the_same_steps_as_the_hand_written_loop():
+    """Bit for bit: minibatch indices, then the reparameterisation's eps, from one generator; L1 + KL; clipping. A
+    shipped checkpoint's recorded command reproduces it only while this holds."""
+    from tinydiff.losses import autoencoder_loss
+    from tinydiff.models import Autoencoder
+    from tinydiff.train import train_autoencoder
+
+    torch.manual_seed(0)
+    ae = Autoencoder(channels=8, mults=(1, 2), latent_channels=2, image_size=16)
+    reference = copy.deepcopy(ae)
+    images = torch.rand(40, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    states = list(train_autoencoder(ae, images, steps=4, batch_size=8, lr=3e-3, warmup_steps=1, kl_weight=0.01,
+                                    generator=torch.Generator().manual_seed(2), progress=False))
+    g = torch.Generator().manual_seed(2)
+    parts = []
+
+    def loss_of_batch():
+        x = images[torch.randint(0, len(images), (8,), generator=g)]
+        loss, reconstruction, kl = autoencoder_loss(reference, x, kl_weight=0.01, generator=g)
+        parts.append((loss.item(), reconstruction.item(), kl.item()))
+        return loss
+
+    _adamw_steps(reference, 4, 3e-3, 1, loss_of_batch, grad_clip=1.0)
+    for p, q in zip(ae.parameters(), reference.parameters()):
+        assert torch.equal(p, q)
+    assert [(s.loss, s.reconstruction, s.kl) for s in states] == parts
+
+
+def test_train_clip_takes_the_same_steps_as_the_hand_written_loop():
+    """Bit for bit: minibatch indices from the generator, the contrastive loss with every true caption a positive,
+    AdamW with weight decay, no clipping. ``accuracy`` is the share of images whose best caption is a true one."""
+    from tinydiff.data.captions import caption_is_true
+    from tinydiff.losses import clip_loss
+    from tinydiff.models import TinyCLIP
+    from tinydiff.train import train_clip
+
+    torch.manual_seed(0)
+    clip = TinyCLIP(20, 6, embed_dim=16, text_width=16, text_layers=1, heads=2, image_width=4)
+    reference = copy.deepcopy(clip)
+    g = torch.Generator().manual_seed(1)
+    images, ids = torch.rand(64, 1, 32, 32, generator=g) * 2 - 1, torch.randint(2, 20, (64, 6), generator=g)
+    ids[:, -1] = 1  # every prompt ends with <end>
+    attributes = torch.randint(0, 3, (64, 3), generator=g)
+    stated = torch.where(torch.rand(64, 3, generator=g) < 0.5, attributes, torch.full_like(attributes, -1))
+    states = list(train_clip(clip, images, ids, steps=4, batch_size=16, lr=3e-3, warmup_steps=1,
+                             truth=(attributes, stated), generator=torch.Generator().manual_seed(2), progress=False))
+    g = torch.Generator().manual_seed(2)
+    seen = []
+
+    def loss_of_batch():
+        idx = torch.randint(0, len(images), (16,), generator=g)
+        logits = reference(images[idx], ids[idx])
+        positives = caption_is_true(stated[idx], attributes[idx])
+        seen.append((clip_loss(logits, positives).item(), positives[torch.arange(16), logits.argmax(1)].float().mean().item()))
+        return clip_loss(logits, positives)
+
+    _adamw_steps(reference, 4, 3e-3, 1, loss_of_batch, weight_decay=0.1)
+    for p, q in zip(clip.parameters(), reference.parameters()):
+        assert torch.equal(p, q)
+    assert [(s.loss, s.accuracy) for s in states] == seen
+    assert states[0].logit_scale == pytest.approx(1 / 0.07)  # the scale the first step's logits used
+
+
+class ReadsFromTensors(TorchDispatchMode):
+    """Counts the numbers read back from tensors (float(), .item(), bool(): on a GPU, each makes the host wait)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.reads += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_loop_reads_the_loss_every_step_on_the_cpu_and_every_log_every_steps_elsewhere(monkeypatch):
+    """On the CPU reading a number costs nothing, and the loss is checked before each update; on an accelerator
+    (here meta tensors, which stand in for one) the loop reads it only at steps log_every, 2 log_every, ..."""
+    import tinydiff.train
+    from tinydiff.models import MLP
+    from tinydiff.train_state import as_float
+
+    read_at = []
+    monkeypatch.setattr(tinydiff.train, "as_float", lambda x: read_at.append(len(read_at)) or as_float(x))
+    for device, expected in (("cpu", 12), ("meta", 2)):
+        read_at.clear()
+        model, data = MLP(hidden=16, n_blocks=1).to(device), torch.randn(64, 2).to(device)
+        for _ in train(model, schedules.cosine(50), data, steps=12, batch_size=8, log_every=5, progress=False):
+            pass
+        assert len(read_at) == expected, device
+    with pytest.raises(ValueError, match="log_every"):
+        next(train(MLP(hidden=16, n_blocks=1), schedules.cosine(50), torch.randn(64, 2), steps=2, log_every=0))
+
+
+def test_the_states_numbers_are_read_once_when_asked_for():
+    """A state's loss, grad_norm (and an objective's numbers) stay 0-d tensors until first read, then are floats."""
+    from tinydiff.models import MLP
+
+    torch.manual_seed(0)
+    states = list(train(MLP(hidden=16, n_blocks=1), schedules.cosine(50), torch.randn(64, 2), steps=6, batch_size=8,
+                        generator=torch.Generator().manual_seed(0), progress=False))
+    with ReadsFromTensors() as counter:
+        norms = [s.grad_norm for s in states]
+    assert counter.reads == 6 and all(isinstance(n, float) and math.isfinite(n) for n in norms)
+    with ReadsFromTensors() as counter:
+        assert [s.grad_norm for s in states] == norms
+    assert counter.reads == 0
+    with pytest.raises(AttributeError, match="its numbers are loss, grad_norm"):
+        _ = states[0].kl

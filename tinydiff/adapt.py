@@ -22,7 +22,7 @@ r, and merging adds sum_j B[:, j] A[j] to the kernel. (Hu et al. 2021 treat line
 convolutions is what LyCORIS calls LoCon, Yeh et al. 2024.)
 
 Read in this order: :class:`LoRALinear`, :class:`LoRAConv2d`, :func:`add_lora` (wrap layers in place by name),
-:func:`merge_lora` / :func:`unmerge_lora` / :func:`set_adapter_scale`, :func:`freeze`, :func:`add_label` (a new
+:func:`merge_lora` / :func:`set_adapter_scale`, :func:`freeze`, :func:`add_label` (a new
 label learned with everything else frozen), then the adapter files
 (:func:`save_adapter`, :func:`load_adapter`), which hold only the low-rank factors and the SHA-256 of the base
 checkpoint they belong to.
@@ -184,12 +184,6 @@ def merge_lora(model: nn.Module) -> None:
     """Fold every LoRA branch into its base weight (the same outputs; no extra cost per call)."""
     for layer in lora_layers(model).values():
         layer.merge()
-
-
-def unmerge_lora(model: nn.Module) -> None:
-    """Undo :func:`merge_lora`: the base weights are restored bit for bit and the branches are separate again."""
-    for layer in lora_layers(model).values():
-        layer.unmerge()
 
 
 def freeze(model: nn.Module, trainable: Iterable[str] = ()) -> int:

@@ -768,33 +768,3 @@ def check_masked_attention(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor
     }
     return compare("masked attention", lambda: fn(q.clone(), k.clone(), v.clone(), mask.clone()), expected, mistakes)
 
-
-CHECKS = {
-    "q_step": check_q_step,
-    "q_sample": check_q_sample,
-    "mixture_score": check_mixture_score,
-    "langevin_step": check_langevin_step,
-    "dsm_target": check_dsm_target,
-    "tweedie": check_tweedie,
-    "posterior_mean": check_posterior_mean,
-    "ddpm_step": check_ddpm_step,
-    "v_target": check_v_target,
-    "x0_from_v": check_x0_from_v,
-    "ddim_step": check_ddim_step,
-    "ddim_sigma": check_ddim_sigma,
-    "classifier_guidance": check_classifier_guidance,
-    "cfg": check_cfg,
-    "latent_scale_factor": check_latent_scale_factor,
-    "slerp": check_slerp,
-    "dpm_solver_step": check_dpm_solver_step,
-    "hutchinson": check_hutchinson,
-    "replacement": check_replacement,
-    "renoise": check_renoise,
-    "velocity_from_x0": check_velocity_from_x0,
-    "student_target": check_student_target,
-    "lora_linear": check_lora_linear,
-    "lora_conv_delta": check_lora_conv_delta,
-    "clip_loss": check_clip_loss,
-    "masked_attention": check_masked_attention,
-}
-"""Every check, by the name of the function it grades."""

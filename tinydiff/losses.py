@@ -14,8 +14,9 @@ only the regression target changes (:func:`tinydiff.diffusion.training_target`).
 
 :class:`Objective` is what :func:`tinydiff.train.train` minimises: :class:`Denoising` (L_simple, the
 default) here, flow matching and reflow in :mod:`tinydiff.flow`, progressive distillation in
-:mod:`tinydiff.distill` -- one training loop for all of them. :func:`autoencoder_loss` (L1 + KL, notebook 08)
-and :func:`clip_loss` (the symmetric contrastive loss, notebook 13) train the networks around a diffusion model.
+:mod:`tinydiff.distill` -- one training loop for all of them. The networks around a diffusion model train
+in the same loop: the autoencoder with :class:`Autoencoding` (:func:`autoencoder_loss`, L1 + KL, notebook 08),
+the tiny CLIP with :class:`Contrastive` (:func:`clip_loss`, the symmetric contrastive loss, notebook 13).
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .data.captions import caption_is_true
 from .diffusion import q_sample, training_target
 from .schedules import Schedule
-from .tensors import randn
+from .tensors import randn, to_device
 
 
 def sample_timesteps(batch_size: int, T: int, *, generator: torch.Generator | None = None, device=None) -> Tensor:
     """Uniform 0-based timesteps t ~ U{0, ..., T-1}, LongTensor [B] (Ho et al. 2020, Algorithm 1, line 3)."""
     gen_device = generator.device if generator is not None else device
     t = torch.randint(0, T, (batch_size,), generator=generator, device=gen_device)
-    return t.to(device) if device is not None else t
+    return to_device(t, device) if device is not None else t
 
 
 def diffusion_loss(
@@ -110,8 +112,9 @@ class Objective:
     ``draw(x0, generator)`` draws the randomness of one *global* batch x0 [B, *data] -- a tuple of
     tensors, each [B, ...] (timesteps, noise, ...) -- so that under torchrun every rank draws the same
     numbers and takes its slice; ``loss(model, x0, draws, **model_kwargs)`` is the scalar loss on
-    (a slice of) the batch and its draws. ``schedule`` is the noise schedule the objective trains
-    for, or None (flow matching needs none).
+    (a slice of) the batch and its draws, or a pair (loss, {name: 0-d tensor}) that reports more numbers
+    of the step (the training loop's state then has them as attributes). ``schedule`` is the noise
+    schedule the objective trains for, or None (flow matching needs none).
     """
 
     schedule: Schedule | None = None
@@ -156,7 +159,8 @@ def gaussian_kl(mean: Tensor, logvar: Tensor) -> Tensor:
 
 
 def autoencoder_loss(
-    autoencoder: torch.nn.Module, x: Tensor, *, kl_weight: float, generator: torch.Generator | None = None
+    autoencoder: torch.nn.Module, x: Tensor, *, kl_weight: float, generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The KL-regularised autoencoder loss of latent diffusion, without its perceptual and GAN terms.
 
@@ -167,12 +171,29 @@ def autoencoder_loss(
     (Rombach et al. 2022, sec. 3.1 and app. G: L1 reconstruction plus a "slight KL-penalty",
     kl_weight = 1e-6 there with the same sums). Returns (loss, reconstruction, kl) as 0-d
     tensors; reconstruction is the mean absolute error per pixel, kl the mean KL per image.
+    The reparameterisation's eps ~ N(0, I) is ``noise`` [B, *latent] if given, else drawn with ``generator``.
     """
-    x_hat, mean, logvar = autoencoder(x, generator=generator)
+    x_hat, mean, logvar = autoencoder(x, generator=generator, noise=noise)
     l1 = (x_hat.float() - x.float()).abs().flatten(1).sum(1)
     kl = gaussian_kl(mean.float(), logvar.float())
     loss = (l1 + kl_weight * kl).mean()
     return loss, l1.mean() / x[0].numel(), kl.mean()
+
+
+class Autoencoding(Objective):
+    """:func:`autoencoder_loss` as an :class:`Objective`: ``draw`` draws the reparameterisation's eps
+    [B, *latent_shape] (for the autoencoder's latents, e.g. ``Autoencoder.latent_shape``); the loss reports
+    ``reconstruction`` (mean absolute error per pixel) and ``kl`` (mean KL per image)."""
+
+    def __init__(self, latent_shape: tuple[int, ...], kl_weight: float) -> None:
+        self.latent_shape, self.kl_weight = tuple(latent_shape), kl_weight
+
+    def draw(self, x0: Tensor, generator: torch.Generator) -> tuple[Tensor]:
+        return (randn((x0.shape[0], *self.latent_shape), generator=generator, device=x0.device, dtype=x0.dtype),)
+
+    def loss(self, model, x0: Tensor, draws: tuple[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        loss, reconstruction, kl = autoencoder_loss(model, x0, kl_weight=self.kl_weight, noise=draws[0])
+        return loss, {"reconstruction": reconstruction, "kl": kl}
 
 
 # --- contrastive image-text training (the tiny CLIP of Part 11) ---------------------------
@@ -203,3 +224,35 @@ def clip_loss(logits: Tensor, positives: Tensor | None = None) -> Tensor:
     rows = -(p / p.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
     cols = -(p / p.sum(0, keepdim=True) * logits.log_softmax(0)).sum(0).mean()
     return 0.5 * (rows + cols)
+
+
+class Contrastive(Objective):
+    """:func:`clip_loss` over each minibatch as an :class:`Objective`, for a :class:`~tinydiff.models.TinyCLIP`.
+
+    The training loop's labels are the examples' indices [B] into ``ids``, the prompt ids [N, L] of the N
+    images (on the model's device). ``truth = (image attributes [N, 3], stated caption attributes [N, 3])``
+    (:mod:`tinydiff.data.captions`) lets every caption in the batch that is true of an image count as a
+    positive, not only its own. The loss reports ``accuracy`` (the share of images whose best-scoring caption
+    in the batch is a positive) and ``logit_scale`` (the model's scale at this step, before the update).
+    """
+
+    def __init__(self, ids: Tensor, truth: tuple[Tensor, Tensor] | None = None) -> None:
+        if ids.ndim != 2 or ids.dtype != torch.long:
+            raise ValueError(f"ids must be prompt ids [N, L] (LongTensor), got {ids.dtype} {list(ids.shape)}")
+        self.ids, self.truth = ids, truth
+
+    def draw(self, x0: Tensor, generator: torch.Generator) -> tuple[()]:
+        return ()
+
+    def loss(self, model, x0: Tensor, draws: tuple[()], y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.ids.device != y.device:
+            raise ValueError(f"the prompt ids are on {self.ids.device} but the batch on {y.device}: give Contrastive "
+                             "its ids (and truth) on the model's device")
+        logits = model(x0, self.ids[y])
+        positives = None if self.truth is None else caption_is_true(self.truth[1][y], self.truth[0][y])
+        loss = clip_loss(logits, positives)
+        with torch.no_grad():
+            best, own = logits.argmax(1), torch.arange(len(logits), device=logits.device)
+            hit = positives[own, best] if positives is not None else best == own
+            scale = getattr(model, "module", model).scale()  # the network inside DistributedDataParallel
+        return loss, {"accuracy": hit.float().mean(), "logit_scale": scale.detach()}

@@ -15,7 +15,6 @@ package follows.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 
 import torch
@@ -90,33 +89,25 @@ def gather(values: Tensor, t: Tensor | int, like: Tensor) -> Tensor | float:
     if isinstance(t, int):
         return float(values[t])
     # index_select, not values[t]: advanced indexing of large batches is ~1000x slower on a busy CPU.
-    picked = on_device(values, like).index_select(0, t.to(like.device))
+    # The dtype changes first, on the CPU (MPS has no float64); the table [T] is small enough to copy at every call.
+    picked = to_device(values.to(dtype=like.dtype), like.device).index_select(0, to_device(t, like.device))
     return picked.reshape(-1, *([1] * (like.ndim - 1)))
 
 
-_COPIES: dict[tuple[int, torch.dtype, torch.device], tuple[int, Tensor]] = {}
+def to_device(x: Tensor, device: torch.device | str) -> Tensor:
+    """``x`` on ``device``, without making the host wait for a CUDA device.
 
-
-def on_device(values: Tensor, like: Tensor) -> Tensor:
-    """``values`` in ``like``'s dtype on ``like``'s device, converted once and then reused.
-
-    The dtype changes first, on the CPU (MPS has no float64). Schedule tables are computed once
-    (:class:`tinydiff.schedules.Schedule`), so training, which gathers at random timesteps at
-    every step, copies each table to the GPU once instead of at every call. A copy is reused
-    only for the same tensor object, unmodified since (its ``_version``); it is forgotten when
-    that tensor is freed (``weakref.finalize``), so a later tensor with the same id never gets it.
+    A plain ``.to("cuda")`` of a CPU tensor copies from pageable memory and then waits until the
+    device has finished everything queued before the copy (a stream synchronisation) -- at every
+    training step, for the batch, the timesteps and the noise. Staged through pinned (page-locked)
+    memory the copy is only queued, as a ``DataLoader(pin_memory=True)`` does; the staging buffer
+    is not reused before the copy has run. Any other pair of devices: ``x.to(device)``.
     """
-    if values.dtype == like.dtype and values.device == like.device:
-        return values
-    key = (id(values), like.dtype, like.device)
-    hit = _COPIES.get(key)
-    if hit is not None and hit[0] == values._version:
-        return hit[1]
-    copy = values.to(dtype=like.dtype).to(like.device)
-    if hit is None:
-        weakref.finalize(values, _COPIES.pop, key, None)
-    _COPIES[key] = (values._version, copy)
-    return copy
+    device = torch.device(device)
+    if x.device.type != "cpu" or device.type != "cuda":
+        return x.to(device)
+    staged = x.pin_memory()  # a fresh copy unless x is pinned already: then x's owner may change it, so wait
+    return staged.to(device, non_blocking=staged is not x)
 
 
 def randn(
@@ -136,7 +127,7 @@ def randn(
     dtype = dtype or torch.get_default_dtype()
     if generator is None or generator.device.type == device.type:
         return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
-    return torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
+    return to_device(torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype), device)
 
 
 def device_and_dtype(model: object, default: Tensor | None = None) -> tuple[torch.device, torch.dtype]:

@@ -127,7 +127,3 @@ class Tokenizer:
     def padding_mask(self, ids: Tensor) -> Tensor:
         """True where a position holds a real token (a word or ``<end>``), False at ``<pad>``: BoolTensor [B, L]."""
         return ids != self.pad_id
-
-    def end_positions(self, ids: Tensor) -> Tensor:
-        """The index of ``<end>`` in each row, LongTensor [B]: where the text encoder reads the prompt's meaning."""
-        return (ids == self.end_id).int().argmax(1)

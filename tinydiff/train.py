@@ -1,11 +1,14 @@
-"""The training loop, as a generator.
+"""The training loop, as a generator -- one loop for every network the course trains.
 
 One step is Ho et al. 2020, Algorithm 1: draw a minibatch x_0, a timestep
 t ~ U{0..T-1} and noise eps, and take a gradient step on L_simple
 (:func:`tinydiff.losses.diffusion_loss`). Around it: AdamW, gradient clipping,
 an exponential moving average (EMA) of the weights, optional class labels with
 a learned "null" class (for classifier-free guidance, Ho & Salimans 2022),
-and optional bf16 autocast on CUDA.
+and optional bf16 autocast on CUDA. Another objective (:class:`tinydiff.losses.Objective`)
+changes only what is minimised: flow matching, progressive distillation, and the two
+networks around a diffusion model, the autoencoder of latent diffusion
+(:func:`train_autoencoder`) and the tiny CLIP (:func:`train_clip`).
 
 :func:`train` *yields* a :class:`TrainState` after every step, so a notebook
 drives it with a plain ``for`` loop -- loss curves, sample previews and
@@ -25,6 +28,11 @@ Resuming: pass a previous state (or one read back by
 the weights (into ``model``, which may be freshly built), the step, the optimizer,
 the EMA and the random generator, so an interrupted run continues exactly as the
 uninterrupted one would have.
+
+On a GPU the host only queues work; reading a number back (a loss to print) makes it wait
+until the device has caught up. The loop reads the loss every ``log_every`` steps (on the
+CPU, where reading costs nothing, at every step), and the numbers of a :class:`TrainState`
+are read when the caller first asks for them, as nanoGPT reads its loss only when it logs.
 """
 
 from __future__ import annotations
@@ -34,7 +42,6 @@ import copy
 import math
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -42,18 +49,13 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import load_state_strict
-from .losses import Denoising, Objective, autoencoder_loss, clip_loss
+from .losses import Autoencoding, Contrastive, Denoising, Objective
 from .schedules import Schedule
-from .tensors import device_and_dtype
-from .train_state import TrainState
+from .tensors import device_and_dtype, to_device
+from .train_state import TrainState, as_float
 
 DataSource = Tensor | Callable[..., Tensor | tuple[Tensor, Tensor]]
 """A tensor x_0 [N, *data] to draw minibatches from, or ``data(batch_size, generator=g) -> x_0 [B, *data]``."""
-
-
-def _number(x: Tensor) -> float:
-    """A 0-d tensor as a float; NaN on the meta device, which holds no values."""
-    return float("nan") if x.device.type == "meta" else float(x.detach())
 
 
 @torch.no_grad()
@@ -73,17 +75,17 @@ def _draw_batch(data: DataSource, labels: Tensor | None, batch_size: int, genera
     if callable(data) and not isinstance(data, Tensor):
         out = data(batch_size, generator=generator)
         return out if isinstance(out, tuple) else (out, None)
-    idx = torch.randint(0, data.shape[0], (batch_size,), generator=generator, device=generator.device)
-    idx = idx.to(data.device)
-    return data[idx], (labels[idx.to(labels.device)] if labels is not None else None)
+    idx = to_device(torch.randint(0, data.shape[0], (batch_size,), generator=generator, device=generator.device),
+                    data.device)
+    return data[idx], (labels[to_device(idx, labels.device)] if labels is not None else None)
 
 
 def _drop_labels(y: Tensor, p_uncond: float, null_class: int | Tensor, generator: torch.Generator) -> Tensor:
     """Replace each condition by the null one with probability p_uncond (Ho & Salimans 2022, Algorithm 1).
 
     y: labels [B] with ``null_class`` an int, or prompt ids [B, L] with ``null_class`` the empty prompt's ids [L]."""
-    drop = torch.rand(y.shape[:1], generator=generator, device=generator.device).to(y.device) < p_uncond
-    null = torch.as_tensor(null_class, dtype=y.dtype, device=y.device).expand_as(y)
+    drop = to_device(torch.rand(y.shape[:1], generator=generator, device=generator.device), y.device) < p_uncond
+    null = to_device(torch.as_tensor(null_class, dtype=y.dtype), y.device).expand_as(y)
     return torch.where(drop.view(-1, *[1] * (y.ndim - 1)), null, y)
 
 
@@ -110,9 +112,11 @@ def learning_rate(step: int, lr: float, warmup_steps: int, steps: int, schedule:
     return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _check_args(model, data, labels, steps, batch_size, ema_decay, p_uncond, null_class) -> None:
+def _check_args(model, data, labels, steps, batch_size, ema_decay, p_uncond, null_class, log_every) -> None:
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative int (the step to stop at), got {steps!r}")
+    if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
+        raise ValueError(f"log_every must be a positive int (read the loss every log_every steps), got {log_every!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
@@ -173,6 +177,7 @@ def train(
     resume: TrainState | None = None,
     progress: bool = True,
     objective: Objective | None = None,
+    log_every: int = 10,
 ) -> Iterator[TrainState]:
     """Train ``model`` with L_simple until ``steps`` steps are done, yielding a :class:`TrainState` after each.
 
@@ -203,13 +208,18 @@ def train(
         resume: a state to continue from (weights, step, optimizer, EMA and generator are restored).
         objective: what to minimise instead of L_simple (a :class:`tinydiff.losses.Objective`):
             ``tinydiff.flow.FlowMatching()`` (``schedule`` may then be None), ``tinydiff.flow.Reflow()``,
-            ``tinydiff.distill.Distillation(...)``. Everything else in the loop stays the same.
+            ``tinydiff.distill.Distillation(...)``, ``tinydiff.losses.Autoencoding(...)``,
+            ``tinydiff.losses.Contrastive(...)``. Everything else in the loop stays the same; the numbers
+            the objective reports become attributes of each state.
+        log_every: the loop reads the loss back every ``log_every`` steps, for the progress bar and
+            the check below; in between, nothing waits for an accelerator (on the CPU it reads every step).
 
-    Raises ``FloatingPointError`` (before any weight is changed) if the loss is NaN or inf.
+    Raises ``FloatingPointError`` if the loss is NaN or inf: on the CPU at that step, before any
+    weight is changed; on an accelerator at the next read, up to ``log_every - 1`` updates later.
     """
     null_class = null_class if null_class is not None else getattr(model, "null_class", None)
     objective = _objective(schedule, objective, prediction)
-    _check_args(model, data, labels, steps, batch_size, ema_decay, p_uncond, null_class)
+    _check_args(model, data, labels, steps, batch_size, ema_decay, p_uncond, null_class, log_every)
     learning_rate(0, lr, warmup_steps, steps, lr_schedule)  # rejects an unknown lr_schedule before any work
     device, dtype = device_and_dtype(model)
     model.train()
@@ -245,22 +255,31 @@ def train(
         # One global batch, drawn alike on every rank (and the objective's t and eps with it);
         # with one process the slice is all of it.
         x0, y = _draw_batch(data, labels, world.size * batch_size, generator)
-        x0 = x0.to(device=device, dtype=dtype)
+        x0 = to_device(x0.to(dtype=dtype), device)  # the dtype first, on the data's device (MPS has no float64)
         kwargs = {}
         if y is not None:
-            y = y.to(device)
+            y = to_device(y, device)
             y = _drop_labels(y, p_uncond, null_class, generator) if p_uncond > 0 else y
             kwargs["y"] = y[mine]
         draws = objective.draw(x0, generator)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
         with autocast:
             loss = objective.loss(net, x0[mine], tuple(d[mine] for d in draws), **kwargs)
-        value = _number(distributed.mean_over_ranks(loss))  # the loss of the whole global batch
-        if not math.isfinite(value) and loss.device.type != "meta":
-            raise FloatingPointError(
-                f"the loss is {value} at step {step + 1}; training stopped before updating the weights. "
-                f"Lower the learning rate (lr={lr}), keep grad_clip on, or check the data for NaN/inf."
-            )
+        loss, reported = loss if isinstance(loss, tuple) else (loss, {})
+        mean_loss = distributed.mean_over_ranks(loss.detach())  # the loss of the whole global batch, not read yet
+        logging = (step + 1) % log_every == 0
+        if logging or device.type == "cpu":
+            value = as_float(mean_loss)
+            if not math.isfinite(value) and loss.device.type != "meta":
+                when = ("training stopped before updating the weights" if device.type == "cpu" else
+                        f"it is read every {log_every} steps, so it may have gone bad (and the weights with it) "
+                        f"up to {log_every - 1} steps earlier")
+                raise FloatingPointError(
+                    f"the loss is {value} at step {step + 1}; {when}. "
+                    f"Lower the learning rate (lr={lr}), keep grad_clip on, or check the data for NaN/inf."
+                )
+            if progress and logging:
+                bar.set_postfix(loss=f"{value:.4f}", refresh=False)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in model.parameters() if p.grad is not None]
@@ -268,38 +287,12 @@ def train(
         optimizer.step()
         if ema is not None:  # a short memory at first, so the average forgets the random initial weights
             ema_update(ema, model, min(ema_decay, (1 + step) / (10 + step)))
-        if progress and (step + 1) % 10 == 0:
-            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
-        yield TrainState(step + 1, value, _number(norm), model, ema, optimizer, generator)
+        numbers = {name: distributed.mean_over_ranks(x.detach()) for name, x in reported.items()}
+        yield TrainState(step + 1, mean_loss, norm, model, ema, optimizer, generator, **numbers)
     bar.close()
 
 
-# --- the first stage of latent diffusion ---------------------------------------------------
-
-
-@dataclass
-class AutoencoderState:
-    """What :func:`train_autoencoder` yields after each step: the loss and its two parts (see
-    :func:`tinydiff.losses.autoencoder_loss`), the gradient norm before clipping, and the objects."""
-
-    step: int
-    loss: float
-    reconstruction: float
-    kl: float
-    grad_norm: float
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    generator: torch.Generator
-
-
-def _start(model: nn.Module, lr: float, weight_decay: float, generator: torch.Generator | None):
-    """What the small training loops below share: the model's device and dtype, train mode, AdamW, a generator."""
-    device, dtype = device_and_dtype(model)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    if generator is None:
-        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
-    return device, dtype, optimizer, generator
+# --- the networks around a diffusion model: the same loop, another objective ----------------------
 
 
 def train_autoencoder(
@@ -315,49 +308,16 @@ def train_autoencoder(
     grad_clip: float | None = 1.0,
     generator: torch.Generator | None = None,
     progress: bool = True,
-) -> Iterator[AutoencoderState]:
-    """Train a VAE (e.g. :class:`tinydiff.models.Autoencoder`) on images [N, C, H, W], yielding after each step.
+    log_every: int = 10,
+) -> Iterator[TrainState]:
+    """Train a VAE (e.g. :class:`tinydiff.models.Autoencoder`, with its ``latent_shape``) on images [N, C, H, W].
 
-    The same skeleton as :func:`train` -- minibatches drawn with replacement by ``generator``,
-    AdamW, the :func:`learning_rate` schedule, gradient clipping -- with
-    :func:`tinydiff.losses.autoencoder_loss` as the loss (no timesteps, no EMA).
+    :func:`train` with :class:`tinydiff.losses.Autoencoding` (L1 + ``kl_weight`` x KL, no schedule), no EMA
+    and no weight decay; each state also has the step's ``reconstruction`` error and ``kl``.
     """
-    _check_args(model, images, None, steps, batch_size, None, 0.0, None)
-    learning_rate(0, lr, warmup_steps, steps, lr_schedule)
-    device, dtype, optimizer, generator = _start(model, lr, 0.0, generator)
-    bar = tqdm(range(steps), desc="train autoencoder", disable=not progress)
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, lr, warmup_steps, steps, lr_schedule)
-        x, _ = _draw_batch(images, None, batch_size, generator)
-        loss, reconstruction, kl = autoencoder_loss(model, x.to(device=device, dtype=dtype), kl_weight=kl_weight,
-                                                    generator=generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip is not None else math.inf)
-        optimizer.step()
-        if progress and (step + 1) % 10 == 0:
-            bar.set_postfix(l1=f"{_number(reconstruction):.4f}", kl=f"{_number(kl):.1f}", refresh=False)
-        yield AutoencoderState(step + 1, _number(loss), _number(reconstruction), _number(kl), _number(norm),
-                               model, optimizer, generator)
-    bar.close()
-
-
-# --- the tiny CLIP of text-to-image ---------------------------------------------------------
-
-
-@dataclass
-class CLIPState:
-    """What :func:`train_clip` yields after each step: the contrastive loss, the accuracy of matching each image
-    to a true caption within the batch, the learned logit scale, and the objects."""
-
-    step: int
-    loss: float
-    accuracy: float
-    logit_scale: float
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    generator: torch.Generator
+    return train(model, None, images, objective=Autoencoding(model.latent_shape, kl_weight), steps=steps,
+                 batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, lr_schedule=lr_schedule,
+                 grad_clip=grad_clip, generator=generator, progress=progress, log_every=log_every)
 
 
 def train_clip(
@@ -374,39 +334,20 @@ def train_clip(
     weight_decay: float = 0.1,
     generator: torch.Generator | None = None,
     progress: bool = True,
-) -> Iterator[CLIPState]:
+    log_every: int = 10,
+) -> Iterator[TrainState]:
     """Train a :class:`tinydiff.models.TinyCLIP` on pairs (images [N, 1, 32, 32], prompt ids [N, L]).
 
-    The skeleton of :func:`train_autoencoder` with :func:`tinydiff.losses.clip_loss` over each minibatch.
-    ``truth = (image attributes [N, 3], stated caption attributes [N, 3])`` (:mod:`tinydiff.data.captions`)
-    lets every caption in the batch that is true of an image count as a positive, not only its own.
+    :func:`train` with :class:`tinydiff.losses.Contrastive` (:func:`tinydiff.losses.clip_loss` over each
+    minibatch), the examples' indices as labels, no gradient clipping and no EMA. ``truth = (image attributes
+    [N, 3], stated caption attributes [N, 3])`` (:mod:`tinydiff.data.captions`) lets every caption in the batch
+    that is true of an image count as a positive, not only its own. Each state also has the step's in-batch
+    ``accuracy`` and ``logit_scale``.
     """
-    from .data.captions import caption_is_true
-
-    _check_args(model, images, None, steps, batch_size, None, 0.0, None)
     if ids.shape[:1] != images.shape[:1] or ids.ndim != 2 or ids.dtype != torch.long:
         raise ValueError(f"ids must be prompt ids [N, L] (LongTensor) for the N = {len(images)} images, got {list(ids.shape)}")
-    learning_rate(0, lr, warmup_steps, steps, lr_schedule)
-    device, dtype, optimizer, generator = _start(model, lr, weight_decay, generator)
-    bar = tqdm(range(steps), desc="train CLIP", disable=not progress)
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, lr, warmup_steps, steps, lr_schedule)
-        idx = torch.randint(0, len(images), (batch_size,), generator=generator, device=generator.device).cpu()
-        x, y = images[idx].to(device=device, dtype=dtype), ids[idx].to(device)
-        positives = None
-        if truth is not None:
-            positives = caption_is_true(truth[1][idx], truth[0][idx]).to(device)
-        logits = model(x, y)
-        loss = clip_loss(logits, positives)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            best = logits.argmax(1)
-            hit = positives[torch.arange(batch_size, device=device), best] if positives is not None else best == torch.arange(batch_size, device=device)
-            accuracy = _number(hit.float().mean())
-        if progress and (step + 1) % 10 == 0:
-            bar.set_postfix(loss=f"{_number(loss):.3f}", acc=f"{accuracy:.3f}", refresh=False)
-        yield CLIPState(step + 1, _number(loss), accuracy, _number(model.scale()), model, optimizer, generator)
-    bar.close()
+    device, _ = device_and_dtype(model)
+    objective = Contrastive(ids.to(device), None if truth is None else (truth[0].to(device), truth[1].to(device)))
+    return train(model, None, images, labels=torch.arange(len(images)), objective=objective, steps=steps,
+                 batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                 lr_schedule=lr_schedule, grad_clip=None, generator=generator, progress=progress, log_every=log_every)

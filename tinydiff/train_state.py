@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,24 +26,48 @@ from .checkpoint import (
 )
 
 
-@dataclass
+def as_float(x: Tensor | float) -> float:
+    """A number as a float: a 0-d tensor is read (from a GPU this waits for the device); NaN on the meta
+    device, which holds no values."""
+    if not isinstance(x, Tensor):
+        return float(x)
+    return float("nan") if x.device.type == "meta" else float(x.detach())
+
+
 class TrainState:
     """What :func:`tinydiff.train.train` yields after each step (and what resuming needs).
 
     ``step`` counts finished steps (1 after the first); ``loss`` is that step's value of the
-    objective (L_simple by default, averaged over the ranks under torchrun) and ``grad_norm`` the gradient norm before clipping (NaN on meta tensors);
-    ``ema`` is the EMA copy of ``model`` (None without ``ema_decay``);
+    objective (L_simple by default, averaged over the ranks under torchrun) and ``grad_norm`` the gradient norm
+    before clipping; an objective that reports more numbers of its step (:class:`tinydiff.losses.Objective`) makes
+    them attributes too, e.g. ``state.kl``. ``ema`` is the EMA copy of ``model`` (None without ``ema_decay``);
     ``generator`` draws every minibatch and the objective's random draws (t, eps).
+
+    The numbers stay where the step computed them until they are first read; then each is a float (NaN on
+    meta tensors). Reading one from a GPU makes the host wait for the device, so a loop that reads them only
+    when it logs lets the device run ahead.
     """
 
     step: int
     loss: float
     grad_norm: float
-    model: nn.Module
-    ema: nn.Module | None
-    optimizer: torch.optim.Optimizer
-    generator: torch.Generator
 
+    def __init__(self, step: int, loss: Tensor | float, grad_norm: Tensor | float, model: nn.Module,
+                 ema: nn.Module | None, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                 **numbers: Tensor | float) -> None:
+        self.step, self.model, self.ema, self.optimizer, self.generator = step, model, ema, optimizer, generator
+        self._numbers = {"loss": loss, "grad_norm": grad_norm, **numbers}
+
+    def __getattr__(self, name: str) -> float:  # only for what __init__ did not set: the numbers, read once
+        numbers = self.__dict__.get("_numbers", {})
+        if name not in numbers:
+            raise AttributeError(f"TrainState has no attribute {name!r}; its numbers are {', '.join(numbers)}")
+        numbers[name] = as_float(numbers[name])
+        return numbers[name]
+
+    def __repr__(self) -> str:
+        numbers = ", ".join(f"{name}={getattr(self, name):.4g}" for name in self._numbers)
+        return f"TrainState(step={self.step}, {numbers})"
 
 
 def save_training_state(path: str | os.PathLike, state, config: dict | None = None, extra: dict | None = None) -> Path:

@@ -128,9 +128,13 @@ class Autoencoder(nn.Module):
             )
         return self.decoder(z)
 
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor, generator: torch.Generator | None = None,
+                noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """One training pass: (x_hat, mean, logvar) with z = mean + exp(logvar / 2) * eps (reparameterisation,
-        Kingma & Welling 2014, eq. 10). Shapes: x [B, C, H, W] -> x_hat like x; mean, logvar [B, *latent_shape]."""
+        Kingma & Welling 2014, eq. 10), eps = ``noise`` if given, else drawn with ``generator``.
+        Shapes: x [B, C, H, W] -> x_hat like x; mean, logvar, noise [B, *latent_shape]."""
         mean, logvar = self.encode(x)
-        eps = randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        if noise is not None and noise.shape != mean.shape:
+            raise ValueError(f"noise must have the latents' shape {list(mean.shape)}, got {list(noise.shape)}")
+        eps = noise if noise is not None else randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return self.decode(mean + torch.exp(0.5 * logvar) * eps), mean, logvar
