@@ -21,29 +21,25 @@ for every method. Writes ``benchmarks/results/adaptation.json`` and the adapters
 
 from __future__ import annotations
 
-import os
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on a shared CPU
+import argparse
+import copy
+import importlib.util
+import json
+import time
+from pathlib import Path
 
-import argparse  # noqa: E402
-import copy  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import torch
+from safetensors.torch import load_file
 
-import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-
-from tinydiff import adapt  # noqa: E402
-from tinydiff.checkpoint import load_checkpoint, read_config  # noqa: E402
-from tinydiff.data import load_mnist  # noqa: E402
-from tinydiff.data.styles import ink  # noqa: E402
-from tinydiff.evaluation import command_line, machine  # noqa: E402
-from tinydiff.guidance import classifier_free  # noqa: E402
-from tinydiff.metrics import classifier_features, frechet_distance, label_accuracy  # noqa: E402
-from tinydiff.pretrained import load_diffusion_model  # noqa: E402
-from tinydiff.samplers import ddim_sample  # noqa: E402
+from tinydiff import adapt
+from tinydiff.checkpoint import load_checkpoint, read_config
+from tinydiff.data import load_mnist
+from tinydiff.data.styles import ink
+from tinydiff.guidance import guided_digits
+from tinydiff.metrics import classifier_features, frechet_distance, label_accuracy
+from tinydiff.pretrained import load_diffusion_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = [("full", {}), ("partial", {}), ("lora", {"rank": 1}), ("lora", {"rank": 4}), ("lora", {"rank": 16}),
@@ -57,17 +53,13 @@ def load_adapt_script():
     return module
 
 
-@torch.no_grad()
 def draw(net, model, labels: torch.Tensor, guidance: float, seed: int, batch: int = 100) -> torch.Tensor:
-    """Digits for ``labels`` with DDIM-25 trailing and classifier-free guidance, seeded per batch."""
-    out = []
-    for start in range(0, len(labels), batch):
-        y = labels[start : start + batch]
-        x_T = torch.randn(len(y), *model.sample_shape, generator=torch.Generator().manual_seed(seed + start))
-        out.append(ddim_sample(classifier_free(net, y, guidance), model.schedule, x_T.shape, steps=25,
-                               spacing="trailing", x_T=x_T, prediction=model.prediction, clip_x0=1.0,
-                               progress=False).clamp(-1, 1))
-    return torch.cat(out)
+    """Digits for ``labels`` with DDIM-25 trailing and classifier-free guidance, batch b from the seed
+    ``seed + b * batch``."""
+    return torch.cat([guided_digits(net, model.schedule, labels[start : start + batch], guidance, steps=25,
+                                    spacing="trailing", seed=seed + start, prediction=model.prediction,
+                                    clip_x0=model.clip_x0, shape=model.sample_shape).clamp(-1, 1).cpu()
+                      for start in range(0, len(labels), batch)])
 
 
 def adapted_network(method: str, base_net, out: Path, checkpoint: str):
@@ -103,22 +95,22 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/adaptation.json")
     p.add_argument("--runs", nargs="*", help="instead of every method: runs named method[:rank][:lr], e.g. lora:4:3e-4 "
                    "full::1e-4 (a learning-rate sweep; write it to another --out)")
-    args = p.parse_args()
+    args = cli.parse_args(p)
     script = load_adapt_script()
-    model = load_diffusion_model(args.checkpoint)
+    model = load_diffusion_model(args.checkpoint, device=args.device)
     base_net = model.net.eval()
-    clf = load_checkpoint(args.classifier)
+    clf = load_checkpoint(args.classifier, device=args.device)
     target = script.target_set(args.digit, 32)
     heldout = script.heldout_style_set(args.digit)
     x_test, y_test = load_mnist("test", pad_to_32=True)
     others = torch.tensor([c for c in range(base_net.num_classes) if c != args.digit])
     keep = (y_test != args.digit)
     f_style, f_others = classifier_features(clf, heldout), classifier_features(clf, x_test[keep])
-    load_before = [round(v, 2) for v in os.getloadavg()]
-    result = {"command": command_line(), "machine": machine(), "checkpoint": args.checkpoint,
+    load_before = cli.load_average()
+    result = {"checkpoint": args.checkpoint,
               "checkpoint_sha256": read_config(args.checkpoint)["sha256"], "digit": args.digit, "steps": args.steps,
               "sampler": "DDIM-25 trailing", "guidance": model.recommended_guidance, "n_style": args.n_style,
-              "n_forget": args.n_forget, "load_average_before": load_before,
+              "n_forget": args.n_forget,
               "target": {"ink": round(float(ink(target).mean()), 4), "n": len(target),
                          "fd_style_floor": round(frechet_distance(classifier_features(clf, target), f_style), 4)},
               "heldout_ink": round(float(ink(heldout).mean()), 4), "rows": []}
@@ -137,7 +129,7 @@ def main() -> None:
         name = method + (f"-r{options['rank']}" if "rank" in options else "") + (f"-lr{options['lr']:g}" if "lr" in options else "")
         out = ROOT / "runs" / "adapters" / name
         argv = ["--checkpoint", args.checkpoint, "--method", method, "--digit", str(args.digit),
-                "--steps", str(args.steps), "--out", str(out)]
+                "--steps", str(args.steps), "--out", str(out), "--device", args.device]
         if "rank" in options:
             argv += ["--rank", str(options["rank"])]
         if "lr" in options:
@@ -154,8 +146,7 @@ def main() -> None:
                **measure(net, model, extra["label"], args, clf, f_style, f_others, others)}
         result["rows"].append(row)
         print(json.dumps(row), flush=True)
-    result["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
-    result["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    result = {**cli.provenance(load_before), **result}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -27,23 +27,21 @@ Writes ``benchmarks/results/bits_per_dim.json`` (command, machine, load averages
 
 from __future__ import annotations
 
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
+
+import argparse
+import json
 import os
+import time
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on a shared CPU
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
-
-from tinydiff.checkpoint import read_config  # noqa: E402
-from tinydiff.data import load_mnist  # noqa: E402
-from tinydiff.evaluation import command_line, machine  # noqa: E402
-from tinydiff.guidance import conditional  # noqa: E402
-from tinydiff.likelihood import bits_per_dim, ode_log_likelihood  # noqa: E402
-from tinydiff.pretrained import load_diffusion_model  # noqa: E402
+from tinydiff.checkpoint import read_config
+from tinydiff.data import load_mnist
+from tinydiff.guidance import conditional
+from tinydiff.likelihood import bits_per_dim, ode_log_likelihood
+from tinydiff.pretrained import load_diffusion_model
 
 BIN = 2 / 255  # 8-bit levels mapped to [-1, 1]
 
@@ -60,7 +58,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100, help="ODE levels (of T)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/bits_per_dim.json")
-    args = p.parse_args()
+    args = cli.parse_args(p, device=None)  # the CPU: the likelihood is computed in float64
     if args.n % 10:
         raise SystemExit("--n must be a multiple of 10 (the same number of digits per class)")
 
@@ -87,11 +85,11 @@ def main() -> None:
         loads.append(os.getloadavg()[0])
         print(f"{name:22s} {results[name]['bits_per_dim_mean']:.3f} +- {results[name]['bits_per_dim_standard_error']:.3f} "
               f"bits/dim ({dims} dims, {args.n} digits, {args.steps} levels, {results[name]['seconds']:.0f} s)", flush=True)
-    report = {"command": command_line(), "machine": machine(), "load_average_1min": loads,
+    report = {**cli.provenance(), "load_average_1min": loads,
               "checkpoint": args.checkpoint, "checkpoint_sha256": read_config(args.checkpoint)["sha256"],
               "n": args.n, "steps": args.steps, "dims": dims, "bin_width": BIN, "seed": args.seed,
               "dequantisation": "uniform across each 8-bit bin (Theis et al. 2016): an upper bound on bits/dim",
-              "results": results, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+              "results": results}
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
 

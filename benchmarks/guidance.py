@@ -21,26 +21,22 @@ samples of each scale as uint8: ten of each digit).
 
 from __future__ import annotations
 
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
+
+import argparse
+import json
 import os
+import time
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on a shared CPU
+import torch
+from safetensors.torch import save_file
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shlex  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-from tinydiff.checkpoint import load_checkpoint, read_config  # noqa: E402
-from tinydiff.data import load_mnist  # noqa: E402
-from tinydiff.evaluation import balanced_labels, digit_report, machine, sample_digits  # noqa: E402
-from tinydiff.metrics import classifier_features  # noqa: E402
-from tinydiff.pretrained import load_diffusion_model  # noqa: E402
-from tinydiff.registry import SamplerSpec  # noqa: E402
+from tinydiff.checkpoint import read_config
+from tinydiff.data import load_mnist
+from tinydiff.evaluation import balanced_labels, sample_digits
+from tinydiff.pretrained import load_diffusion_model
+from tinydiff.registry import SamplerSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = 100
@@ -55,47 +51,38 @@ def main() -> None:
     p.add_argument("--sampler", default="ddim:50")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int)
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/guidance.json"))
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = cli.parse_args(p, threads=True)
 
-    model = load_diffusion_model(args.checkpoint)
+    model = load_diffusion_model(args.checkpoint, device=args.device)
     model.net = model.net.to(memory_format=torch.channels_last)
     sampler = SamplerSpec.parse(args.sampler, model.schedule.T)
-    clf = load_checkpoint(args.classifier)
+    judge = cli.load_judge(args.classifier, device=args.device)
     x_train, y_train = load_mnist("train", pad_to_32=True)
-    x_test, _ = load_mnist("test", pad_to_32=True)
-    f_test = classifier_features(clf, x_test)
-    real = digit_report(clf, x_train[: args.n], y_train[: args.n], f_test)
+    real = judge.report(x_train[: args.n], y_train[: args.n])
     print(f"real digits (n = {args.n}): FD {real['fd']:.3g}, accuracy {real['label_accuracy']:.3f}, "
           f"diversity {real['diversity']:.3g}", flush=True)
     labels = balanced_labels(args.n)
-    load_before = list(os.getloadavg())
+    load_before = cli.load_average()
     rows, shown = [], {}
     for scale in args.scales:
         start = time.time()
         x = sample_digits(model, labels, sampler=sampler, guidance=scale, seed=args.seed, batch_size=args.batch_size,
                           progress=False)
         seconds = time.time() - start
-        report = digit_report(clf, x, labels, f_test)
+        report = judge.report(x, labels)
         rows.append({"scale": scale, **{k: round(v, 4) for k, v in report.items()}, "seconds": round(seconds, 1)})
         shown[f"s={scale:g}"] = ((x[:SHOWN].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         print(f"s = {scale:g}: accuracy {report['label_accuracy']:.3f}, FD {report['fd']:.3g}, "
               f"diversity {report['diversity']:.3g}  ({seconds:.0f} s)", flush=True)
 
     result = {
-        "command": "OMP_WAIT_POLICY=PASSIVE python " + " ".join(shlex.quote(a) for a in sys.argv),
+        **cli.provenance(load_before),
         "checkpoint": os.path.relpath(args.checkpoint, ROOT),
         "checkpoint_sha256": read_config(args.checkpoint)["sha256"],
         "sampler": sampler.name,
         "n": args.n,
         "seed": args.seed,
-        "machine": machine(),
-        "load_average_before": [round(v, 2) for v in load_before],
-        "load_average_after": [round(v, 2) for v in os.getloadavg()],
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "real": {k: round(v, 4) for k, v in real.items()},
         "rows": rows,
     }

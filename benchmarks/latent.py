@@ -23,24 +23,23 @@ Writes ``benchmarks/results/latent.json`` (command, machine, load averages, SHA-
 
 from __future__ import annotations
 
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
+
+import argparse
+import copy
+import json
 import os
+import time
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on a shared CPU
+import torch
 
-import argparse  # noqa: E402
-import copy  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
-
-from tinydiff.checkpoint import read_config  # noqa: E402
-from tinydiff.data import load_mnist  # noqa: E402
-from tinydiff.evaluation import balanced_labels, command_line, machine, sample_digits  # noqa: E402
-from tinydiff.pretrained import DiffusionModel, load_diffusion_model  # noqa: E402
-from tinydiff.registry import SamplerSpec  # noqa: E402
-from tinydiff.train import train  # noqa: E402
+from tinydiff.checkpoint import read_config
+from tinydiff.data import load_mnist
+from tinydiff.evaluation import balanced_labels, sample_digits
+from tinydiff.pretrained import DiffusionModel, load_diffusion_model
+from tinydiff.registry import SamplerSpec
+from tinydiff.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,17 +79,14 @@ def main() -> None:
     p.add_argument("--pixel", default=str(ROOT / "data/checkpoints/mnist_ddpm"))
     p.add_argument("--latent", default=str(ROOT / "data/checkpoints/mnist_latent"))
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int)
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/latent.json"))
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = cli.parse_args(p, threads=True)
 
     images, labels = load_mnist("train", pad_to_32=True)
-    load_before = list(os.getloadavg())
+    load_before = cli.load_average()
     rows = {}
     for name, path, warmup, steps in (("pixel", args.pixel, 5, 40), ("latent", args.latent, 20, 300)):
-        model = load_diffusion_model(path)
+        model = load_diffusion_model(path, device=args.device)
         model.net = model.net.to(memory_format=torch.channels_last)
         data = model.codec.encode_dataset(images) if model.codec is not None else images
         scale = model.recommended_guidance or 1.0
@@ -120,11 +116,7 @@ def main() -> None:
 
     pixel, latent = rows["pixel"], rows["latent"]
     result = {
-        "command": command_line(),
-        "machine": machine(),
-        "load_average_before": [round(v, 2) for v in load_before],
-        "load_average_after": [round(v, 2) for v in os.getloadavg()],
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **cli.provenance(load_before),
         "rows": rows,
         "training_speedup": round(latent["train_steps_per_s_batch64"] / pixel["train_steps_per_s_batch64"], 2),
         "sampling_speedup": round(pixel["sample_64_ddim50_s"] / latent["sample_64_ddim50_s"], 2),

@@ -30,26 +30,23 @@ one file holds the measurement before and after a change (run the script from th
 
 from __future__ import annotations
 
-import os
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on a shared CPU
+import argparse
+import json
+import statistics
+import subprocess
+import time
+from pathlib import Path
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import torch
 
-import torch  # noqa: E402
-
-import tinydiff  # noqa: E402
-from tinydiff import schedules  # noqa: E402
-from tinydiff.evaluation import command_line, machine  # noqa: E402
-from tinydiff.guidance import conditional  # noqa: E402
-from tinydiff.models import MLP  # noqa: E402
-from tinydiff.pretrained import load_diffusion_model  # noqa: E402
-from tinydiff.samplers import ddim_sample  # noqa: E402
+import tinydiff
+from tinydiff import schedules
+from tinydiff.guidance import conditional
+from tinydiff.models import MLP
+from tinydiff.pretrained import load_diffusion_model
+from tinydiff.samplers import ddim_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 50
@@ -139,12 +136,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--unet-repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--tag", default="after", help="the name of this run in the results file (e.g. before / after)")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/sampler_overhead.json"))
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = cli.parse_args(p, device=None, threads=True)  # the CPU: diffusers' loop runs there
 
     torch.manual_seed(0)
     mlp_schedule = schedules.get("cosine", T=1000)
@@ -157,15 +151,13 @@ def main() -> None:
     x_unet = torch.randn(16, *model.sample_shape, generator=torch.Generator().manual_seed(0))
 
     print(f"tinydiff from {tree_id()}, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
-    load_before = os.getloadavg()
+    load_before = cli.load_average()
     results = [measure("mlp", mlp, mlp_schedule, x_mlp, "epsilon", args.repeats),
                measure("unet", unet, model.schedule, x_unet, model.prediction, args.unet_repeats)]
     import diffusers
 
-    run = {"tinydiff": tree_id(), "diffusers": diffusers.__version__, "command": command_line(),
-           "machine": machine(), "threads": torch.get_num_threads(),
-           "load_average_before": [round(v, 2) for v in load_before],
-           "load_average_after": [round(v, 2) for v in os.getloadavg()], "results": results}
+    run = {"tinydiff": tree_id(), "diffusers": diffusers.__version__, **cli.provenance(load_before),
+           "threads": torch.get_num_threads(), "results": results}
     out = Path(args.out)
     stored = json.loads(out.read_text()) if out.is_file() else {}
     stored[args.tag] = run

@@ -27,29 +27,26 @@ the JSON records the load average before and after.
 
 from __future__ import annotations
 
-import os
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on a shared CPU
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shlex  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict  # noqa: E402
-from pathlib import Path  # noqa: E402
+import torch
+from safetensors.torch import save_file
+from torch import Tensor
 
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from tinydiff import metrics, schedules  # noqa: E402
-from tinydiff.checkpoint import load_checkpoint, sha256  # noqa: E402
-from tinydiff.data import anisotropic_mixture, load_mnist  # noqa: E402
-from tinydiff.evaluation import machine  # noqa: E402
-from tinydiff.oracle import MixtureEpsilon  # noqa: E402
-from tinydiff.pretrained import load_diffusion_model  # noqa: E402
-from tinydiff.registry import SamplerSpec  # noqa: E402
+from tinydiff import metrics, schedules
+from tinydiff.checkpoint import load_checkpoint, sha256
+from tinydiff.data import anisotropic_mixture, load_mnist
+from tinydiff.evaluation import machine
+from tinydiff.oracle import MixtureEpsilon
+from tinydiff.pretrained import load_diffusion_model
+from tinydiff.registry import SamplerSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = 10  # samples per sampler kept for the notebook's picture
@@ -77,10 +74,6 @@ class TimedModel:
         self.seconds += time.perf_counter() - start
         self.calls += 1
         return out
-
-
-def load_average() -> list[float] | None:
-    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
 def oracle_energy(spec: SamplerSpec, schedule: schedules.Schedule, n: int, seed: int) -> dict:
@@ -162,25 +155,21 @@ def main() -> None:
     p.add_argument("--unconditional", action="store_true", help="sample with the null class instead of balanced labels")
     p.add_argument("--n-2d", type=int, default=2000, help="points for the 2-D oracle energy distance")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads")
     p.add_argument("--out", default="benchmarks/results/sampling.json")
     p.add_argument("--show", metavar="JSON", help="only print the table of a results file written earlier")
-    args = p.parse_args()
+    args = cli.parse_args(p, threads=True)
     if args.show:
         result = json.loads(Path(args.show).read_text())
         print(f"{result['command']}\n{result['machine']}; load average {result['load_average_before']} -> "
               f"{result['load_average_after']}")
         print_table(result["rows"], result["n"], result["fd_floor"])
         return
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     checkpoint = ROOT / args.checkpoint
     diffusion_model = load_diffusion_model(checkpoint, device=device)
     model, schedule = diffusion_model.net, diffusion_model.schedule
     specs = [SamplerSpec.parse(s, schedule.T) for s in args.samplers]
-    load_before = load_average()
+    load_before = cli.load_average()
     print(f"{machine()}; load average {load_before}", file=sys.stderr)
 
     classifier = load_checkpoint(ROOT / args.classifier)
@@ -201,7 +190,7 @@ def main() -> None:
 
     print_table(rows, args.n, floor)
     result = {
-        "command": "OMP_WAIT_POLICY=PASSIVE python " + shlex.join(["benchmarks/sampling.py", *sys.argv[1:]]),
+        **cli.provenance(load_before),
         "checkpoint": str(args.checkpoint),
         "checkpoint_sha256": sha256(checkpoint.with_name(checkpoint.name + ".safetensors")),
         "schedule": {"name": schedule.name, "T": schedule.T},
@@ -212,10 +201,6 @@ def main() -> None:
         "batch": args.batch,
         "n_2d": args.n_2d,
         "seed": args.seed,
-        "machine": machine(),
-        "load_average_before": load_before,
-        "load_average_after": load_average(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "classifier": str(args.classifier),
         "fd_floor": floor,
         "rows": rows,

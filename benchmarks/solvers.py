@@ -19,23 +19,20 @@ the FD floor, and one row per sampler.
 
 from __future__ import annotations
 
-import os
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on a shared CPU
+import argparse
+import json
+import time
+from pathlib import Path
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import torch
 
-import torch  # noqa: E402
-
-from tinydiff.checkpoint import load_checkpoint, read_config  # noqa: E402
-from tinydiff.data import load_mnist  # noqa: E402
-from tinydiff.evaluation import balanced_labels, command_line, digit_report, machine, sample_digits  # noqa: E402
-from tinydiff.metrics import classifier_features  # noqa: E402
-from tinydiff.pretrained import load_diffusion_model  # noqa: E402
-from tinydiff.registry import SamplerSpec  # noqa: E402
+from tinydiff.checkpoint import read_config
+from tinydiff.data import load_mnist
+from tinydiff.evaluation import balanced_labels, sample_digits
+from tinydiff.pretrained import load_diffusion_model
+from tinydiff.registry import SamplerSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLERS = ["ddim:10:trailing", "ddim:20:trailing", "ddim:50:trailing", "dpm:5", "dpm:10", "dpm:15", "dpm:20",
@@ -51,20 +48,18 @@ def main() -> None:
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/solvers.json"))
-    args = p.parse_args()
+    args = cli.parse_args(p)
 
-    model = load_diffusion_model(args.checkpoint)
+    model = load_diffusion_model(args.checkpoint, device=args.device)
     model.net = model.net.to(memory_format=torch.channels_last)  # the same numbers, faster convolutions on a CPU
     specs = [SamplerSpec.parse(name, model.schedule.T) for name in args.samplers]  # fail on a bad name before any work
     header = read_config(args.checkpoint)
     sha = header["sha256"]
     labels = balanced_labels(args.n)
-    clf = load_checkpoint(args.classifier)
+    judge = cli.load_judge(args.classifier, device=args.device)
     x_train, y_train = load_mnist("train", pad_to_32=True)
-    x_test, _ = load_mnist("test", pad_to_32=True)
-    f_test = classifier_features(clf, x_test)
-    floor = digit_report(clf, x_train[: args.n], y_train[: args.n], f_test)
-    load_before = os.getloadavg()
+    floor = judge.report(x_train[: args.n], y_train[: args.n])
+    load_before = cli.load_average()
 
     rows = []
     print(f"{'sampler':28s} {'calls':>5s} {'FD':>7s} {'accuracy':>8s} {'diversity':>9s} {'seconds':>8s}", flush=True)
@@ -73,7 +68,7 @@ def main() -> None:
         samples = sample_digits(model, labels, sampler=spec, guidance=args.guidance, batch_size=args.batch_size,
                                 cache_dir=ROOT / "runs" / f"eval_{sha[:12]}", progress=False)
         seconds = time.time() - start
-        report = digit_report(clf, samples, labels, f_test)
+        report = judge.report(samples, labels)
         row = {"sampler": spec.name, "spec": f"{spec.kind}:{spec.steps}:{spec.spacing}", "calls": spec.network_calls,
                "fd": round(report["fd"], 4), "label_accuracy": round(report["label_accuracy"], 4),
                "diversity": round(report["diversity"], 4), "sampling_s": round(seconds, 1)}
@@ -83,11 +78,9 @@ def main() -> None:
 
     ddpm = header.get("extra", {}).get("eval", {}).get(f"ddpm-1000 s={args.guidance:g}")
     result = {
-        "command": command_line(), "machine": machine(), "checkpoint": str(Path(args.checkpoint).relative_to(ROOT))
+        **cli.provenance(load_before), "checkpoint": str(Path(args.checkpoint).relative_to(ROOT))
         if Path(args.checkpoint).resolve().is_relative_to(ROOT) else args.checkpoint,
         "checkpoint_sha256": sha, "n": args.n, "guidance": args.guidance,
-        "load_average_before": [round(v, 2) for v in load_before],
-        "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "fd_floor_train": round(floor["fd"], 4), "diversity_train": round(floor["diversity"], 4),
         "ddpm_1000": ({"calls": 1000, "fd": ddpm["fd"], "label_accuracy": ddpm["label_accuracy"]}
                       if ddpm and ddpm.get("n_samples") == args.n else None),

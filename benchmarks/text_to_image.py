@@ -31,25 +31,22 @@ every number) and ``text_to_image.safetensors`` (one image per prompt per settin
 
 from __future__ import annotations
 
-import os
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on a shared CPU
+import argparse
+import json
+import time
+from pathlib import Path
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import torch
+from safetensors.torch import save_file
 
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-from tinydiff.checkpoint import load_checkpoint, read_config, update_extra  # noqa: E402
-from tinydiff.data import captions as C  # noqa: E402
-from tinydiff.data import load_mnist  # noqa: E402
-from tinydiff.evaluation import command_line, machine  # noqa: E402
-from tinydiff.metrics import classifier_features, frechet_distance  # noqa: E402
-from tinydiff.pretrained import load_diffusion_model  # noqa: E402
-from tinydiff.text_to_image import evaluation_prompts, prompt_digits, prompt_report  # noqa: E402
+from tinydiff.checkpoint import load_checkpoint, read_config, update_extra
+from tinydiff.data import captions as C
+from tinydiff.data import load_mnist
+from tinydiff.metrics import classifier_features, frechet_distance
+from tinydiff.pretrained import load_diffusion_model
+from tinydiff.text_to_image import evaluation_prompts, prompt_digits, prompt_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +74,7 @@ def main() -> None:
     p.add_argument("--judge", default="data/checkpoints/mnist_classifier_styled")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "text_to_image.json"))
     p.add_argument("--recommend-only", action="store_true", help="only apply the recommendation rule to --out")
-    args = p.parse_args()
+    args = cli.parse_args(p)
     if args.recommend_only:
         result = json.loads(Path(args.out).read_text())
         recommend(result, args.checkpoint)
@@ -85,9 +82,9 @@ def main() -> None:
         return
 
     torch.manual_seed(0)
-    model = load_diffusion_model(args.checkpoint)
-    clip = load_checkpoint(args.clip_checkpoint)
-    classifier = load_checkpoint(args.judge)
+    model = load_diffusion_model(args.checkpoint, device=args.device)
+    clip = load_checkpoint(args.clip_checkpoint, device=args.device)
+    classifier = load_checkpoint(args.judge, device=args.device)
     tokenizer = model.tokenizer
     reference = C.reference_ink(*load_mnist("train", pad_to_32=True))
     prompts, stated = evaluation_prompts(args.per_prompt)
@@ -105,8 +102,8 @@ def main() -> None:
     real = prompt_report(test.images, real_stated, real_prompts, classifier=classifier, clip=clip, tokenizer=tokenizer,
                          reference=reference)
 
-    result = {"command": command_line(), "machine": machine(), "load_average_before": [round(v, 2) for v in os.getloadavg()],
-              "checkpoint": args.checkpoint, "checkpoint_sha256": read_config(args.checkpoint)["sha256"],
+    load_before = cli.load_average()
+    result = {"checkpoint": args.checkpoint, "checkpoint_sha256": read_config(args.checkpoint)["sha256"],
               "clip_checkpoint": args.clip_checkpoint, "clip_sha256": read_config(args.clip_checkpoint)["sha256"],
               "sampler": f"DDIM-{args.steps} trailing", "n": len(prompts), "per_prompt": args.per_prompt,
               "judge": args.judge, "judge_sha256": read_config(args.judge)["sha256"],
@@ -120,7 +117,7 @@ def main() -> None:
         images = torch.cat([prompt_digits(model.net, model.schedule, model.codec, tokenizer, prompts[i : i + 150],
                                           guidance=cfg, clip=clip, clip_guidance=clip_scale, steps=args.steps,
                                           prediction=model.prediction, noise=noise[i : i + 150])
-                            for i in range(0, len(prompts), 150)])
+                            for i in range(0, len(prompts), 150)]).cpu()
         wall = time.time() - start
         report = prompt_report(images, stated, prompts, classifier=classifier, clip=clip, tokenizer=tokenizer,
                                reference=reference)
@@ -142,8 +139,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     result["prompts"] = prompts[:: args.per_prompt]
     recommend(result, args.checkpoint)
-    result["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
-    result["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    result = {**cli.provenance(load_before), **result}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     save_file({k: v.contiguous() for k, v in grids.items()}, str(Path(args.out).with_suffix(".safetensors")))
     print(f"wrote {args.out}")

@@ -31,10 +31,11 @@ each one did.
 
 from __future__ import annotations
 
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
+
 import argparse
 import copy
 import json
-import os
 import time
 from pathlib import Path
 
@@ -43,14 +44,11 @@ from safetensors.torch import save_file
 
 from tinydiff import adapt
 from tinydiff.checkpoint import read_config
-from tinydiff.pretrained import load_diffusion_model
 from tinydiff.data import load_mnist
 from tinydiff.data.styles import thicken
-from tinydiff.evaluation import command_line, machine
-from tinydiff.guidance import classifier_free
-from tinydiff.samplers import ddim_sample
+from tinydiff.guidance import guided_digits
+from tinydiff.pretrained import load_diffusion_model
 from tinydiff.train import train
-
 
 
 def target_set(digit: int, n: int) -> torch.Tensor:
@@ -65,15 +63,14 @@ def heldout_style_set(digit: int, n: int = 400) -> torch.Tensor:
     return thicken(images[labels == digit][:n])
 
 
-@torch.no_grad()
 def prior_samples(model, digit: int, n: int, guidance: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The base model's own samples of the classes other than ``digit`` (``dreambooth`` replays them), [n, 1, 32, 32]."""
+    """The base model's own samples of the classes other than ``digit`` (``dreambooth`` replays them): DDIM-25
+    (trailing) from the noise of ``seed``, images [n, 1, 32, 32] on the CPU and their labels [n]."""
     others = torch.tensor([c for c in range(model.net.num_classes) if c != digit])
     labels = others[torch.arange(n) % len(others)]
-    x_T = torch.randn(n, *model.sample_shape, generator=torch.Generator().manual_seed(seed))
-    x = ddim_sample(classifier_free(model.net.eval(), labels, guidance), model.schedule, x_T.shape, steps=25,
-                    spacing="trailing", x_T=x_T, prediction=model.prediction, clip_x0=1.0, progress=False)
-    return x.clamp(-1, 1), labels
+    x = guided_digits(model.net.eval(), model.schedule, labels, guidance, steps=25, spacing="trailing", seed=seed,
+                      prediction=model.prediction, clip_x0=model.clip_x0, shape=model.sample_shape)
+    return x.clamp(-1, 1).cpu(), labels
 
 
 def save_result(out: Path, method: str, net, base_net, base_checkpoint: str, extra: dict) -> Path:
@@ -105,16 +102,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-prior", type=int, default=180, help="dreambooth: base samples of the other classes, replayed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="path without suffix for the adapter files")
-    args = p.parse_args(argv)
+    args = cli.parse_args(p, argv)
 
-    model = load_diffusion_model(args.checkpoint)
+    model = load_diffusion_model(args.checkpoint, device=args.device)
+    if model.codec is not None or model.schedule is None:
+        raise SystemExit(f"{args.checkpoint} is a latent or flow-matching model; scripts/adapt.py adapts a pixel "
+                         "diffusion model such as data/checkpoints/mnist_ddpm")
     base_net = model.net.eval()
     net = copy.deepcopy(base_net)
     if not 0 <= args.digit < net.num_classes:
         raise SystemExit(f"--digit must be one of 0..{net.num_classes - 1}, got {args.digit}")
     lr = args.lr or {"lora": 1e-3, "label": 1e-2}.get(args.method, 5e-5)
     images = target_set(args.digit, args.n_train)
-    torch.manual_seed(args.seed)
+    generator = cli.seeded(args.seed)
     label = adapt.prepare(net, args.method, args.rank, args.alpha)
     labels = torch.full((len(images),), label if label is not None else args.digit)
     data, data_labels = images, labels
@@ -129,16 +129,15 @@ def main(argv: list[str] | None = None) -> None:
     start, losses = time.time(), []
     for state in train(net.train(), model.schedule, data, labels=data_labels, steps=args.steps,
                        batch_size=args.batch_size, lr=lr, prediction=model.prediction, weight_decay=0.0,
-                       generator=torch.Generator().manual_seed(args.seed), progress=False):
+                       generator=generator, progress=False):
         losses.append(state.loss)
     wall = time.time() - start
-    extra = {"command": command_line(), "method": args.method, "rank": args.rank if args.method == "lora" else None,
+    extra = {**cli.provenance(), "method": args.method, "rank": args.rank if args.method == "lora" else None,
              "alpha": (args.alpha or args.rank) if args.method == "lora" else None, "digit": args.digit,
              "label": int(labels[0]), "n_train": len(images), "steps": args.steps, "batch_size": args.batch_size,
              "lr": lr, "seed": args.seed, "trainable_parameters": trainable, "total_parameters": total,
              "wall_time_s": round(wall, 1), "steps_per_s": round(args.steps / wall, 3),
-             "final_loss_mean_last_50": round(sum(losses[-50:]) / len(losses[-50:]), 5), "machine": machine(),
-             "load_average": [round(v, 2) for v in os.getloadavg()], "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+             "final_loss_mean_last_50": round(cli.mean_of_last(losses, 50), 5)}
     weights = save_result(Path(args.out), args.method, net.eval(), base_net, args.checkpoint, extra)
     print(json.dumps({**extra, "file_bytes": weights.stat().st_size}, indent=2))
 

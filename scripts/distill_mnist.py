@@ -20,6 +20,8 @@ the teacher and its SHA-256, and a table of the rounds (``extra.distillation``).
 
 from __future__ import annotations
 
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
+
 import argparse
 import copy
 import dataclasses
@@ -30,23 +32,22 @@ from pathlib import Path
 
 import torch
 
-from tinydiff.checkpoint import load_checkpoint, read_config, save_checkpoint
+from tinydiff.checkpoint import read_config, save_checkpoint
 from tinydiff.data import load_mnist
 from tinydiff.distill import Distillation, halving_grids
-from tinydiff.evaluation import balanced_labels, command_line, digit_report, machine, sample_digits
-from tinydiff.metrics import classifier_features
+from tinydiff.evaluation import balanced_labels, machine, sample_digits
 from tinydiff.pretrained import load_diffusion_model
 from tinydiff.registry import SamplerSpec
 from tinydiff.train import train
 
 
-def measure(model, steps: int, n: int, classifier, f_test, seed: int = 0) -> dict:
+def measure(model, steps: int, n: int, judge: cli.Judge, seed: int = 0) -> dict:
     """FD and requested-class accuracy of ``n`` samples with DDIM-``steps`` (trailing), no extra guidance."""
     start = time.time()
     labels = balanced_labels(n)
     samples = sample_digits(model, labels, sampler=SamplerSpec("ddim", steps, "trailing"), guidance=1.0, seed=seed,
                             progress=False)
-    report = digit_report(classifier, samples, labels, f_test)
+    report = judge.report(samples, labels)
     return {"fd": round(report["fd"], 4), "label_accuracy": round(report["label_accuracy"], 4),
             "diversity": round(report["diversity"], 4), "n_samples": n, "sampling_s": round(time.time() - start, 1)}
 
@@ -67,12 +68,9 @@ def main() -> None:
     p.add_argument("--eval-n", type=int, default=1000, help="samples to measure each round's student on (0: skip)")
     p.add_argument("--classifier", default="data/checkpoints/mnist_classifier")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int)
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = cli.parse_args(p, threads=True)
 
-    teacher = load_diffusion_model(args.teacher)
+    teacher = load_diffusion_model(args.teacher, device=args.device)
     teacher.net = teacher.net.to(memory_format=torch.channels_last)
     guidance = args.guidance if args.guidance is not None else (teacher.recommended_guidance or 1.0)
     schedule = teacher.schedule
@@ -86,15 +84,11 @@ def main() -> None:
 
     images, labels = load_mnist("train", pad_to_32=True)
     latents = teacher.codec.encode_dataset(images) if teacher.codec is not None else images
-    classifier = load_checkpoint(args.classifier)
-    x_test, _ = load_mnist("test", pad_to_32=True)
-    f_test = classifier_features(classifier, x_test)
-    x_train, y_train = load_mnist("train", pad_to_32=True)
-    floor = digit_report(classifier, x_train[: args.eval_n], y_train[: args.eval_n], f_test)["fd"] if args.eval_n else None
+    judge = cli.load_judge(args.classifier, device=args.device)
+    floor = judge.report(images[: args.eval_n], labels[: args.eval_n])["fd"] if args.eval_n else None
     print(f"teacher {args.teacher}: {machine()}; distilling guidance s = {guidance:g}; FD floor {floor}", flush=True)
 
-    torch.manual_seed(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = cli.seeded(args.seed)
     current = teacher.net
     teacher_steps = args.from_steps
     total_start = time.time()
@@ -111,25 +105,24 @@ def main() -> None:
             losses.append(state.loss)
             if state.step % 100 == 0:
                 print(f"round {teacher_steps}->{objective.student_steps}  step {state.step:5d}  "
-                      f"loss {sum(losses[-100:]) / len(losses[-100:]):.4f}  "
+                      f"loss {cli.mean_of_last(losses, 100):.4f}  "
                       f"{state.step / (time.time() - start):.2f} steps/s", flush=True)
         wall = time.time() - start
         student.eval()
         row = {"teacher_steps": teacher_steps, "student_steps": objective.student_steps,
                "teacher_guidance": round_guidance or 1.0, "train_steps": steps,
                "wall_time_s": round(wall, 1), "steps_per_s": round(steps / wall, 3),
-               "final_loss_mean_last_100": round(sum(losses[-100:]) / len(losses[-100:]), 5),
-               "load_average": [round(v, 2) for v in os.getloadavg()]}
+               "final_loss_mean_last_100": round(cli.mean_of_last(losses, 100), 5), "load_average": cli.load_average()}
         if args.eval_n:
             row.update(measure(dataclasses.replace(teacher, net=student), objective.student_steps, args.eval_n,
-                               classifier, f_test, args.seed))
+                               judge, args.seed))
         rounds.append(row)
         print(json.dumps(row), flush=True)
         current, teacher_steps = student, objective.student_steps
 
     t_extra = teacher.extra
     extra = {
-        "command": command_line(),
+        **cli.provenance(),
         "seed": args.seed,
         "schedule": t_extra["schedule"],
         "train": {"prediction": teacher.prediction, "objective": "progressive distillation",
@@ -144,9 +137,7 @@ def main() -> None:
                          "teacher_sha256": read_config(args.teacher)["sha256"], "guidance": guidance,
                          "fd_floor_train": round(floor, 4) if floor is not None else None,
                          "total_wall_time_s": round(time.time() - total_start, 1), "rounds": rounds},
-        "machine": machine(),
         "weights": "final (no EMA)",
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if "latent" in t_extra:
         extra["latent"] = t_extra["latent"]

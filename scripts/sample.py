@@ -20,6 +20,8 @@ latents and decodes them with the autoencoder its JSON names: the output is imag
 
 from __future__ import annotations
 
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
+
 import argparse
 import sys
 from pathlib import Path
@@ -46,11 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eta", type=float, help="DDIM's eta (0 = deterministic, 1 = DDPM-like)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="samples", help="output path without suffix: writes <out>.png and <out>.npz")
     p.add_argument("--adapter", help="an adapter written by scripts/adapt.py (LoRA or a new label) for --checkpoint")
     p.add_argument("--adapter-scale", type=float, default=1.0, help="0 = the base model, 1 = adapted (default)")
-    return p.parse_args(argv)
+    return cli.parse_args(p, argv, device="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,6 +19,8 @@ machine go in the JSON's ``extra`` (``extra.scale_factor`` is what
 
 from __future__ import annotations
 
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
+
 import argparse
 import json
 import time
@@ -26,19 +28,21 @@ from pathlib import Path
 
 import torch
 
-from tinydiff.checkpoint import load_checkpoint, save_checkpoint
+from tinydiff.checkpoint import save_checkpoint
 from tinydiff.data import load_mnist
-from tinydiff.evaluation import command_line, machine
+from tinydiff.evaluation import machine
 from tinydiff.latent import latent_scale_factor
-from tinydiff.metrics import classifier_features, frechet_distance, label_accuracy
+from tinydiff.metrics import label_accuracy
 from tinydiff.models import Autoencoder
 from tinydiff.train import train_autoencoder
 
 
 @torch.no_grad()
 def reconstruct(model: Autoencoder, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """D(mean(q(z | x))) for images [N, 1, 32, 32], clamped to [-1, 1]."""
-    return torch.cat([model.decode(model.encode(x[i : i + batch_size])[0]) for i in range(0, len(x), batch_size)]).clamp(-1, 1)
+    """D(mean(q(z | x))) for images [N, 1, 32, 32] (on any device), clamped to [-1, 1], on the CPU."""
+    device = next(model.parameters()).device
+    return torch.cat([model.decode(model.encode(x[i : i + batch_size].to(device))[0]).cpu()
+                      for i in range(0, len(x), batch_size)]).clamp(-1, 1)
 
 
 def main() -> None:
@@ -47,32 +51,28 @@ def main() -> None:
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--output", help="override output (path without suffix)")
     p.add_argument("--classifier", default="data/checkpoints/mnist_classifier")
-    args = p.parse_args()
+    args = cli.parse_args(p)
 
-    cfg = json.loads(Path(args.config).read_text())
-    tc = dict(cfg["train"])
-    if args.steps is not None:
-        tc["steps"] = args.steps
-    model_cfg = {k: v for k, v in cfg["model"].items() if k != "name"}
-    torch.manual_seed(cfg["seed"])
-    generator = torch.Generator().manual_seed(cfg["seed"])
+    cfg, tc, model_cfg = cli.load_config(args.config, steps=args.steps)
+    generator = cli.seeded(cfg["seed"])
     x_train, y_train = load_mnist("train", pad_to_32=True)
     x_test, y_test = load_mnist("test", pad_to_32=True)
-    model = Autoencoder(**model_cfg)
+    model = Autoencoder(**model_cfg).to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params:,} parameters; latent {model.latent_shape}; {machine()}", flush=True)
 
     start = time.time()
-    recent: list[tuple[float, float]] = []
+    l1s: list[float] = []
+    kls: list[float] = []
     curve: list[list[float]] = []  # [step, mean L1 per pixel, mean KL per image] over each 100 steps
     for state in train_autoencoder(model, x_train, steps=tc["steps"], batch_size=tc["batch_size"], lr=tc["lr"],
                                    warmup_steps=tc["warmup_steps"], lr_schedule=tc["lr_schedule"],
                                    kl_weight=tc["kl_weight"], grad_clip=tc["grad_clip"], generator=generator,
                                    progress=False):
-        recent.append((state.reconstruction, state.kl))
+        l1s.append(state.reconstruction)
+        kls.append(state.kl)
         if state.step % 100 == 0:
-            l1 = sum(r for r, _ in recent[-100:]) / len(recent[-100:])
-            kl = sum(k for _, k in recent[-100:]) / len(recent[-100:])
+            l1, kl = cli.mean_of_last(l1s, 100), cli.mean_of_last(kls, 100)
             curve.append([state.step, round(l1, 5), round(kl, 2)])
             print(f"step {state.step:5d}  L1/pixel {l1:.4f}  KL/image {kl:.1f}  "
                   f"{state.step / (time.time() - start):.2f} steps/s", flush=True)
@@ -80,23 +80,22 @@ def main() -> None:
     model.eval()
 
     with torch.no_grad():
-        means, logvars = zip(*(model.encode(x_train[i : i + 500]) for i in range(0, len(x_train), 500)))
-    means, logvars = torch.cat(means), torch.cat(logvars)
+        means, logvars = zip(*(model.encode(x_train[i : i + 500].to(args.device)) for i in range(0, len(x_train), 500)))
+    means, logvars = torch.cat(means).cpu(), torch.cat(logvars).cpu()
     factor = latent_scale_factor(means)
     rec_test = reconstruct(model, x_test)
-    clf = load_checkpoint(args.classifier)
-    f_test = classifier_features(clf, x_test)
-    fd_rec = frechet_distance(classifier_features(clf, reconstruct(model, x_train[:1000])), f_test)
-    fd_floor = frechet_distance(classifier_features(clf, x_train[:1000]), f_test)
+    judge = cli.load_judge(args.classifier, device=args.device)
+    clf = judge.classifier
+    fd_rec = judge.report(reconstruct(model, x_train[:1000]), y_train[:1000])["fd"]
+    fd_floor = judge.report(x_train[:1000], y_train[:1000])["fd"]
     extra = {
-        "command": command_line(),
+        **cli.provenance(),
         "seed": cfg["seed"],
         "steps": tc["steps"],
         "batch_size": tc["batch_size"],
         "train": tc,
         "wall_time_s": round(wall, 1),
         "steps_per_s": round(tc["steps"] / wall, 3),
-        "machine": machine(),
         "parameters": n_params,
         "latent_shape": list(model.latent_shape),
         "scale_factor": round(factor, 6),
@@ -110,7 +109,6 @@ def main() -> None:
         "fd_reconstructions_train1000_vs_test": round(fd_rec, 4),
         "fd_floor_train1000_vs_test": round(fd_floor, 4),
         "data": "data/mnist.npz: 4,000 train / 1,000 test digits, padded to 32 x 32",
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "curve": curve,
     }
     path = save_checkpoint(Path(args.output or cfg["output"]), model, model_cfg, extra=extra)

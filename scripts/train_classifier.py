@@ -17,11 +17,10 @@ styled digits. Its accuracy is reported on the styled test digits as well.
 
 from __future__ import annotations
 
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
+
 import argparse
 import math
-import os
-import shlex
-import sys
 import time
 
 import torch
@@ -54,10 +53,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="data/checkpoints/mnist_classifier")
     p.add_argument("--styled", action="store_true", help="add two styled variants of every training digit")
-    args = p.parse_args()
+    args = cli.parse_args(p)
 
-    torch.manual_seed(args.seed)
-    g = torch.Generator().manual_seed(args.seed)
+    g = cli.seeded(args.seed)
     x_train, y_train = load_mnist("train", pad_to_32=True)
     x_test, y_test = load_mnist("test", pad_to_32=True)
     styled_test = None
@@ -67,7 +65,7 @@ def main() -> None:
         train_set = C.captioned_digits("train", copies=2, seed=args.seed + 10, hold_out=False)
         x_train, y_train = torch.cat([x_train, train_set.images]), torch.cat([y_train, train_set.attributes[:, 0]])
         styled_test = C.captioned_digits("test", copies=1, seed=1, hold_out=False)
-    model = Classifier()
+    model = Classifier().to(args.device)
     steps = args.epochs * math.ceil(len(x_train) / args.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps)
@@ -78,7 +76,8 @@ def main() -> None:
         total = 0.0
         for i in range(0, len(order), args.batch_size):
             idx = order[i : i + args.batch_size]
-            loss = F.cross_entropy(model(augment(x_train[idx], g)), y_train[idx])
+            # augmented on the CPU by the CPU generator: the same images on every device
+            loss = F.cross_entropy(model(augment(x_train[idx], g).to(args.device)), y_train[idx].to(args.device))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -92,12 +91,9 @@ def main() -> None:
     model.eval()
     test_acc = label_accuracy(model, x_test, y_test)
     train_acc = label_accuracy(model, x_train, y_train)
-    feats_train = classifier_features(model, x_train[:1000])
-    feats_test = classifier_features(model, x_test)
-    floor = frechet_distance(feats_train, feats_test)
+    floor = frechet_distance(classifier_features(model, x_train[:1000]), classifier_features(model, x_test))
     extra = {
-        "command": " ".join(["OMP_WAIT_POLICY=" + os.environ["OMP_WAIT_POLICY"]] if "OMP_WAIT_POLICY" in os.environ else [])
-        + " python " + " ".join(shlex.quote(a) for a in sys.argv),
+        **cli.provenance(),
         "seed": args.seed,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -108,7 +104,6 @@ def main() -> None:
         "parameters": sum(p.numel() for p in model.parameters()),
         "data": "data/mnist.npz: 4,000 train / 1,000 test digits, padded to 32 x 32"
         + (" + 2 styled variants of each training digit (tinydiff.data.captions.styled_digits)" if args.styled else ""),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if styled_test is not None:
         extra["styled_test_accuracy"] = round(label_accuracy(model, styled_test.images, styled_test.attributes[:, 0]), 4)

@@ -12,6 +12,8 @@ sevens. Writes ``data/checkpoints/mnist_clip.safetensors`` + ``.json`` (the numb
 
 from __future__ import annotations
 
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
+
 import argparse
 import time
 
@@ -19,7 +21,7 @@ import torch
 
 from tinydiff.checkpoint import save_checkpoint
 from tinydiff.data import captions as C
-from tinydiff.evaluation import command_line, machine
+from tinydiff.evaluation import machine
 from tinydiff.models import TinyCLIP
 from tinydiff.text_to_image import zero_shot_attribute, zero_shot_digits
 from tinydiff.train import train_clip
@@ -30,8 +32,8 @@ def measure(clip: TinyCLIP, tokenizer, data: C.CaptionedDigits) -> dict[str, flo
     """Zero-shot digit, thickness and slant accuracy on a captioned set, overall and on the held-out combination."""
     x, a = data.images, data.attributes
     digit = zero_shot_digits(clip, tokenizer, x)
-    thick = zero_shot_attribute(clip, tokenizer, x, a[:, 0], "thickness")
-    lean = zero_shot_attribute(clip, tokenizer, x, a[:, 0], "slant")
+    thick = zero_shot_attribute(clip, tokenizer, x, a[:, 0], "thickness").cpu()
+    lean = zero_shot_attribute(clip, tokenizer, x, a[:, 0], "slant").cpu()
     marked = a[:, 1] != 1  # thin or bold: the images a thickness word is true of
     held = (a[:, 0] == C.HELD_OUT[0]) & (a[:, 1] == C.HELD_OUT[1])
     return {
@@ -52,21 +54,21 @@ def main() -> None:
     p.add_argument("--copies", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="data/checkpoints/mnist_clip")
-    args = p.parse_args()
+    args = cli.parse_args(p)
 
-    torch.manual_seed(args.seed)
+    generator = cli.seeded(args.seed)
     tokenizer = C.tokenizer()
     train_set = C.captioned_digits("train", copies=args.copies, seed=args.seed)
     test_set = C.captioned_digits("test", copies=1, seed=args.seed + 1, hold_out=False)
     ids = tokenizer.encode(train_set.captions)
-    clip = TinyCLIP(vocab_size=len(tokenizer), max_length=tokenizer.max_length)
+    clip = TinyCLIP(vocab_size=len(tokenizer), max_length=tokenizer.max_length).to(args.device)
     print(f"{sum(p.numel() for p in clip.parameters()):,} parameters; {len(ids):,} captioned training digits; "
           f"{machine()}", flush=True)
     start = time.time()
     curve = []
     for state in train_clip(clip, train_set.images, ids, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                             truth=(train_set.attributes, train_set.stated),
-                            generator=torch.Generator().manual_seed(args.seed), progress=False):
+                            generator=generator, progress=False):
         if state.step % 250 == 0 or state.step == args.steps:
             curve.append([state.step, round(state.loss, 4), round(state.accuracy, 4), round(time.time() - start, 1)])
             print(f"step {state.step:5d}  loss {state.loss:.4f}  in-batch accuracy {state.accuracy:.3f}  "
@@ -76,15 +78,14 @@ def main() -> None:
     metrics = measure(clip, tokenizer, test_set)
     print(metrics, flush=True)
     extra = {
-        "command": command_line(), "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size,
+        **cli.provenance(), "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size,
         "lr": args.lr, "copies": args.copies, "wall_time_s": round(wall, 1),
-        "steps_per_s": round(args.steps / wall, 2), "machine": machine(),
+        "steps_per_s": round(args.steps / wall, 2),
         "parameters": sum(p.numel() for p in clip.parameters()),
         "parameters_text_encoder": sum(p.numel() for p in clip.text.parameters()),
         "training_pairs": len(ids), "held_out": "bold sevens (no training image)",
         "tokenizer": tokenizer.config, "test": metrics, "curve": curve,
         "data": "data/mnist.npz: 4,000 train / 1,000 test digits, styled and captioned by tinydiff.data.captions",
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     path = save_checkpoint(args.output, clip, extra=extra)
     print(f"saved {path} ({wall:.0f} s)")

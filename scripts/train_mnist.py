@@ -36,8 +36,9 @@ than 1 thread when the cores were busy; passive threads were not).
 
 from __future__ import annotations
 
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
+
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -46,13 +47,13 @@ import torch
 
 from tinydiff import distributed, schedules
 from tinydiff.checkpoint import read_config, save_checkpoint
-from tinydiff.pretrained import load_latent_codec
-from tinydiff.train_state import load_training_state, save_training_state
 from tinydiff.data import load_mnist
-from tinydiff.evaluation import command_line, machine
+from tinydiff.evaluation import machine
 from tinydiff.flow import FlowMatching
 from tinydiff.models import UNet
+from tinydiff.pretrained import load_latent_codec
 from tinydiff.train import train
+from tinydiff.train_state import load_training_state, save_training_state
 
 
 def main() -> None:
@@ -63,32 +64,21 @@ def main() -> None:
     p.add_argument("--output", help="override output (path without suffix)")
     p.add_argument("--resume", help="a runs/*_state.safetensors written by this script")
     p.add_argument("--save-every", type=int, default=500)
-    p.add_argument("--threads", type=int, help="torch.set_num_threads")
     p.add_argument("--channels-last", action="store_true",
                    help="keep the weights in channels-last memory order: the same math up to float rounding, "
                         "about 1.2x faster convolutions on a CPU (measured on 2 Xeon cores)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = p.parse_args()
+    args = cli.parse_args(p, device="cuda" if torch.cuda.is_available() else "cpu", threads=True)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     world = distributed.setup(args.device)
     device = f"cuda:{world.local_rank}" if args.device == "cuda" and world.size > 1 else args.device
     log = print if world.is_main else (lambda *a, **k: None)
-    cfg = json.loads(Path(args.config).read_text())
-    tc = dict(cfg["train"])
+    cfg, tc, model_cfg = cli.load_config(args.config, steps=args.steps, max_minutes=args.max_minutes)
     if tc["batch_size"] % world.size:
         raise SystemExit(f"batch_size {tc['batch_size']} does not split evenly over {world.size} processes")
-    if args.steps is not None:
-        tc["steps"] = args.steps
-    if args.max_minutes is not None:
-        tc["max_minutes"] = args.max_minutes
     output = Path(args.output or cfg["output"])
     state_path = Path("runs") / f"{output.name}_state"
-    model_cfg = {k: v for k, v in cfg["model"].items() if k != "name"}
 
-    torch.manual_seed(cfg["seed"])
-    generator = torch.Generator().manual_seed(cfg["seed"])
+    generator = cli.seeded(cfg["seed"])
     images, labels = load_mnist("train", pad_to_32=True)
     latent = None
     if "latent" in cfg:  # latent diffusion: encode the digits once, then train on the latents exactly as on pixels
@@ -134,9 +124,8 @@ def main() -> None:
         losses.append(state.loss)
         elapsed = time.time() - start
         if state.step % 50 == 0:
-            recent = sum(losses[-50:]) / len(losses[-50:])
             rate = (state.step - first_step) / elapsed
-            log(f"step {state.step:6d}  loss {recent:.4f}  grad_norm {state.grad_norm:.3f}  "
+            log(f"step {state.step:6d}  loss {cli.mean_of_last(losses, 50):.4f}  grad_norm {state.grad_norm:.3f}  "
                   f"{rate:.2f} steps/s  {elapsed / 60:.1f} min", flush=True)
         if state.step % args.save_every == 0 and world.is_main:
             save_training_state(state_path, state, extra={"wall_time_s": elapsed_before + elapsed})
@@ -151,22 +140,20 @@ def main() -> None:
 
     steps_run = state.step - first_step
     extra = {
-        "command": command_line(),
+        **cli.provenance(),
         "seed": cfg["seed"],
         "steps": state.step,
         "batch_size": tc["batch_size"],
         "wall_time_s": round(elapsed_before + elapsed, 1),
         "steps_per_s": round(steps_run / elapsed, 3),
-        "machine": machine(),
         "device": device,
         "processes": world.size,
         "channels_last": args.channels_last,
         "parameters": n_params,
-        "final_loss_mean_last_200": round(sum(losses[-200:]) / max(1, len(losses[-200:])), 5),
+        "final_loss_mean_last_200": round(cli.mean_of_last(losses, 200), 5) if losses else None,
         "weights": "EMA",
         "schedule": cfg.get("schedule"),
         "train": tc,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "data_shape": list(images.shape[1:]),
     }
     if latent is not None:

@@ -13,16 +13,16 @@ schedule, prediction, autoencoder, tokenizer and the SHA-256 of the CLIP and of 
 
 from __future__ import annotations
 
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
+
 import argparse
 import os
 import time
 from pathlib import Path
 
-import torch
-
 from tinydiff.checkpoint import load_checkpoint, read_config, save_checkpoint
 from tinydiff.data import captions as C
-from tinydiff.evaluation import command_line, machine
+from tinydiff.evaluation import machine
 from tinydiff.models.text_unet import text_unet_from
 from tinydiff.pretrained import load_diffusion_model
 from tinydiff.train import train
@@ -39,11 +39,11 @@ def main() -> None:
     p.add_argument("--copies", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="data/checkpoints/mnist_text")
-    args = p.parse_args()
+    args = cli.parse_args(p)
 
-    torch.manual_seed(args.seed)
-    base = load_diffusion_model(args.base)
-    clip = load_checkpoint(args.clip)
+    generator = cli.seeded(args.seed)
+    base = load_diffusion_model(args.base, device=args.device)
+    clip = load_checkpoint(args.clip, device=args.device)
     tokenizer = C.tokenizer()
     if read_config(args.clip)["extra"].get("tokenizer") != tokenizer.config:
         raise SystemExit(f"{args.clip} was trained with another vocabulary; retrain it with scripts/train_clip.py")
@@ -57,25 +57,23 @@ def main() -> None:
     tc = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=200, weight_decay=0.0,
               ema_decay=0.999, grad_clip=1.0, p_uncond=args.p_uncond, prediction=base.prediction, lr_schedule="cosine")
     start, losses, state = time.time(), [], None
-    for state in train(model, base.schedule, latents, labels=ids, generator=torch.Generator().manual_seed(args.seed),
-                       progress=False, **{k: v for k, v in tc.items()}):
+    for state in train(model, base.schedule, latents, labels=ids, generator=generator, progress=False, **tc):
         losses.append(state.loss)
         if state.step % 100 == 0:
-            print(f"step {state.step:5d}  loss {sum(losses[-100:]) / 100:.4f}  {time.time() - start:.0f} s", flush=True)
+            print(f"step {state.step:5d}  loss {cli.mean_of_last(losses, 100):.4f}  {time.time() - start:.0f} s", flush=True)
     wall = time.time() - start
     output = Path(args.output)
     base_header, clip_header = read_config(args.base), read_config(args.clip)
     extra = {
-        "command": command_line(), "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size,
-        "wall_time_s": round(wall, 1), "steps_per_s": round(args.steps / wall, 3), "machine": machine(),
+        **cli.provenance(), "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size,
+        "wall_time_s": round(wall, 1), "steps_per_s": round(args.steps / wall, 3),
         "parameters": sum(q.numel() for q in model.parameters()), "parameters_trainable": trainable,
-        "final_loss_mean_last_200": round(sum(losses[-200:]) / len(losses[-200:]), 5), "weights": "EMA",
+        "final_loss_mean_last_200": round(cli.mean_of_last(losses, 200), 5), "weights": "EMA",
         "schedule": base.extra["schedule"], "train": tc, "data_shape": list(latents.shape[1:]),
         "latent": {**base.extra["latent"], "autoencoder": os.path.relpath(Path(args.base).parent / base.extra["latent"]["autoencoder"], output.parent)},
         "tokenizer": tokenizer.config, "clip": {"checkpoint": os.path.relpath(args.clip, output.parent), "sha256": clip_header["sha256"]},
         "init": {"checkpoint": os.path.relpath(args.base, output.parent), "sha256": base_header["sha256"]},
         "training_pairs": len(ids), "held_out": "bold sevens (no training image)",
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     path = save_checkpoint(output, state.ema, extra=extra)
     print(f"saved {path} after {args.steps} steps, {wall / 60:.1f} min", flush=True)

@@ -10,6 +10,7 @@ from tinydiff.guidance import (
     classifier_free,
     classifier_guided_epsilon,
     conditional,
+    guided_digits,
     guided_epsilon,
     ho_salimans_w,
 )
@@ -113,6 +114,41 @@ def test_bad_guidance_arguments_say_what_is_wrong(make, message):
     net = UNet(channels=8, mults=(1, 2), num_classes=3)
     with pytest.raises(ValueError, match=message):
         make(net)
+
+
+def _small_net() -> UNet:
+    torch.manual_seed(0)
+    net = UNet(channels=8, mults=(1, 2), num_classes=3).eval()
+    with torch.no_grad():  # a non-zero output layer: the samples depend on the label and the noise
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
+def test_guided_digits_is_ddim_from_the_noise_of_its_seed():
+    """The contract its callers' recorded results rest on: x_T is the first draw of a CPU generator seeded with
+    ``seed``; one label or labels [B] give the same digits; ``sampler`` replaces DDIM with any sampler of that
+    signature; clip_x0 and shape reach it."""
+    net, schedule = _small_net(), schedules.cosine(20)
+    x_T = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    want = ddim_sample(classifier_free(net, torch.full((3,), 2), 1.5), schedule, x_T.shape, steps=4, spacing="trailing",
+                       x_T=x_T, clip_x0=1.0, progress=False)
+    one = guided_digits(net, schedule, 2, 1.5, n=3, steps=4, seed=5, spacing="trailing", shape=(1, 16, 16))
+    assert torch.equal(one, want)
+    assert torch.equal(guided_digits(net, schedule, torch.tensor([2, 2, 2]), 1.5, steps=4, seed=5, spacing="trailing",
+                                     shape=(1, 16, 16)), want)
+    assert guided_digits(net, schedule, 1, 1.5, shape=(1, 16, 16), steps=2).shape == (8, 1, 16, 16)  # n defaults to 8
+
+    def four_step_ddim(model, schedule, shape, **kwargs):
+        return ddim_sample(model, schedule, shape, steps=4, spacing="trailing", **kwargs)
+
+    assert torch.equal(guided_digits(net, schedule, 2, 1.5, n=3, seed=5, shape=(1, 16, 16), sampler=four_step_ddim), want)
+    unclipped = guided_digits(net, schedule, 2, 1.5, n=3, steps=4, seed=5, spacing="trailing", shape=(1, 16, 16),
+                              clip_x0=None)
+    assert torch.equal(unclipped, ddim_sample(classifier_free(net, torch.full((3,), 2), 1.5), schedule, x_T.shape,
+                                              steps=4, spacing="trailing", x_T=x_T, progress=False))
+    with pytest.raises(ValueError, match="one label per image"):
+        guided_digits(net, schedule, torch.tensor([0, 1]), 1.5, n=3, shape=(1, 16, 16))
 
 
 def test_label_batch_must_match_the_samples():

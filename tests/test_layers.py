@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("methods built on the core", {"solvers", "flow", "likelihood", "guidance", "editing", "distill", "adapt",
                                    "text_to_image", "train_state", "train"}),
     ("samplers by name and evaluation", {"registry", "evaluation"}),
-    ("figures, widgets and exercise checks", {"plot", "animation", "widgets", "checks"}),
+    ("figures, widgets, exercise checks and the scripts' command line", {"plot", "animation", "widgets", "checks", "cli"}),
 ]
 
 

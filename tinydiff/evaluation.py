@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .guidance import classifier_free
+from .guidance import guided_digits
 from .metrics import classifier_features, frechet_distance, label_accuracy, within_class_diversity
 from .pretrained import DiffusionModel
 from .registry import SamplerSpec
@@ -65,13 +65,12 @@ def sample_digits(
     :meth:`~tinydiff.pretrained.DiffusionModel.to_images` then decodes); ``clip_x0="model"``
     clamps x0_hat to [-1, 1] for images and not for latents (``model.clip_x0``).
 
-    Batch b (the labels ``b*batch_size ...``) draws all its noise from a generator seeded
-    ``seed * 1_000_003 + b * batch_size``, so a batch is the same whatever else is drawn,
-    and with ``cache_dir`` each finished batch is saved there and reused by a rerun (an
-    interrupted evaluation picks up where it stopped). ``guidance`` is the classifier-free
-    scale (1 = the plain conditional model; :func:`tinydiff.guidance.classifier_free`).
+    Batch b (the labels ``b*batch_size ...``) is :func:`tinydiff.guidance.guided_digits` with the seed
+    ``seed * 1_000_003 + b * batch_size`` (all its noise from a CPU generator), so a batch is the same whatever
+    else is drawn and on every device, and with ``cache_dir`` each finished batch is saved there and reused by a
+    rerun (an interrupted evaluation picks up where it stopped). ``guidance`` is the classifier-free scale (1 = the
+    plain conditional model; :func:`tinydiff.guidance.classifier_free`).
     """
-    device = next(model.net.parameters()).device
     clip = model.clip_x0 if clip_x0 == "model" else clip_x0
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
@@ -83,11 +82,9 @@ def sample_digits(
         if file is not None and file.is_file():
             out.append(load_file(str(file))["x"])
             continue
-        y = labels[start : start + batch_size].to(device)
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + start)
-        net: nn.Module = classifier_free(model.net, y, guidance)
-        x = sampler(net, model.schedule, (len(y), *model.sample_shape), generator=generator,
-                    prediction=model.prediction, clip_x0=clip, progress=False)
+        x = guided_digits(model.net, model.schedule, labels[start : start + batch_size], guidance,
+                          seed=seed * 1_000_003 + start, prediction=model.prediction, clip_x0=clip,
+                          shape=model.sample_shape, sampler=sampler)
         x = model.to_images(x).cpu()
         if file is not None:
             save_file({"x": x.contiguous()}, str(file))

@@ -38,8 +38,8 @@ step, which does not differentiate through the denoiser (their *forward* guidanc
 
 The wrappers here are ``nn.Module`` s callable as ``model(x_t, t)``, so every sampler
 in :mod:`tinydiff.samplers` runs them unchanged and finds their device from the
-wrapped network's parameters. :func:`guided_digits` runs one of them from fixed noise: the row of digits the
-guidance and adapter figures draw (notebooks 07 and 12).
+wrapped network's parameters. :func:`guided_digits` runs classifier-free guidance from seeded noise: digits for
+a figure, a script or an evaluation.
 """
 
 from __future__ import annotations
@@ -214,14 +214,33 @@ class CLIPGuidance(nn.Module):
 
 
 @torch.no_grad()
-def guided_digits(net: nn.Module, schedule: Schedule, label: int, scale: float, *, n: int = 8, steps: int = 20,
-                  seed: int = 0, prediction: str = "epsilon", spacing: str = "leading") -> Tensor:
-    """``n`` images of one ``label`` from a pixel model: deterministic DDIM (``steps``, ``spacing``) under
-    classifier-free guidance at ``scale``, x0_hat clipped to [-1, 1], from x_T drawn by a CPU generator seeded with
-    ``seed`` -- the same noise on every device, so changing the scale (or an adapter) changes only that.
-    Returns [n, 1, 32, 32] on the network's device."""
+def guided_digits(net: nn.Module, schedule: Schedule, label: int | Tensor, scale: float, *, n: int | None = None,
+                  steps: int = 20, seed: int = 0, prediction: str = "epsilon", spacing: str = "leading",
+                  clip_x0: float | None = 1.0, shape: tuple[int, ...] = (1, 32, 32), sampler=None) -> Tensor:
+    """Digits under classifier-free guidance at ``scale`` (:func:`classifier_free`), from seeded noise.
+
+    ``label`` is one class (``n`` images of it, default 8) or labels [B] -- a text model's prompt ids [B, L] -- one
+    image each (``n``, if given, must be B). The sampler is deterministic DDIM with ``steps`` and ``spacing``
+    (Song, Meng & Ermon 2021), or ``sampler``: any callable ``sampler(model, schedule, (B, *shape), generator=,
+    prediction=, clip_x0=, progress=)``, such as a :class:`tinydiff.registry.SamplerSpec`. All its noise, x_T
+    first, comes from a CPU generator seeded with ``seed``, so the same seed gives the same digits on every device,
+    and changing the scale (or an adapter) changes only that. x0_hat is clamped to [-clip_x0, clip_x0] at every
+    step (None: never): 1 for images, None for a latent model's latents (``DiffusionModel.clip_x0``). ``shape`` is
+    one sample's: C x 32 x 32 for images, ``DiffusionModel.sample_shape`` for latents.
+
+    Returns [B, *shape] on the network's device: images, or latents that the caller decodes.
+    """
     device = next(net.parameters()).device
-    y = torch.full((n,), int(label), dtype=torch.long, device=device)
-    x_T = torch.randn(n, 1, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
-    return ddim_sample(classifier_free(net, y, scale), schedule, x_T.shape, steps=steps, spacing=spacing, x_T=x_T,
-                       prediction=prediction, clip_x0=1.0, progress=False)
+    if isinstance(label, Tensor):
+        if label.ndim == 0 or (n is not None and n != len(label)):
+            raise ValueError(f"give one label per image, labels [B] (or prompt ids [B, L]); got shape "
+                             f"{tuple(label.shape)}" + (f" with n = {n}" if n is not None else ""))
+        y = label.to(device)
+    else:
+        y = torch.full((8 if n is None else n,), int(label), dtype=torch.long, device=device)
+    generator = torch.Generator().manual_seed(seed)
+    model, size = classifier_free(net, y, scale), (len(y), *shape)
+    if sampler is None:
+        return ddim_sample(model, schedule, size, steps=steps, spacing=spacing, generator=generator,
+                           prediction=prediction, clip_x0=clip_x0, progress=False)
+    return sampler(model, schedule, size, generator=generator, prediction=prediction, clip_x0=clip_x0, progress=False)
