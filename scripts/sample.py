@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from tinydiff import adapt
+from tinydiff.diffusion import FLOW_PREDICTION
 from tinydiff.evaluation import balanced_labels, sample_digits
 from tinydiff.plot import make_grid
 from tinydiff.pretrained import load_diffusion_model
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
             sampler = sampler.with_eta(args.eta)
     except ValueError as err:
         sys.exit(f"--sampler/--eta: {err}")
-    if (model.prediction == "velocity") != sampler.kind.startswith("flow-"):
+    if (model.prediction == FLOW_PREDICTION) != sampler.kind.startswith("flow-"):
         sys.exit(f"--sampler {sampler.name} does not fit {args.checkpoint}: a flow-matching model samples with "
                  "flow-euler:<steps> or flow-heun:<steps>, a diffusion model with ddpm, ddim:<steps>, dpm:<steps>, ...")
     scale = args.guidance if args.guidance is not None else (model.recommended_guidance or 1.0)

@@ -137,12 +137,12 @@ class LoRAConv2d(_LoRA):
         return self.factor * torch.einsum("or,rikl->oikl", self.up.weight[:, :, 0, 0], self.down.weight)
 
 
-def lora_layers(model: nn.Module) -> dict[str, _LoRA]:
-    """Every LoRA layer in ``model``, by module name."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, _LoRA)}
+def lora_layers(net: nn.Module) -> dict[str, _LoRA]:
+    """Every LoRA layer in ``net``, by module name."""
+    return {name: m for name, m in net.named_modules() if isinstance(m, _LoRA)}
 
 
-def add_lora(model: nn.Module, targets: Sequence[str], rank: int, alpha: float | None = None) -> list[str]:
+def add_lora(net: nn.Module, targets: Sequence[str], rank: int, alpha: float | None = None) -> list[str]:
     """Wrap, in place, every ``nn.Linear`` and ``nn.Conv2d`` whose module name matches one of the ``targets``
     (shell-style patterns, e.g. ``"*attn.qkv"``, ``"up.*.conv2"``) in a LoRA layer of this ``rank``; returns the
     wrapped names. Raises ``ValueError`` if a pattern matches no such layer (a typo would otherwise train nothing).
@@ -150,29 +150,29 @@ def add_lora(model: nn.Module, targets: Sequence[str], rank: int, alpha: float |
     rank = _check_rank(rank)
     if isinstance(targets, str) or not targets:
         raise ValueError(f"targets must be a list of layer-name patterns, e.g. ['*attn.qkv'], got {targets!r}")
-    layers = {name: m for name, m in model.named_modules()
+    layers = {name: m for name, m in net.named_modules()
               if isinstance(m, (nn.Linear, nn.Conv2d)) and not isinstance(m, _LoRA)
-              and not any(name.startswith(p + ".") for p in lora_layers(model))}
+              and not any(name.startswith(p + ".") for p in lora_layers(net))}
     chosen = {}
     for pattern in targets:
         hits = [name for name in layers if fnmatch.fnmatchcase(name, pattern)]
         if not hits:
             sample = ", ".join(list(layers)[:6])
-            raise ValueError(f"the target {pattern!r} matches no nn.Linear or nn.Conv2d in the model "
+            raise ValueError(f"the target {pattern!r} matches no nn.Linear or nn.Conv2d in the network "
                              f"({len(layers)} candidates, e.g. {sample})")
         chosen.update({name: layers[name] for name in hits})
     for name, layer in chosen.items():
         parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
+        parent = net.get_submodule(parent_name) if parent_name else net
         wrapper = LoRALinear(layer, rank, alpha) if isinstance(layer, nn.Linear) else LoRAConv2d(layer, rank, alpha)
         setattr(parent, child, wrapper)
     return sorted(chosen)
 
 
-def set_adapter_scale(model: nn.Module, scale: float) -> None:
-    """Set s in every LoRA layer (0 = the base model, 1 = the adapted one); a merged model is re-merged at s."""
+def set_adapter_scale(net: nn.Module, scale: float) -> None:
+    """Set s in every LoRA layer (0 = the base network, 1 = the adapted one); a merged network is re-merged at s."""
     scale = check_scale(scale)
-    for layer in lora_layers(model).values():
+    for layer in lora_layers(net).values():
         was_merged = layer.merged
         layer.unmerge()
         layer.scale = scale
@@ -180,24 +180,24 @@ def set_adapter_scale(model: nn.Module, scale: float) -> None:
             layer.merge()
 
 
-def merge_lora(model: nn.Module) -> None:
+def merge_lora(net: nn.Module) -> None:
     """Fold every LoRA branch into its base weight (the same outputs; no extra cost per call)."""
-    for layer in lora_layers(model).values():
+    for layer in lora_layers(net).values():
         layer.merge()
 
 
-def freeze(model: nn.Module, trainable: Iterable[str] = ()) -> int:
-    """Freeze every parameter of ``model`` except those whose name matches a pattern in ``trainable`` (shell-style,
+def freeze(net: nn.Module, trainable: Iterable[str] = ()) -> int:
+    """Freeze every parameter of ``net`` except those whose name matches a pattern in ``trainable`` (shell-style,
     e.g. ``"*.down.weight"``); returns the number of trainable parameters left."""
     patterns = list(trainable)
-    for name, p in model.named_parameters():
+    for name, p in net.named_parameters():
         p.requires_grad_(any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns))
-    return trainable_parameters(model)
+    return trainable_parameters(net)
 
 
-def trainable_parameters(model: nn.Module) -> int:
+def trainable_parameters(net: nn.Module) -> int:
     """How many numbers an optimizer would change: the parameters with ``requires_grad``."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
 # --- a new label, learned while the network stays frozen (the idea of textual inversion) -------------
@@ -294,15 +294,15 @@ def prepare(net: nn.Module, method: str, rank: int = 4, alpha: float | None = No
 # --- adapter files: the low-rank factors only, tied to their base checkpoint --------------------
 
 
-def save_adapter(path: str | os.PathLike, model: nn.Module, base_checkpoint: str | os.PathLike,
+def save_adapter(path: str | os.PathLike, net: nn.Module, base_checkpoint: str | os.PathLike,
                  extra: dict | None = None) -> Path:
-    """Write the LoRA factors of ``model`` (and any labels added by :func:`add_label`) to ``<path>.safetensors`` and
+    """Write the LoRA factors of ``net`` (and any labels added by :func:`add_label`) to ``<path>.safetensors`` and
     what rebuilds them (rank, alpha, layer names, the number of new labels) to ``<path>.json``, with the SHA-256 of
     ``base_checkpoint``: :func:`load_adapter` refuses another base."""
-    layers = lora_layers(model)
-    new_labels = model.label_emb.new if isinstance(getattr(model, "label_emb", None), NewLabels) else None
+    layers = lora_layers(net)
+    new_labels = net.label_emb.new if isinstance(getattr(net, "label_emb", None), NewLabels) else None
     if not layers and new_labels is None:
-        raise ValueError("the model has no LoRA layers and no new labels: add them with add_lora or add_label "
+        raise ValueError("the network has no LoRA layers and no new labels: add them with add_lora or add_label "
                          "before saving an adapter")
     tensors = {} if new_labels is None else {"label_emb.new": new_labels.detach().cpu().contiguous()}
     for name, layer in layers.items():
@@ -320,10 +320,10 @@ def save_adapter(path: str | os.PathLike, model: nn.Module, base_checkpoint: str
     return weights
 
 
-def load_adapter(path: str | os.PathLike, model: nn.Module, base_checkpoint: str | os.PathLike,
+def load_adapter(path: str | os.PathLike, net: nn.Module, base_checkpoint: str | os.PathLike,
                  scale: float = 1.0) -> nn.Module:
-    """Add the adapter at ``path`` to ``model`` (the network loaded from ``base_checkpoint``), at adapter scale
-    ``scale``; returns ``model``. Raises ``ValueError`` naming both hashes if the adapter was trained on another
+    """Add the adapter at ``path`` to ``net`` (the network loaded from ``base_checkpoint``), at adapter scale
+    ``scale``; returns ``net``. Raises ``ValueError`` naming both hashes if the adapter was trained on another
     base, and ``FileNotFoundError`` if its files are missing."""
     path = Path(path)
     weights, sidecar = path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
@@ -337,16 +337,16 @@ def load_adapter(path: str | os.PathLike, model: nn.Module, base_checkpoint: str
                          "weights. Load it onto the checkpoint it was trained on.")
     scale = check_scale(scale)
     for name, spec in header["layers"].items():
-        add_lora(model, [name], spec["rank"], spec["alpha"])
+        add_lora(net, [name], spec["rank"], spec["alpha"])
     for _ in range(header.get("new_labels", 0)):
-        add_label(model)
+        add_label(net)
     tensors = load_file(str(weights))
-    layers = lora_layers(model)
+    layers = lora_layers(net)
     with torch.no_grad():
         if header.get("new_labels", 0):
-            model.label_emb.new.copy_(tensors["label_emb.new"])
+            net.label_emb.new.copy_(tensors["label_emb.new"])
         for name, layer in layers.items():
             layer.down.weight.copy_(tensors[f"{name}.down.weight"])
             layer.up.weight.copy_(tensors[f"{name}.up.weight"])
-    set_adapter_scale(model, scale)
-    return model
+    set_adapter_scale(net, scale)
+    return net

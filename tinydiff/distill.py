@@ -40,7 +40,7 @@ from .guidance import classifier_free, conditional
 from .losses import Objective
 from .samplers import Model, ddim_timesteps, denoise
 from .schedules import Schedule
-from .tensors import gather, randn
+from .tensors import gather, randn, to_device
 
 
 def halving_grids(T: int, teacher_steps: int, spacing: str = "trailing") -> tuple[list[int], list[int]]:
@@ -86,7 +86,8 @@ def distillation_target(teacher: Model, schedule: Schedule, z_t: Tensor, t: Tens
     for name, steps in (("t", t), ("t_mid", t_mid), ("t_next", t_next)):
         if steps.shape != z_t.shape[:1]:
             raise ValueError(f"{name} must be a LongTensor [B] = [{z_t.shape[0]}], got shape {list(steps.shape)}")
-    if not (torch.all((0 <= t_mid) & (t_mid < t) & (t < T)) and torch.all((t_next < t_mid) | (t_next == T))):
+    on_host = t.device.type == "cpu"  # values are read on the host only: reading a GPU tensor waits for the device
+    if on_host and not (torch.all((0 <= t_mid) & (t_mid < t) & (t < T)) and torch.all((t_next < t_mid) | (t_next == T))):
         raise ValueError(f"distillation steps must satisfy T > t > t_mid > t_next >= 0 (t_next = T = {T} for the "
                          "clean sample): the teacher goes from t to t_mid, then to t_next")
     alpha_bars = _alpha_bars_to_clean(schedule)
@@ -127,11 +128,13 @@ class Distillation(Objective):
 
     def draw(self, x0: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         i = torch.randint(0, self.student_steps, (x0.shape[0],), generator=generator, device=generator.device)
-        return i.to(x0.device), randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        return i, randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
 
     def loss(self, model, x0: Tensor, draws: tuple[Tensor, Tensor], **model_kwargs) -> Tensor:
         i, eps = draws
-        t, t_mid, t_next = (steps.to(x0.device)[i] for steps in (self.t, self.t_mid, self.t_next))
+        # indexed where i was drawn (the host, for a CPU generator), then queued to the device without waiting
+        t, t_mid, t_next = (to_device(steps.to(i.device)[i], x0.device)
+                            for steps in (self.t, self.t_mid, self.t_next))
         z_t = q_sample(self.schedule, x0, t, eps)
         teacher = self.teacher.to(x0.device)
         if "y" in model_kwargs:

@@ -28,7 +28,7 @@ from torch import Tensor
 from .data.toy import GaussianMixture
 from .losses import Objective
 from .samplers import Model, Trajectory, run, start
-from .tensors import randn
+from .tensors import randn, to_device
 
 VelocityModel = Model
 """A flow-matching network, called as every model is, ``model(x_t, t)`` -> [B, *data], but with ``t`` a float
@@ -127,7 +127,7 @@ def flow_matching_loss(model: VelocityModel, x0: Tensor, t: Tensor | None = None
     """
     if t is None:
         on = generator.device if generator is not None else x0.device  # a generator draws on its own device only
-        t = torch.rand(x0.shape[0], generator=generator, device=on, dtype=x0.dtype).to(x0.device)
+        t = to_device(torch.rand(x0.shape[0], generator=generator, device=on, dtype=x0.dtype), x0.device)
     if eps is None:
         eps = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = path_sample(x0, t, eps)
