@@ -1,7 +1,7 @@
 """Interactive demos for the notebooks, each backed by a plain drawing function.
 
 Every demo is two things: a drawing function ``*_figure(..., fig=None) -> Figure``, which
-lives in :mod:`tinydiff.plot` with every other figure, and an ipywidgets wrapper here that
+lives in :mod:`tinydiff.demos` when it samples and in :mod:`tinydiff.plot` when it only draws, and an ipywidgets wrapper here that
 redraws it when a control moves. The notebook's static fallback figure calls the *same*
 drawing function, so a static render (GitHub, a website, a viewer with no kernel) shows
 exactly what the widget shows.
@@ -45,12 +45,12 @@ from torch import Tensor
 
 from . import samplers, schedules
 from .data.toy import GaussianMixture, two_gaussians, two_moons
+from .demos import adapter_figure, ddim_paths_figure, few_step_figure, guidance_figure, langevin_figure, prompt_figure
 from .langevin import check_sigmas
-from .plot import (FixedNoise, adapter_figure, ddim_paths_figure, draw_paths, explorer_figure, few_step_figure,
-                   guidance_figure, langevin_figure, prompt_figure, sdedit_figure)
+from .plot import FixedNoise, draw_paths, explorer_figure, sdedit_figure
 from .schedules import Schedule
 
-__all__ = [  # the drawing functions are tinydiff.plot's; imported here because every widget redraws one
+__all__ = [  # the drawing functions are tinydiff.plot's and tinydiff.demos'; imported here because every widget redraws one
     "AdapterExplorer", "DDIMEtaExplorer", "FewStepExplorer", "adapter_explorer", "adapter_figure", "FixedNoise", "GuidanceExplorer", "LangevinExplorer", "ScheduleExplorer",
     "ddim_eta_explorer", "ddim_paths_figure", "draw_paths", "explorer_figure", "few_step_explorer", "few_step_figure",
     "figure_png", "guidance_explorer", "guidance_figure", "langevin_explorer", "langevin_figure", "schedule_explorer",
