@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -40,7 +41,7 @@ def test_figure_is_shown_at_its_own_size_with_twice_the_pixels(explorer):
     css_width = int(explorer.image.width)
     assert explorer.image.layout.align_self == "flex-start"
     assert widgets.PIXEL_RATIO == 2 and abs(png_width - 2 * css_width) <= 2
-    ncols = 4  # points, digits and two curve panels: 3 inches each (ScheduleExplorer.render)
+    ncols = 4  # points, digits and two curve panels: 3 inches each (schedule_explorer)
     assert css_width == round(3.0 * ncols * plt.rcParams["figure.dpi"])
     assert png_height < png_width
 
@@ -49,11 +50,33 @@ def test_changing_schedule_or_T_redraws_and_keeps_t_in_range(explorer):
     before = bytes(explorer.image.value)
     explorer.schedule_name.value = "cosine"
     assert bytes(explorer.image.value) != before
-    assert explorer.schedule.name == "cosine"
     explorer.t.value = 99
     explorer.T.value = 10  # t stays at the same fraction of the way: the last step
     assert (explorer.t.max, explorer.t.value) == (9, 9)
-    assert explorer.schedule.T == 10
+    expected, fig = widgets.W.Image(), Figure(figsize=explorer.figsize)  # what the function draws for these values
+    plot.explorer_figure(schedules.get("cosine", T=10), 9, explorer.data, fig=fig)
+    widgets.show_figure(expected, fig)
+    assert bytes(explorer.image.value) == bytes(expected.value)
+
+
+def test_an_explorer_binds_its_controls_to_the_keywords_of_its_drawing_function():
+    drawn = []
+
+    def draw(a: int, b: str, fig) -> None:
+        drawn.append((a, b))
+        fig.subplots().set_title(f"{a} {b}")
+
+    explorer = widgets.Explorer(draw, [{"a": widgets.W.IntSlider(value=1)}, {"b": widgets.W.Text(value="x")}],
+                                figsize=(2, 1), check=lambda a, b: b.encode("ascii"))
+    explorer.a.value = 2
+    explorer.b.value = "\u00e9"  # check raises: the message, no redraw, the last figure kept
+    kept = bytes(explorer.image.value)
+    assert drawn == [(1, "x"), (2, "x")] and "ascii" in explorer.message.value
+    explorer.b.value = "y"
+    assert drawn[-1] == (2, "y") and explorer.message.value == "" and bytes(explorer.image.value) != kept
+    assert [type(c).__name__ for c in explorer.children] == ["IntSlider", "Text", "HTML", "Image"]
+    with pytest.raises(ValueError, match="'image'"):
+        widgets.Explorer(lambda image, fig: None, [{"image": widgets.W.IntSlider()}], figsize=(2, 1))
 
 
 def test_explorer_figure_shows_the_closed_form_x_t_with_fixed_noise():
