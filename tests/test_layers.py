@@ -20,8 +20,16 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("methods built on the core", {"solvers", "flow", "likelihood", "guidance", "editing", "distill", "adapt",
                                    "text_to_image", "train_state", "train"}),
     ("samplers by name and evaluation", {"registry", "evaluation"}),
-    ("figures, widgets, exercise checks and the scripts' command line", {"plot", "animation", "widgets", "checks", "cli"}),
+    ("figures: drawing only", {"plot", "animation"}),
+    ("demos: the widgets' pictures, sampled and then drawn", {"demos"}),
+    ("widgets, exercise checks and the scripts' command line", {"widgets", "checks", "cli"}),
 ]
+
+DRAWING_ONLY = {"plot", "animation"}
+"""Modules that draw what they are given and run no network or sampler (a demo samples, then hands them arrays)."""
+RUNS_NOTHING = {"tensors", "schedules", "data", "diffusion", "plot"}
+"""What a drawing module may import: foundations, data and the forward process in closed form -- no module with a
+network, a sampler or a measure computed by a network (metrics runs a classifier)."""
 
 
 def module_of(path: Path) -> str:
@@ -94,6 +102,12 @@ def test_no_module_imports_from_a_layer_above_its_own():
 def test_no_import_cycles():
     found = cycles(imports())
     assert not found, "import cycles: " + "; ".join(" -> ".join(c) for c in found)
+
+
+def test_drawing_modules_import_nothing_that_runs_a_network():
+    graph = imports()
+    found = {unit: sorted(graph[unit] - RUNS_NOTHING) for unit in sorted(DRAWING_ONLY) if graph[unit] - RUNS_NOTHING}
+    assert not found, f"drawing modules import modules that run networks or samplers (move that work to demos): {found}"
 
 
 def test_the_checks_catch_an_upward_import_and_a_cycle():

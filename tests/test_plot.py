@@ -160,3 +160,40 @@ def test_schedule_curves_rejects_bad_input(ax):
         plot.schedule_curves(s, "alphabar", ax=ax)
     with pytest.raises(ValueError, match="0 <= t <= 49"):
         plot.schedule_curves(s, ax=ax, marker_t=50)
+
+
+# --- the demos' panels: they draw the arrays they are given ------------------------------------
+
+
+def test_langevin_panels_draw_the_particles_and_the_occupancy_they_are_given():
+    two = GaussianMixture(torch.tensor([0.7, 0.3]), torch.tensor([[-1.0, 0.0], [1.0, 0.0]]), torch.eye(2).expand(2, 2, 2))
+    x = torch.tensor([[-1.0, 0.5], [1.0, 0.0], [-2.0, 0.0]])
+    fig = plot.langevin_panels(x, two, torch.tensor([2 / 3, 1 / 3]), "plain", color="C3")
+    left, right = fig.axes
+    np.testing.assert_allclose(left.collections[0].get_offsets(), x.numpy())
+    np.testing.assert_allclose([p.get_height() for p in right.patches], [0.7, 0.3, 2 / 3, 1 / 3], rtol=1e-6)
+    assert (left.get_title(), right.get_title()) == ("plain", "3 finite particles")
+    with pytest.raises(ValueError, match="one share per mode"):
+        plot.langevin_panels(x, two, [1.0], "plain")
+    plt.close("all")
+
+
+def test_few_step_panels_title_each_sampler_with_its_note():
+    samples = {"base": torch.zeros(5, 2), "student": torch.ones(5, 2)}
+    fig = plot.few_step_panels(samples, 1, notes={"base": "ED / floor 3.0", "student": "ED / floor 1.0"})
+    assert [ax.get_title() for ax in fig.axes] == ["base, 1 step\nED / floor 3.0", "student, 1 step\nED / floor 1.0"]
+    np.testing.assert_allclose(fig.axes[1].collections[0].get_offsets(), np.ones((5, 2)))
+    with pytest.raises(ValueError, match=r"2-D points \[N, 2\] or images"):
+        plot.few_step_panels({"a": torch.zeros(3, 5)}, 1)
+    plt.close("all")
+
+
+def test_digit_row_and_paths_figure_draw_one_panel():
+    row = plot.digit_row(-torch.ones(3, 1, 4, 4), "three black digits")
+    assert row.axes[0].get_title() == "three black digits"
+    assert row.axes[0].get_images()[0].get_array().shape == (4 + 2, 3 * 4 + 4)  # one row, padded by 1
+    xs = torch.tensor([[[0.0, 0.0]], [[1.0, 1.0]]])  # one path of two states
+    paths = plot.paths_figure(xs, title="a path")
+    np.testing.assert_allclose(paths.axes[0].lines[0].get_xydata(), [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
+    assert paths.axes[0].get_title() == "a path"
+    plt.close("all")

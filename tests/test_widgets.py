@@ -1,4 +1,4 @@
-"""tinydiff.widgets: each explorer redraws when its controls move, and its drawing function draws the closed form."""
+"""tinydiff.widgets and tinydiff.demos: each explorer redraws when a control moves; each demo draws the closed form."""
 
 import math
 
@@ -7,11 +7,12 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from tinydiff import plot, schedules, widgets  # noqa: E402
+from tinydiff import demos, plot, schedules, widgets  # noqa: E402
 from tinydiff.data import GaussianMixture  # noqa: E402
 from tinydiff.oracle import MixtureEpsilon  # noqa: E402
 
@@ -40,7 +41,7 @@ def test_figure_is_shown_at_its_own_size_with_twice_the_pixels(explorer):
     css_width = int(explorer.image.width)
     assert explorer.image.layout.align_self == "flex-start"
     assert widgets.PIXEL_RATIO == 2 and abs(png_width - 2 * css_width) <= 2
-    ncols = 4  # points, digits and two curve panels: 3 inches each (ScheduleExplorer.render)
+    ncols = 4  # points, digits and two curve panels: 3 inches each (schedule_explorer)
     assert css_width == round(3.0 * ncols * plt.rcParams["figure.dpi"])
     assert png_height < png_width
 
@@ -49,11 +50,33 @@ def test_changing_schedule_or_T_redraws_and_keeps_t_in_range(explorer):
     before = bytes(explorer.image.value)
     explorer.schedule_name.value = "cosine"
     assert bytes(explorer.image.value) != before
-    assert explorer.schedule.name == "cosine"
     explorer.t.value = 99
     explorer.T.value = 10  # t stays at the same fraction of the way: the last step
     assert (explorer.t.max, explorer.t.value) == (9, 9)
-    assert explorer.schedule.T == 10
+    expected, fig = widgets.W.Image(), Figure(figsize=explorer.figsize)  # what the function draws for these values
+    plot.explorer_figure(schedules.get("cosine", T=10), 9, explorer.data, fig=fig)
+    widgets.show_figure(expected, fig)
+    assert bytes(explorer.image.value) == bytes(expected.value)
+
+
+def test_an_explorer_binds_its_controls_to_the_keywords_of_its_drawing_function():
+    drawn = []
+
+    def draw(a: int, b: str, fig) -> None:
+        drawn.append((a, b))
+        fig.subplots().set_title(f"{a} {b}")
+
+    explorer = widgets.Explorer(draw, [{"a": widgets.W.IntSlider(value=1)}, {"b": widgets.W.Text(value="x")}],
+                                figsize=(2, 1), check=lambda a, b: b.encode("ascii"))
+    explorer.a.value = 2
+    explorer.b.value = "\u00e9"  # check raises: the message, no redraw, the last figure kept
+    kept = bytes(explorer.image.value)
+    assert drawn == [(1, "x"), (2, "x")] and "ascii" in explorer.message.value
+    explorer.b.value = "y"
+    assert drawn[-1] == (2, "y") and explorer.message.value == "" and bytes(explorer.image.value) != kept
+    assert [type(c).__name__ for c in explorer.children] == ["IntSlider", "Text", "HTML", "Image"]
+    with pytest.raises(ValueError, match="'image'"):
+        widgets.Explorer(lambda image, fig: None, [{"image": widgets.W.IntSlider()}], figsize=(2, 1))
 
 
 def test_explorer_figure_shows_the_closed_form_x_t_with_fixed_noise():
@@ -102,13 +125,13 @@ def far_apart() -> GaussianMixture:
 @pytest.fixture
 def langevin_widget():
     x_init = 4 * (2 * torch.rand(200, 2, generator=torch.Generator().manual_seed(1)) - 1)
-    return widgets.langevin_explorer(x_init=x_init, step_size=0.02, n_steps=20, seed=2)
+    return widgets.langevin_explorer(x_init=x_init, step_size=0.02, steps=20, seed=2)
 
 
 def test_langevin_explorer_redraws_when_each_control_moves(langevin_widget):
     before = bytes(langevin_widget.image.value)
     assert before.startswith(b"\x89PNG")
-    for control, value in [(langevin_widget.step_size, 0.1), (langevin_widget.n_steps, 40), (langevin_widget.annealed, True)]:
+    for control, value in [(langevin_widget.step_size, 0.1), (langevin_widget.steps, 40), (langevin_widget.annealed, True)]:
         control.value = value
         after = bytes(langevin_widget.image.value)
         assert after != before, f"moving {control.description} did not redraw"
@@ -120,11 +143,11 @@ def test_langevin_figure_plain_stays_in_its_mode_annealed_finds_the_weights():
     Annealing from sigma = 6 mixes the modes first: occupancy near the weights [0.7, 0.3] (400 points: sd 0.023)."""
     mixture = far_apart()
     x_init = torch.tensor([-4.0, 0.0]) + 0.5 * torch.randn(400, 2, generator=torch.Generator().manual_seed(0))
-    plain = plot.langevin_figure(mixture, x_init, step_size=0.02, n_steps=50)
+    plain = demos.langevin_figure(mixture, x_init, step_size=0.02, steps=50)
     bars = [p.get_height() for p in plain.axes[1].patches]
     np.testing.assert_allclose(bars, [0.7, 0.3, 1.0, 0.0])  # true weights, then occupancy
     sigmas = torch.logspace(math.log10(6.0), math.log10(0.3), 8)
-    annealed = plot.langevin_figure(mixture, x_init, step_size=0.02, n_steps=400, sigmas=sigmas)
+    annealed = demos.langevin_figure(mixture, x_init, step_size=0.02, steps=400, sigmas=sigmas)
     occupancy = [p.get_height() for p in annealed.axes[1].patches][2:]
     np.testing.assert_allclose(occupancy, [0.7, 0.3], atol=0.1)
     assert len(annealed.axes[0].collections[0].get_offsets()) == 400
@@ -134,7 +157,7 @@ def test_langevin_figure_plain_stays_in_its_mode_annealed_finds_the_weights():
 def test_langevin_figure_drops_diverged_particles():
     """Step 100 on variances 0.25 is far above the stability limit 4 v = 1: every particle blows up."""
     x_init = torch.zeros(10, 2)
-    fig = plot.langevin_figure(far_apart(), x_init, step_size=100.0, n_steps=200)
+    fig = demos.langevin_figure(far_apart(), x_init, step_size=100.0, steps=200)
     assert len(fig.axes[0].collections[0].get_offsets()) == 0
     assert fig.axes[1].get_title() == "0 finite particles"
     plt.close(fig)
@@ -172,7 +195,7 @@ def test_ddim_paths_figure_draws_the_closed_form_path_of_a_zero_eps_model():
     step tau_i is x_T sqrt(alpha_bar_{tau_i} / alpha_bar_{tau_1}) and the end point is x_T / sqrt(alpha_bar_{tau_1})."""
     T, steps = 100, 5
     x_T = torch.tensor([[1.0, -0.5], [0.2, 0.3]], dtype=torch.float64)
-    fig = plot.ddim_paths_figure(lambda x, t: torch.zeros_like(x), schedules.get("linear", T), x_T, eta=0.0, steps=steps)
+    fig = demos.ddim_paths_figure(lambda x, t: torch.zeros_like(x), schedules.get("linear", T), x_T, eta=0.0, steps=steps)
     alpha_bar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, T))
     taus = np.arange(0, T, T // steps)[::-1]  # leading spacing: 80, 60, 40, 20, 0
     scale = np.append(np.sqrt(alpha_bar[taus] / alpha_bar[taus[0]]), 1 / np.sqrt(alpha_bar[taus[0]]))
@@ -241,7 +264,7 @@ def test_few_step_explorer_redraws_when_steps_move():
         return torch.stack([u, steps * u / 16], 1)
 
     widget = widgets.few_step_explorer({"a": line, "b": lambda n: -line(n)}, step_options=(1, 2, 4), steps=1,
-                                       score=lambda x: float(x[:, 1].abs().mean()))
+                                       measure=lambda x: float(x[:, 1].abs().mean()))
     before = bytes(widget.image.value)
     assert before.startswith(b"\x89PNG") and calls == [1, 1]
     widget.steps.value = 4
@@ -251,8 +274,8 @@ def test_few_step_explorer_redraws_when_steps_move():
 
 
 def test_few_step_figure_titles_carry_the_score():
-    fig = plot.few_step_figure({"base": lambda n: torch.zeros(5, 2), "student": lambda n: torch.ones(5, 2)}, 2,
-                               score=lambda x: float(x.mean()) + 1)
+    fig = demos.few_step_figure({"base": lambda n: torch.zeros(5, 2), "student": lambda n: torch.ones(5, 2)}, 2,
+                               measure=lambda x: float(x.mean()) + 1)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["base, 2 steps\nED / floor 1.0", "student, 2 steps\nED / floor 2.0"]
     plt.close(fig)
@@ -272,7 +295,7 @@ def test_few_step_figure_draws_a_row_of_digits_per_image_panel():
         calls.append(steps)
         return torch.full((3, 1, 8, 8), steps / 8 - 1)
 
-    fig = plot.few_step_figure({"teacher": digits, "student": digits}, 4)
+    fig = demos.few_step_figure({"teacher": digits, "student": digits}, 4)
     assert [ax.get_title() for ax in fig.axes] == ["teacher, 4 steps", "student, 4 steps"] and calls == [4, 4]
     assert fig.axes[0].get_images()[0].get_array().shape[1] == 3 * 8 + 4 * 1  # three digits in a row, padded
     plt.close(fig)
@@ -281,7 +304,7 @@ def test_few_step_figure_draws_a_row_of_digits_per_image_panel():
     widget.steps.value = 4
     assert bytes(widget.image.value) != before
     with pytest.raises(ValueError, match=r"2-D points \[N, 2\] or images"):
-        plot.few_step_figure({"a": lambda n: torch.zeros(3, 5)}, 1)
+        demos.few_step_figure({"a": lambda n: torch.zeros(3, 5)}, 1)
 
 
 # --- notebook 10: SDEdit ------------------------------------------------------------------------------------
@@ -322,7 +345,7 @@ def test_adapter_explorer_redraws_when_the_scale_moves_and_scale_zero_is_the_bas
     net = UNet(channels=8, mults=(1, 2), num_classes=10).eval()
     with torch.no_grad():
         net.conv_out.weight.normal_(0, 0.1)
-    base = plot.adapter_figure(net, schedules.cosine(50), 3, 0.0, steps=2)
+    base = demos.adapter_figure(net, schedules.cosine(50), 3, 0.0, steps=2)
     base_png = widgets.figure_png(base)
     plt.close(base)
     adapt.add_lora(net, ["*attn.qkv", "up.*.conv2"], rank=2)
@@ -333,11 +356,36 @@ def test_adapter_explorer_redraws_when_the_scale_moves_and_scale_zero_is_the_bas
     zero = bytes(widget.image.value)
     widget.scale.value = 1.0
     assert bytes(widget.image.value) != zero
-    same = plot.adapter_figure(net, schedules.cosine(50), 3, 0.0, steps=2)  # scale 0 draws the base model's digits
+    same = demos.adapter_figure(net, schedules.cosine(50), 3, 0.0, steps=2)  # scale 0 draws the base model's digits
     assert widgets.figure_png(same) == base_png
     plt.close(same)
     with pytest.raises(ValueError, match="at least one method"):
         widgets.adapter_explorer({}, schedules.cosine(50))
+
+
+def test_adapter_figure_leaves_the_network_as_it_found_it():
+    """A figure is no side effect: each LoRA layer keeps its scale and its merged weight, also when sampling fails."""
+    from tinydiff import adapt
+    from tinydiff.models import UNet
+
+    torch.manual_seed(0)
+    net = UNet(channels=8, mults=(1, 2), num_classes=10).eval()
+    adapt.add_lora(net, ["*attn.qkv", "up.*.conv2"], rank=2)
+    layers = list(adapt.lora_layers(net).values())
+    with torch.no_grad():
+        for layer in layers:
+            layer.up.weight.normal_(0, 0.5)
+    adapt.set_adapter_scale(net, 0.25)
+    layers[0].merge()
+    layers[1].scale = 0.5  # one layer set by hand: restored to its own scale, not the others'
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    demos.adapter_figure(net, schedules.cosine(50), 3, 1.0, steps=1)
+    with pytest.raises(ValueError):
+        demos.adapter_figure(net, schedules.cosine(50), 3, 1.5, steps=1, prediction="nonsense")
+    plt.close("all")
+    assert [layer.scale for layer in layers] == [0.25, 0.5] + [0.25] * (len(layers) - 2)
+    assert layers[0].merged and not any(layer.merged for layer in layers[1:])
+    assert all(torch.equal(v, weights[k]) for k, v in net.state_dict().items())
 
 
 def test_prompt_explorer_redraws_and_shows_what_it_cannot_read():

@@ -28,6 +28,7 @@ Modules, in the order the course meets them:
 - :mod:`tinydiff.metrics`    energy distance, Frechet distance on classifier features
 - :mod:`tinydiff.plot`       figures used by every notebook
 - :mod:`tinydiff.animation`  trajectory animations
+- :mod:`tinydiff.demos`      the widgets' pictures: sampled here, drawn by plot
 - :mod:`tinydiff.widgets`    ipywidgets demos with static fallbacks
 - :mod:`tinydiff.tensors`    device/dtype helpers and timestep checks used everywhere
 """

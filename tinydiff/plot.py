@@ -1,8 +1,8 @@
 """Figures for the course: the one plotting module every notebook imports, and the home of every drawing function.
 
 The small helpers draw one kind of picture on an ``ax`` you pass in and return the matplotlib object(s) they
-made, so a notebook can restyle or animate them; the ``*_figure`` functions draw a whole figure and return the
-``Figure`` (the widgets redraw them). Nothing here calls ``plt.show()``: the notebook decides when a figure is shown.
+made, so a notebook can restyle or animate them; the ``*_figure``, ``*_panels`` and ``*_row`` functions draw a whole
+figure and return it. Nothing here calls ``plt.show()``: the notebook decides when a figure is shown.
 
 - :func:`use_course_style`  one call at the top of a notebook: modest dpi, readable fonts
 - :func:`density_2d`        a 2-D density exp(log p) as a shaded image
@@ -11,19 +11,17 @@ made, so a notebook can restyle or animate them; the ``*_figure`` functions draw
 - :func:`make_grid` / :func:`image_grid`  a batch of images [N, C, H, W] in [-1, 1] as one picture
 - :func:`schedule_curves`   alpha_bar, SNR or log-SNR of one or more noise schedules against t
 
-The figures of the interactive demos live here too, each a plain function that
-``tinydiff.widgets`` redraws when a control moves (and that a notebook calls for the
-static figure after the widget):
+The panels of the interactive demos live here too. They draw arrays they are given and run no network and no
+sampler: :mod:`tinydiff.demos` samples and hands them the results, and :mod:`tinydiff.widgets` redraws a demo
+when a control moves.
 
-- :func:`explorer_figure`   the forward process at step t: schedule curves, noised points and digits
-  (the noise drawn once, :class:`FixedNoise`; notebook 01)
-- :func:`langevin_figure`   plain or annealed Langevin on a mixture, with mode occupancy (notebook 02)
-- :func:`draw_paths` / :func:`ddim_paths_figure`  2-D sampler paths; DDIM paths for one eta (notebook 06)
-- :func:`guidance_figure`   digits of one class under classifier-free guidance at one scale (notebook 07)
-- :func:`sdedit_figure`     inputs above their SDEdit results from one t0 (notebook 10)
-- :func:`few_step_figure`   several few-step samplers side by side at one number of steps (notebook 11)
-- :func:`adapter_figure`    digits from an adapted network at one adapter scale (notebook 12)
-- :func:`prompt_figure`     digits for one prompt from a text-conditioned model (notebook 13)
+- :func:`explorer_figure`   the forward process at step t in closed form: schedule curves, noised points and digits
+  (the noise drawn once, :class:`FixedNoise`)
+- :func:`langevin_panels`   particles over their density, and their mode occupancy against the true weights
+- :func:`draw_paths` / :func:`paths_figure`  2-D sampler paths
+- :func:`digit_row`         one row of digits under a title
+- :func:`sdedit_figure`     inputs above their SDEdit results from one t0
+- :func:`few_step_panels`   several samplers' results side by side at one number of steps
 
 Tensors may live on any device; they are copied to the CPU for drawing.
 """
@@ -41,12 +39,8 @@ import torch
 from matplotlib.figure import Figure, FigureBase
 from torch import Tensor
 
-from . import samplers
 from .data.toy import GaussianMixture
 from .diffusion import q_sample
-from .guidance import guided_digits
-from .langevin import annealed_langevin, check_sigmas, langevin, mixture_score
-from .metrics import mode_occupancy
 from .schedules import Schedule
 
 LogDensity = Callable[[Tensor], Tensor]
@@ -295,9 +289,9 @@ def schedule_curves(
     return lines
 
 
-# --- the figures of the interactive demos ---------------------------------------------------
-# Each is a plain function of its arguments; tinydiff.widgets redraws it when a control moves,
-# and the notebooks call it directly for the static figure after each widget.
+# --- the panels of the interactive demos ------------------------------------------------------
+# Each draws the arrays it is given on ``fig`` (a Figure or SubFigure; made with pyplot if None) and returns it;
+# tinydiff.demos samples what they draw, and tinydiff.widgets redraws a demo when a control moves.
 
 
 @dataclass(frozen=True)
@@ -367,43 +361,27 @@ def explorer_figure(
     return fig
 
 
-def langevin_figure(
+def langevin_panels(
+    x: Tensor,
     mixture: GaussianMixture,
-    x_init: Tensor,
-    step_size: float,
-    n_steps: int,
-    sigmas: Sequence[float] | Tensor | None = None,
-    seed: int = 0,
+    occupancy: Sequence[float] | Tensor,
+    title: str,
+    color: str = "C0",
     fig: FigureBase | None = None,
     lim: float = 4.5,
 ) -> FigureBase:
-    """Run Langevin on ``mixture`` from ``x_init`` [N, 2] and draw the particles and their mode occupancy.
-
-    ``sigmas=None``: plain Langevin, x <- x + (eps/2) s(x) + sqrt(eps) z for ``n_steps`` steps
-    (Welling & Teh 2011, eq. 3). Otherwise annealed Langevin over the decreasing noise levels
-    ``sigmas`` (Song & Ermon 2019, Algorithm 1) with n_steps // L steps per level (at least one)
-    and alpha_i = eps sigma_i^2 / sigma_L^2, so ``step_size`` is the step at the last level.
-    Noise comes from a generator seeded with ``seed``. Left panel: the finite particles over
-    the density (a diverged run leaves none); right: :func:`~tinydiff.metrics.mode_occupancy`
-    against ``mixture.weights``. Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None) and returns it.
-    """
-    g = torch.Generator().manual_seed(seed)  # on the CPU: the same pictures on every device
-    if sigmas is None:
-        x = langevin(mixture.score, x_init, step_size=step_size, n_steps=n_steps, generator=g)
-    else:
-        levels = check_sigmas(sigmas)
-        x = annealed_langevin(mixture_score(mixture), x_init, levels, step_size=step_size,
-                              steps_per_level=max(1, n_steps // len(levels)), generator=g)
-    x = x[torch.isfinite(x).all(dim=1)]
+    """Langevin particles and where they ended: left, the finite particles ``x`` [N, 2] over ``mixture``'s density
+    (titled ``title``); right, their ``occupancy`` [K] of each mode (bars in ``color``) against ``mixture.weights``.
+    Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None) and returns it."""
+    if len(occupancy) != mixture.n_components:
+        raise ValueError(f"occupancy must have one share per mode ({mixture.n_components}), got {len(occupancy)}")
     if fig is None:
         fig = plt.figure(figsize=(8, 3.4))
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1]})
-    name = "plain" if sigmas is None else "annealed"
-    scatter_2d(left, x, mixture, lim=lim, title=rf"{name}, $\epsilon$ = {step_size:.3g}, {n_steps} steps")
+    scatter_2d(left, x, mixture, lim=lim, title=title)
     k = list(range(mixture.n_components))
-    occupancy = mode_occupancy(mixture, x).tolist() if len(x) > 0 else [0.0] * len(k)
     right.bar(k, mixture.weights.tolist(), width=0.6, color="0.8", label="true weight")
-    right.bar(k, occupancy, width=0.3, color="C0" if sigmas is None else "C3", label="occupancy")
+    right.bar(k, [float(v) for v in occupancy], width=0.3, color=color, label="occupancy")
     right.set(xticks=k, xlabel="mode", ylim=(0, 1), title=f"{len(x)} finite particles")
     right.legend(fontsize=8)
     return fig
@@ -438,58 +416,24 @@ def draw_paths(
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[], title=title)
 
 
-def ddim_paths_figure(
-    model: samplers.Model,
-    schedule: Schedule,
-    x_T: Tensor,
-    eta: float,
-    steps: int = 100,
-    seed: int = 8,
+def paths_figure(
+    xs: Tensor,
     density: GaussianMixture | None = None,
+    title: str | None = None,
     fig: FigureBase | None = None,
     lim: float = 3.2,
 ) -> FigureBase:
-    """Run DDIM from the starts ``x_T`` [B, 2] with this ``eta`` and draw the paths (:func:`draw_paths`).
-
-    Each step is Song, Meng & Ermon 2021, eq. 12, with sigma_t(eta) of eq. 16: eta = 0 is the
-    deterministic probability-flow path, eta = 1 adds DDPM's posterior noise. Noise comes
-    from a generator seeded with ``seed``. Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None)
-    and returns it.
-    """
-    g = torch.Generator().manual_seed(seed)  # on the CPU: the same pictures on every device
-    _, trajectory = samplers.ddim_sample(model, schedule, x_T.shape, steps=steps, eta=eta, x_T=x_T, generator=g,
-                                         progress=False, return_trajectory=True)
+    """One panel of 2-D sampler paths ``xs`` [S+1, B, 2] (:func:`draw_paths`) over ``density`` if given.
+    Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None) and returns it."""
     if fig is None:
         fig = plt.figure(figsize=(4.5, 4.5))
-    draw_paths(fig.subplots(), trajectory.xs, density, rf"DDIM-{steps}, $\eta$ = {eta:.2f}", lim=lim)
+    draw_paths(fig.subplots(), xs, density, title, lim=lim)
     return fig
 
 
-def guidance_figure(
-    net: torch.nn.Module,
-    schedule: Schedule,
-    digit: int,
-    scale: float,
-    n: int = 8,
-    steps: int = 20,
-    seed: int = 0,
-    prediction: str = "epsilon",
-    fig: FigureBase | None = None,
-) -> FigureBase:
-    """Draw ``n`` samples of ``digit`` with classifier-free guidance at ``scale`` (DDIM, eta = 0; Ho & Salimans 2022, eq. 6).
-
-    The starting noise comes from a CPU generator seeded with ``seed``, so moving the scale
-    changes only the guidance: the same x_T, pulled harder towards the label. ``net`` is a
-    class-conditional network with a null class (:func:`tinydiff.guidance.classifier_free`).
-    """
-    x = guided_digits(net, schedule, digit, scale, n=n, steps=steps, seed=seed, prediction=prediction)
-    title = (f"s = 0: the unconditional model, the label {digit} is ignored (DDIM-{steps})" if scale == 0
-             else f"digit {digit}, guidance scale s = {scale:g} (DDIM-{steps})")
-    return _digit_row(x, title, fig)
-
-
-def _digit_row(x: Tensor, title: str, fig: FigureBase | None) -> FigureBase:
-    """One row of digits with a title, on ``fig`` (made with pyplot if None)."""
+def digit_row(x: Tensor, title: str, fig: FigureBase | None = None) -> FigureBase:
+    """Images x [N, C, H, W] in [-1, 1] as one row of digits under ``title``.
+    Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None) and returns it."""
     if fig is None:
         fig = plt.figure(figsize=(0.6 * len(x), 0.9))
     ax = fig.subplots()
@@ -498,34 +442,30 @@ def _digit_row(x: Tensor, title: str, fig: FigureBase | None) -> FigureBase:
     return fig
 
 
-def few_step_figure(
-    panels: dict[str, Callable[[int], Tensor]],
+def few_step_panels(
+    samples: dict[str, Tensor],
     steps: int,
     density: GaussianMixture | None = None,
-    score: Callable[[Tensor], float] | None = None,
+    notes: dict[str, str] | None = None,
     fig: FigureBase | None = None,
     lim: float = 3.2,
 ) -> FigureBase:
-    """Samplers side by side at the same number of ``steps``: ``panels[name](steps)`` returns samples.
-
-    2-D samples [N, 2] get one scatter per panel over ``density`` (notebook 11 compares the base flow, the
-    reflowed flow and the distilled student this way); with ``score`` (e.g. energy distance over its floor)
-    each title carries its value. Images [N, C, H, W] in [-1, 1] get one row of digits per panel (the
-    classroom demo page compares the shipped MNIST student with its teacher this way).
-    Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None) and returns it.
+    """Several samplers' results side by side at the same number of ``steps``: ``samples[name]`` is what the sampler
+    ``name`` drew. 2-D points [N, 2] get one scatter per panel over ``density``; images [N, C, H, W] in [-1, 1] get
+    one row of digits per panel. Each title is the name and the number of steps, then ``notes[name]`` if given
+    (e.g. a measure of the samples). Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None) and returns it.
     """
-    samples = {name: draw(steps) for name, draw in panels.items()}
     images = all(x.dim() == 4 for x in samples.values())
     if not images and not all(x.dim() == 2 and x.shape[1] == 2 for x in samples.values()):
         shapes = {name: list(x.shape) for name, x in samples.items()}
-        raise ValueError(f"few_step_figure draws 2-D points [N, 2] or images [N, C, H, W]; the panels gave {shapes}")
+        raise ValueError(f"few_step_panels draws 2-D points [N, 2] or images [N, C, H, W]; the samples are {shapes}")
     if fig is None:
-        fig = plt.figure(figsize=(6.5, 0.9 * len(panels)) if images else (3.0 * len(panels), 3.2))
-    axes = np.atleast_1d(fig.subplots(len(panels), 1) if images else fig.subplots(1, len(panels)))
+        fig = plt.figure(figsize=(6.5, 0.9 * len(samples)) if images else (3.0 * len(samples), 3.2))
+    axes = np.atleast_1d(fig.subplots(len(samples), 1) if images else fig.subplots(1, len(samples)))
     for ax, (name, x) in zip(axes, samples.items()):
         label = f"{name}, {steps} step{'s' if steps != 1 else ''}"
-        if score:
-            label += (" · " if images else "\n") + f"ED / floor {score(x):.1f}"
+        if notes:
+            label += (" · " if images else "\n") + notes[name]
         if images:
             image_grid(x, nrow=len(x), ax=ax)
             ax.set_title(label, fontsize=8)
@@ -536,7 +476,7 @@ def few_step_figure(
 
 def sdedit_figure(inputs: Tensor, edited: Tensor, t0: int, fig: FigureBase | None = None) -> FigureBase:
     """The inputs [N, C, H, W] above their SDEdit results from step ``t0`` (:func:`tinydiff.editing.sdedit`), one
-    row each, in [-1, 1]. Notebook 10's sketches and the classroom demo page draw it.
+    row each, in [-1, 1].
     Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None) and returns it."""
     if inputs.shape != edited.shape:
         raise ValueError(f"inputs {list(inputs.shape)} and their edits {list(edited.shape)} must have one shape")
@@ -550,57 +490,7 @@ def sdedit_figure(inputs: Tensor, edited: Tensor, t0: int, fig: FigureBase | Non
     return fig
 
 
-def adapter_figure(
-    net: torch.nn.Module,
-    schedule: Schedule,
-    label: int,
-    scale: float,
-    title: str = "",
-    n: int = 8,
-    steps: int = 20,
-    guidance: float = 1.5,
-    seed: int = 0,
-    prediction: str = "epsilon",
-    fig: FigureBase | None = None,
-) -> FigureBase:
-    """``n`` digits of ``label`` from a network with LoRA layers at adapter scale ``scale`` (0 = the base model,
-    1 = adapted; :func:`tinydiff.adapt.set_adapter_scale`), DDIM (trailing) with classifier-free guidance, from
-    fixed noise (a CPU generator seeded with ``seed``): moving the scale changes only the adapter. The title
-    carries the row's mean ink (:func:`tinydiff.data.styles.ink`, the measure of notebook 12's thick style)."""
-    from .adapt import lora_layers, set_adapter_scale
-    from .data.styles import ink
-
-    if lora_layers(net):
-        set_adapter_scale(net, scale)
-    x = guided_digits(net, schedule, label, guidance, n=n, steps=steps, seed=seed, prediction=prediction,
-                      spacing="trailing")
-    label_text = f"{title}{', ' if title else ''}adapter scale {scale:g}: ink {float(ink(x).mean()):.3f}"
-    return _digit_row(x, label_text, fig)
-
-
-# --------------------------------------------------------------------------- notebook 13: text to image
-
-
-def prompt_figure(
-    model,
-    prompt: str,
-    guidance: float,
-    n: int = 8,
-    steps: int = 20,
-    seed: int = 0,
-    clip: torch.nn.Module | None = None,
-    clip_guidance: float = 0.0,
-    fig: FigureBase | None = None,
-) -> FigureBase:
-    """``n`` digits for one ``prompt`` from a text-conditioned latent model (a
-    :class:`tinydiff.pretrained.DiffusionModel` with a tokenizer), DDIM (trailing) from fixed noise (a CPU generator
-    seeded with ``seed``) under classifier-free guidance at ``guidance`` and CLIP guidance at ``clip_guidance``."""
-    from .text_to_image import prompt_digits
-
-    x = prompt_digits(model.net, model.schedule, model.codec, model.tokenizer, [prompt] * n, guidance=guidance,
-                      clip=clip, clip_guidance=clip_guidance, steps=steps, seed=seed, prediction=model.prediction)
-    extra = f", CLIP guidance {clip_guidance:g}" if clip_guidance else ""
-    return _digit_row(x, f'"{prompt}", guidance {guidance:g}{extra}', fig)
+# --- text to image ----------------------------------------------------------------------------
 
 
 def captioned_grid(images: Tensor, captions: Sequence[str], ncol: int = 4, fig: FigureBase | None = None) -> FigureBase:

@@ -1,0 +1,186 @@
+"""The pictures of the notebooks' widgets and the classroom demo page: each function draws its samples -- runs
+Langevin, a sampler or a network -- and hands the arrays to :mod:`tinydiff.plot`, which only draws.
+
+Each is a plain function of its arguments that returns the figure: :mod:`tinydiff.widgets` redraws one when a
+control moves, and a notebook calls the same function for the static figure after its widget, so a static render
+shows what the widget shows. The noise comes from a CPU generator seeded with ``seed``: the same picture on every
+device, and the same controls always give the same picture.
+
+- :func:`langevin_figure`    plain or annealed Langevin on a mixture, with mode occupancy
+- :func:`ddim_paths_figure`  DDIM paths from fixed 2-D starts for one eta
+- :func:`guidance_figure`    digits of one class under classifier-free guidance at one scale
+- :func:`few_step_figure`    several few-step samplers side by side at one number of steps
+- :func:`adapter_figure`     digits from an adapted network at one adapter scale (the network is left as it was)
+- :func:`prompt_figure`      digits for one prompt from a text-conditioned model
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from matplotlib.figure import FigureBase
+from torch import Tensor
+
+from . import plot, samplers
+from .adapt import lora_layers, set_adapter_scale
+from .data.styles import ink
+from .data.toy import GaussianMixture
+from .guidance import guided_digits
+from .langevin import annealed_langevin, check_sigmas, langevin, mixture_score
+from .metrics import mode_occupancy
+from .schedules import Schedule
+from .text_to_image import prompt_digits
+
+
+def langevin_figure(
+    mixture: GaussianMixture,
+    x_init: Tensor,
+    step_size: float,
+    steps: int,
+    sigmas: Sequence[float] | Tensor | None = None,
+    seed: int = 0,
+    fig: FigureBase | None = None,
+    lim: float = 4.5,
+) -> FigureBase:
+    """Run Langevin on ``mixture`` from ``x_init`` [N, 2] and draw the particles and their mode occupancy
+    (:func:`tinydiff.plot.langevin_panels`).
+
+    ``sigmas=None``: plain Langevin, x <- x + (eps/2) s(x) + sqrt(eps) z for ``steps`` steps
+    (Welling & Teh 2011, eq. 3). Otherwise annealed Langevin over the decreasing noise levels
+    ``sigmas`` (Song & Ermon 2019, Algorithm 1) with steps // L steps per level (at least one)
+    and alpha_i = eps sigma_i^2 / sigma_L^2, so ``step_size`` is the step at the last level.
+    A diverged particle is left out; the occupancy (:func:`~tinydiff.metrics.mode_occupancy`) is that of the
+    finite ones.
+    """
+    g = torch.Generator().manual_seed(seed)
+    if sigmas is None:
+        x = langevin(mixture.score, x_init, step_size=step_size, steps=steps, generator=g)
+    else:
+        sigmas = check_sigmas(sigmas)
+        x = annealed_langevin(mixture_score(mixture), x_init, sigmas, step_size=step_size,
+                              steps_per_level=max(1, steps // len(sigmas)), generator=g)
+    x = x[torch.isfinite(x).all(dim=1)]
+    occupancy = mode_occupancy(mixture, x) if len(x) > 0 else torch.zeros(mixture.n_components)
+    name = "plain" if sigmas is None else "annealed"
+    return plot.langevin_panels(x, mixture, occupancy, rf"{name}, $\epsilon$ = {step_size:.3g}, {steps} steps",
+                                color="C0" if sigmas is None else "C3", fig=fig, lim=lim)
+
+
+def ddim_paths_figure(
+    model: samplers.Model,
+    schedule: Schedule,
+    x_T: Tensor,
+    eta: float,
+    steps: int = 100,
+    seed: int = 8,
+    density: GaussianMixture | None = None,
+    fig: FigureBase | None = None,
+    lim: float = 3.2,
+) -> FigureBase:
+    """Run DDIM from the starts ``x_T`` [B, 2] with this ``eta`` and draw the paths
+    (:func:`tinydiff.plot.paths_figure`).
+
+    Each step is Song, Meng & Ermon 2021, eq. 12, with sigma_t(eta) of eq. 16: eta = 0 is the
+    deterministic probability-flow path, eta = 1 adds DDPM's posterior noise.
+    """
+    g = torch.Generator().manual_seed(seed)
+    _, trajectory = samplers.ddim_sample(model, schedule, x_T.shape, steps=steps, eta=eta, x_T=x_T, generator=g,
+                                         progress=False, return_trajectory=True)
+    return plot.paths_figure(trajectory.xs, density, rf"DDIM-{steps}, $\eta$ = {eta:.2f}", fig=fig, lim=lim)
+
+
+def guidance_figure(
+    net: torch.nn.Module,
+    schedule: Schedule,
+    digit: int,
+    scale: float,
+    n: int = 8,
+    steps: int = 20,
+    seed: int = 0,
+    prediction: str = "epsilon",
+    fig: FigureBase | None = None,
+) -> FigureBase:
+    """``n`` samples of ``digit`` with classifier-free guidance at ``scale`` (DDIM, eta = 0; Ho & Salimans 2022,
+    eq. 6), as one row (:func:`tinydiff.plot.digit_row`).
+
+    The starting noise is fixed by ``seed``, so moving the scale changes only the guidance: the same x_T, pulled
+    harder towards the label. ``net`` is a class-conditional network with a null class
+    (:func:`tinydiff.guidance.classifier_free`).
+    """
+    x = guided_digits(net, schedule, digit, scale, n=n, steps=steps, seed=seed, prediction=prediction)
+    title = (f"s = 0: the unconditional model, the label {digit} is ignored (DDIM-{steps})" if scale == 0
+             else f"digit {digit}, guidance scale s = {scale:g} (DDIM-{steps})")
+    return plot.digit_row(x, title, fig)
+
+
+def few_step_figure(
+    panels: dict[str, Callable[[int], Tensor]],
+    steps: int,
+    density: GaussianMixture | None = None,
+    measure: Callable[[Tensor], float] | None = None,
+    fig: FigureBase | None = None,
+    lim: float = 3.2,
+) -> FigureBase:
+    """Samplers side by side at the same number of ``steps`` (:func:`tinydiff.plot.few_step_panels`):
+    ``panels[name](steps)`` returns 2-D points [N, 2] (a scatter each, over ``density``) or images [N, C, H, W] in
+    [-1, 1] (a row each). With ``measure`` -- energy distance over its noise floor, a number per set of samples --
+    each title carries "ED / floor" and its value.
+    """
+    samples = {name: draw(steps) for name, draw in panels.items()}
+    notes = {name: f"ED / floor {measure(x):.1f}" for name, x in samples.items()} if measure else None
+    return plot.few_step_panels(samples, steps, density, notes, fig=fig, lim=lim)
+
+
+def adapter_figure(
+    net: torch.nn.Module,
+    schedule: Schedule,
+    label: int,
+    scale: float,
+    title: str = "",
+    n: int = 8,
+    steps: int = 20,
+    guidance: float = 1.5,
+    seed: int = 0,
+    prediction: str = "epsilon",
+    fig: FigureBase | None = None,
+) -> FigureBase:
+    """``n`` digits of ``label`` from a network with LoRA layers at adapter scale ``scale`` (0 = the base model,
+    1 = adapted; :func:`tinydiff.adapt.set_adapter_scale`), DDIM (trailing) with classifier-free guidance at
+    ``guidance``, from fixed noise: moving the scale changes only the adapter. The title carries the row's mean ink
+    (:func:`tinydiff.data.styles.ink`, the measure of the thick style).
+
+    Each LoRA layer is back at the scale it had when this returns (or raises); a network without LoRA layers (a
+    new label, or the base model) is sampled as it is.
+    """
+    found = {layer: layer.scale for layer in lora_layers(net).values()}
+    try:
+        if found:
+            set_adapter_scale(net, scale)
+        x = guided_digits(net, schedule, label, guidance, n=n, steps=steps, seed=seed, prediction=prediction,
+                          spacing="trailing")
+    finally:
+        for layer, layer_scale in found.items():
+            set_adapter_scale(layer, layer_scale)
+    label_text = f"{title}{', ' if title else ''}adapter scale {scale:g}: ink {float(ink(x).mean()):.3f}"
+    return plot.digit_row(x, label_text, fig)
+
+
+def prompt_figure(
+    model,
+    prompt: str,
+    guidance: float,
+    n: int = 8,
+    steps: int = 20,
+    seed: int = 0,
+    clip: torch.nn.Module | None = None,
+    clip_guidance: float = 0.0,
+    fig: FigureBase | None = None,
+) -> FigureBase:
+    """``n`` digits for one ``prompt`` from a text-conditioned latent model (a
+    :class:`tinydiff.pretrained.DiffusionModel` with a tokenizer), DDIM (trailing) from fixed noise under
+    classifier-free guidance at ``guidance`` and CLIP guidance at ``clip_guidance``, as one row."""
+    x = prompt_digits(model.net, model.schedule, model.codec, model.tokenizer, [prompt] * n, guidance=guidance,
+                      clip=clip, clip_guidance=clip_guidance, steps=steps, seed=seed, prediction=model.prediction)
+    extra = f", CLIP guidance {clip_guidance:g}" if clip_guidance else ""
+    return plot.digit_row(x, f'"{prompt}", guidance {guidance:g}{extra}', fig)
