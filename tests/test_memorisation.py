@@ -1,9 +1,12 @@
 """Memorisation measures against cases with known answers: hand-computed distances, and copied subsets of known size."""
 
+import os
+
 import pytest
 import torch
 
 from tinydiff.memorisation import measure_memorisation
+from tinydiff import metrics
 from tinydiff.metrics import nearest_neighbours
 
 
@@ -116,3 +119,18 @@ def test_most_copied_wants_a_positive_count():
     assert len(m.most_copied(100)) == 4
     with pytest.raises(ValueError, match="count must be a positive integer"):
         m.most_copied(0)
+
+
+def test_on_the_test_device_as_on_the_cpu(monkeypatch):
+    """TINYDIFF_TEST_DEVICE=cuda (or mps): the same nearest images and shares from float32 images on the device.
+    On the CPU, the device's float32 arithmetic is forced instead."""
+    device = torch.device(os.environ.get("TINYDIFF_TEST_DEVICE", "cpu"))
+    train, heldout, samples = (_images(n, seed=s, shape=(3, 8, 8)) for n, s in ((100, 17), (30, 18), (40, 19)))
+    samples[:4] = train[:4]
+    a = measure_memorisation(samples, train, heldout)
+    if device.type == "cpu":
+        monkeypatch.setattr(metrics, "_work_dtype", lambda x: torch.float32)
+    b = measure_memorisation(samples.to(device), train.to(device), heldout.to(device))
+    # float32 rounds an exact copy's |x|^2 + |y|^2 - 2 x.y to ~1e-5 of |x|^2: a ratio of ~1e-4 instead of ~1e-9
+    assert torch.equal(a.index, b.index) and torch.allclose(a.ratio, b.ratio, rtol=1e-4, atol=1e-3)
+    assert (b.share, b.carlini_share) == (a.share, a.carlini_share) == (0.1, 0.1)

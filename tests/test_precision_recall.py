@@ -1,10 +1,12 @@
 """Improved precision and recall (Kynkäänniemi et al. 2019) against cases with known answers."""
 
 import math
+import os
 
 import pytest
 import torch
 
+from tinydiff import metrics
 from tinydiff.metrics import in_knn_manifold, knn_radii, nearest_neighbours, precision_recall
 
 
@@ -146,3 +148,16 @@ def test_nearest_neighbours_errors():
         nearest_neighbours(torch.zeros(3, 2), torch.zeros(4, 2), k=5)
     with pytest.raises(ValueError, match="same space"):
         nearest_neighbours(torch.zeros(3, 2), torch.zeros(4, 3))
+
+
+def test_on_the_test_device_as_on_the_cpu(monkeypatch):
+    """TINYDIFF_TEST_DEVICE=cuda (or mps): the same answers from float32 features on the device. On the CPU, the
+    device's float32 arithmetic is forced instead."""
+    device = torch.device(os.environ.get("TINYDIFF_TEST_DEVICE", "cpu"))
+    real, generated = _blobs([0.0, 3.0], 100, seed=13, dim=6).float(), _blobs([1.0], 80, seed=14, dim=6).float()
+    on_cpu = precision_recall(real, generated)
+    if device.type == "cpu":
+        monkeypatch.setattr(metrics, "_work_dtype", lambda x: torch.float32)
+    assert precision_recall(real.to(device), generated.to(device)) == pytest.approx(on_cpu, abs=0.02)
+    d, i = nearest_neighbours(generated.to(device), real.to(device), k=2)
+    assert d.device.type == "cpu" and torch.allclose(d, nearest_neighbours(generated, real, k=2)[0], rtol=1e-4)
