@@ -258,7 +258,7 @@ def nearest_neighbours(queries: Tensor, reference: Tensor, k: int = 1, *,
     """The k nearest rows of ``reference`` to each row of ``queries``: (distances [M, k], indices [M, k]).
 
     queries [M, ...] and reference [N, ...] with the same trailing shape (features [., F], or images
-    [., C, H, W], flattened); Euclidean distances, ascending along each row (ties in index order). Computed
+    [., C, H, W], flattened); Euclidean distances, ascending along each row. Computed
     in blocks of ``batch_size`` queries on reference's device, in float64 on the CPU (else the input's dtype);
     returned on the CPU, distances as float64 and indices as int64.
     """
