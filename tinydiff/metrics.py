@@ -3,12 +3,15 @@
 ``energy_distance`` compares two point clouds (2-D toys). Always report it
 beside its *noise floor*: the same statistic between two independent draws
 of the true distribution of the same size, which is what a perfect sampler
-would score.
+would score. For images: the Frechet distance, label accuracy and diversity
+in a classifier's features, and precision and recall (k-NN manifolds) in
+the same features, each beside what real images score.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -189,3 +192,152 @@ def clip_score(clip: torch.nn.Module, images: Tensor, ids: Tensor, batch_size: i
     cos = torch.cat([clip.similarity(images[i : i + batch_size].to(device), ids[i : i + batch_size].to(device))
                      for i in range(0, len(images), batch_size)])
     return 100 * cos.clamp(min=0)
+
+
+# --- nearest neighbours, and precision and recall in a feature space ---------------------------
+#
+# Every distance below is Euclidean, computed in row blocks of ``batch_size`` queries against the whole
+# reference set, so a block holds batch_size x N distances (1,024 x 10,000 float64 = 82 MB) and N = 10,000
+# never builds an N x N matrix. Both sets are first shifted by the reference set's mean: distances do not
+# change, and the rounding of the matrix-product form |x|^2 + |y|^2 - 2 x.y that torch.cdist uses for large
+# sets shrinks with the norms, so a copy of a point lies at distance ~0 from it.
+
+
+def _work_dtype(x: Tensor) -> torch.dtype:
+    """float64 on the CPU; elsewhere the input's floating dtype, at least float32 (no float64 is made off the CPU)."""
+    if x.device.type == "cpu":
+        return torch.float64
+    return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _rows(x: Tensor, name: str, *, at_least: int = 1) -> Tensor:
+    """x [N, ...] as rows [N, D] (an image [C, H, W] becomes one row), checked: a tensor, N >= at_least, finite."""
+    if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[0] < at_least or x[0].numel() == 0:
+        got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a tensor [N, D] (or images [N, C, H, W]) with N >= {at_least}, got {got}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf: measure finite samples (a diverged sampler? check its output)")
+    return x.detach().reshape(x.shape[0], -1)
+
+
+def _check_int(value: int, name: str, low: int, why: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low} ({why}), got {value!r}")
+
+
+def _shared_space(queries: Tensor, reference: Tensor, names: tuple[str, str]) -> tuple[Tensor, Tensor]:
+    """Both as [N, D] in the working dtype on reference's device, shifted by reference's mean."""
+    if queries.shape[1] != reference.shape[1]:
+        raise ValueError(f"{names[0]} has {queries.shape[1]} values per point and {names[1]} {reference.shape[1]}: "
+                         "measure both in the same space (the same classifier's features, or pixels of the same size)")
+    dtype = _work_dtype(reference)
+    reference = reference.to(dtype)
+    queries = queries.to(reference.device, dtype)
+    centre = reference.mean(0)
+    return queries - centre, reference - centre
+
+
+def _knn(queries: Tensor, reference: Tensor, k: int, batch_size: int,
+         exclude_self: bool = False) -> tuple[Tensor, Tensor]:
+    """The k smallest distances from each row of queries [M, D] to the rows of reference [N, D], ascending, and
+    their indices: ([M, k], [M, k]). With ``exclude_self`` (queries is reference) row i skips reference[i]."""
+    dists, idxs = [], []
+    for start in range(0, len(queries), batch_size):
+        d = torch.cdist(queries[start : start + batch_size], reference)
+        if exclude_self:
+            rows = torch.arange(d.shape[0], device=d.device)
+            d[rows, rows + start] = float("inf")
+        values, indices = d.topk(k, dim=1, largest=False, sorted=True)
+        dists.append(values)
+        idxs.append(indices)
+    return torch.cat(dists), torch.cat(idxs)
+
+
+def nearest_neighbours(queries: Tensor, reference: Tensor, k: int = 1, *,
+                       batch_size: int = 1024) -> tuple[Tensor, Tensor]:
+    """The k nearest rows of ``reference`` to each row of ``queries``: (distances [M, k], indices [M, k]).
+
+    queries [M, ...] and reference [N, ...] with the same trailing shape (features [., F], or images
+    [., C, H, W], flattened); Euclidean distances, ascending along each row. Computed
+    in blocks of ``batch_size`` queries on reference's device, in float64 on the CPU (else the input's dtype);
+    returned on the CPU, distances as float64 and indices as int64.
+    """
+    q, r = _rows(queries, "queries"), _rows(reference, "reference")
+    _check_int(k, "k", 1, "the number of neighbours")
+    _check_int(batch_size, "batch_size", 1, "queries per block")
+    if k > len(r):
+        raise ValueError(f"k = {k} neighbours need at least {k} reference points, got {len(r)}: lower k")
+    q, r = _shared_space(q, r, ("queries", "reference"))
+    d, i = _knn(q, r, k, batch_size)
+    return d.to("cpu", torch.float64), i.cpu()
+
+
+def knn_radii(features: Tensor, k: int = 3, *, batch_size: int = 1024) -> Tensor:
+    """Each point's distance to its k-th nearest *other* point of the set: [N] for features [N, F].
+
+    The radius of the hypersphere around each point in the k-NN manifold estimate of Kynkäänniemi et al. 2019
+    (Sec. 2, eq. 1: ||phi' - NN_k(phi')||_2). The point itself is not one of its neighbours; a duplicate of it
+    is (at distance 0), as in the authors' code. Returned on the CPU in float64.
+    """
+    return _radii(features, k, batch_size, "features")
+
+
+def _radii(features: Tensor, k: int, batch_size: int, name: str) -> Tensor:
+    x = _rows(features, name, at_least=2)
+    _check_int(k, "k", 1, "the k-th nearest neighbour sets each radius")
+    _check_int(batch_size, "batch_size", 1, "points per block")
+    if k >= len(x):
+        raise ValueError(f"k = {k} needs at least k + 1 = {k + 1} points in {name} (a point is not its own "
+                         f"neighbour), got {len(x)}: lower k or pass more points")
+    x, _ = _shared_space(x, x, (name, name))
+    return _knn(x, x, k, batch_size, exclude_self=True)[0][:, -1].to("cpu", torch.float64)
+
+
+def in_knn_manifold(points: Tensor, reference: Tensor, k: int = 3, *, batch_size: int = 1024) -> Tensor:
+    """Which points [M, F] lie in the k-NN manifold of ``reference`` [N, F]: bool [M] on the CPU.
+
+        f(phi, Phi) = 1  iff  ||phi - phi'||_2 <= ||phi' - NN_k(phi')||_2  for at least one phi' in Phi
+
+    (Kynkäänniemi et al. 2019, Sec. 2, eq. 1): phi is inside the union of the balls centred on the reference
+    points with radii :func:`knn_radii` (the boundary counts as inside). Same space, blocks and dtypes as
+    :func:`nearest_neighbours`.
+    """
+    return _in_manifold(points, reference, k, batch_size, ("points", "reference"))
+
+
+def _in_manifold(points: Tensor, reference: Tensor, k: int, batch_size: int, names: tuple[str, str]) -> Tensor:
+    p = _rows(points, names[0])
+    radii = _radii(reference, k, batch_size, names[1])
+    p, r = _shared_space(p, _rows(reference, names[1]), names)
+    radii = radii.to(r.device, r.dtype)
+    inside = [(torch.cdist(p[s : s + batch_size], r) <= radii).any(dim=1) for s in range(0, len(p), batch_size)]
+    return torch.cat(inside).cpu()
+
+
+class PrecisionRecall(NamedTuple):
+    """Improved precision and recall (Kynkäänniemi et al. 2019): two shares in [0, 1]."""
+
+    precision: float  # share of generated samples inside the real manifold: fidelity
+    recall: float  # share of real samples inside the generated manifold: coverage
+
+
+def precision_recall(real: Tensor, generated: Tensor, k: int = 3, *, batch_size: int = 1024) -> PrecisionRecall:
+    """Improved precision and recall of generated features [M, F] against real features [N, F] (Kynkäänniemi
+    et al. 2019, Sec. 2, eq. 2):
+
+        precision = (1/M) sum_{phi_g}  f(phi_g, Phi_r)      recall = (1/N) sum_{phi_r}  f(phi_r, Phi_g)
+
+    with f the k-NN manifold membership of :func:`in_knn_manifold` (k = 3, the paper's choice). Precision asks
+    "is each sample realistic?" (a sampler that draws only some modes well keeps precision 1); recall asks
+    "is each real image reachable?" (that sampler's recall is the share of real images in the modes it draws).
+    Both depend on k and on the sample sizes: compare models at equal N and M, beside what two independent real
+    sets of those sizes score (below 1 even for a perfect sampler: their ceiling). Features of one classifier
+    (``classifier_features``) for both sets.
+    """
+    r, g = _rows(real, "real", at_least=2), _rows(generated, "generated", at_least=2)
+    if r.shape[1] != g.shape[1]:
+        raise ValueError(f"feature sizes differ: real {r.shape[1]}, generated {g.shape[1]} "
+                         "(use the same classifier for both)")
+    precision = _in_manifold(g, r, k, batch_size, ("generated", "real")).double().mean()
+    recall = _in_manifold(r, g, k, batch_size, ("real", "generated")).double().mean()
+    return PrecisionRecall(float(precision), float(recall))
