@@ -152,3 +152,17 @@ def test_flips_are_per_batch_seeded_and_leave_the_data_alone():
     assert flipped_batches(x)(5).shape == (5, 1, 4, 5)  # without labels: images only
     with pytest.raises(ValueError, match="labels must have shape"):
         flipped_batches(x, y[:3])
+
+
+def test_flipped_batches_feed_train_with_labels(tmp_path):
+    from tinydiff import schedules
+    from tinydiff.train import train
+
+    for cls in ("a", "b"):
+        for i in range(3):
+            _save(tmp_path / cls / f"{i}.png", np.random.default_rng(i).integers(0, 256, (9, 13, 3)))
+    images, labels, classes, _ = load_folder(tmp_path, size=8, labels=True)
+    net = UNet(in_channels=3, channels=8, mults=(1, 2), num_classes=len(classes))
+    states = list(train(net, schedules.linear(10), flipped_batches(images, labels), steps=2, batch_size=4,
+                        p_uncond=0.5, generator=torch.Generator().manual_seed(0), progress=False))
+    assert len(states) == 2 and all(np.isfinite(s.loss) for s in states)
