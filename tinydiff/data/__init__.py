@@ -1,5 +1,6 @@
-"""Data for the course: 2-D toy distributions (with an exact Gaussian-mixture oracle), MNIST digits shipped in ``data/``,
-and handwriting styles with the measures that detect them (:mod:`tinydiff.data.styles`)."""
+"""Data for the course: 2-D toy distributions (with an exact Gaussian-mixture oracle), MNIST digits and colour emoji
+shipped in ``data/``, any folder of pictures (:mod:`tinydiff.data.folder`), and handwriting styles with the
+measures that detect them (:mod:`tinydiff.data.styles`)."""
 
 from .toy import (
     TOY_DATASETS,
@@ -15,6 +16,8 @@ from .toy import (
 )
 from . import styles
 from .mnist import data_dir, download_mnist, load_mnist
+from .folder import ImageSet, check_batch_size, check_size, flipped_batches, load_folder, random_hflip
+from .emoji import load_emoji
 
 __all__ = [
     "TOY_DATASETS",
@@ -30,4 +33,11 @@ __all__ = [
     "data_dir",
     "download_mnist",
     "load_mnist",
+    "ImageSet",
+    "check_batch_size",
+    "check_size",
+    "flipped_batches",
+    "load_folder",
+    "random_hflip",
+    "load_emoji",
 ]

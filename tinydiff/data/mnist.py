@@ -52,20 +52,27 @@ def data_dir() -> Path:
     return Path(env).expanduser() if env else Path(__file__).resolve().parents[2] / "data"
 
 
-def mnist_path(path: str | os.PathLike | None = None) -> Path:
-    """The ``.npz`` file :func:`load_mnist` reads; raises ``FileNotFoundError`` saying how to fix it."""
-    file = Path(path).expanduser() if path is not None else data_dir() / FILENAME
+def find_data_file(name: str, path: str | os.PathLike | None, what: str, regenerate: str) -> Path:
+    """The shipped file ``name``: ``path`` (the file or its folder), else in :func:`data_dir`.
+
+    Raises ``FileNotFoundError`` saying how to fix it (``what`` names the data, ``regenerate`` the command)."""
+    file = Path(path).expanduser() if path is not None else data_dir() / name
     if file.is_dir():
-        file = file / FILENAME
+        file = file / name
     if not file.is_file():
         source = "the path argument" if path is not None else (
             f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "the repository's data/ folder")
         raise FileNotFoundError(
-            f"MNIST data file not found: {file} (from {source}). It ships with the course repository; "
-            f"restore it with `git checkout -- data/{FILENAME}`, regenerate it with `{REGENERATE}`, "
-            f"or set {ENV_VAR} to a folder holding {FILENAME} (or pass path=...)."
+            f"{what} data file not found: {file} (from {source}). It ships with the course repository; "
+            f"restore it with `git checkout -- data/{name}`, regenerate it with `{regenerate}`, "
+            f"or set {ENV_VAR} to a folder holding {name} (or pass path=...)."
         )
     return file
+
+
+def mnist_path(path: str | os.PathLike | None = None) -> Path:
+    """The ``.npz`` file :func:`load_mnist` reads; raises ``FileNotFoundError`` saying how to fix it."""
+    return find_data_file(FILENAME, path, "MNIST", REGENERATE)
 
 
 def _read_split(file: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -177,6 +177,11 @@ class UNet(nn.Module):
         """The label meaning "no class" (= num_classes), or None for an unconditional UNet."""
         return self.num_classes
 
+    @property
+    def size_multiple(self) -> int:
+        """H and W must be multiples of this: 2^(len(mults) - 1), one halving per level but the last."""
+        return 2 ** (len(self.down) - 1)
+
     def embed(self, t: Tensor, y: Tensor | None) -> Tensor:
         """e = TimeEmbedding(t) + label_emb(y): t [B], y [B] or None -> [B, max(4 * channels, 128)]."""
         e = self.time_emb(t)
@@ -196,7 +201,7 @@ class UNet(nn.Module):
 
         A text-conditioned UNet (``context_dim``) also takes ``context`` [B, L, context_dim] and its padding
         mask ``context_mask`` BoolTensor [B, L] (True at real tokens)."""
-        factor = 2 ** (len(self.down) - 1)
+        factor = self.size_multiple
         if x.ndim != 4 or x.shape[1] != self.config["in_channels"] or x.shape[2] % factor or x.shape[3] % factor:
             raise ValueError(
                 f"x must have shape [B, {self.config['in_channels']}, H, W] with H and W divisible by {factor}, "
