@@ -197,3 +197,22 @@ def test_digit_row_and_paths_figure_draw_one_panel():
     np.testing.assert_allclose(paths.axes[0].lines[0].get_xydata(), [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
     assert paths.axes[0].get_title() == "a path"
     plt.close("all")
+
+
+def test_copies_figure_pairs_each_sample_with_its_nearest_training_image():
+    from tinydiff.memorisation import measure_memorisation
+
+    g = torch.Generator().manual_seed(0)
+    train, heldout = torch.rand(40, 3, 8, 8, generator=g) * 2 - 1, torch.rand(20, 3, 8, 8, generator=g) * 2 - 1
+    samples = torch.cat([train[:3], torch.rand(5, 3, 8, 8, generator=g) * 2 - 1])  # three exact copies
+    m = measure_memorisation(samples, train, heldout, n_neighbours=10)
+    top = m.most_copied(3)
+    fig = plot.copies_figure(samples[top], train[m.index[top]], m.ratio[top])
+    axes = fig.axes
+    assert len(axes) == 6 and all(ax.get_title().startswith("ratio ") for ax in axes[:3])
+    assert float(m.ratio[top].max()) < 1e-3  # the three copies come first
+    for j in range(3):  # the top row shows the samples, the bottom row their nearest training images: here the same
+        assert np.array_equal(axes[j].images[0].get_array(), axes[3 + j].images[0].get_array())
+    with pytest.raises(ValueError, match="one shape"):
+        plot.copies_figure(samples[:2], train[:3], m.ratio[:2])
+    plt.close(fig)

@@ -22,6 +22,7 @@ when a control moves.
 - :func:`digit_row`         one row of digits under a title
 - :func:`sdedit_figure`     inputs above their SDEdit results from one t0
 - :func:`few_step_panels`   several samplers' results side by side at one number of steps
+- :func:`copies_figure`     the most-copied samples above their nearest training images (memorisation)
 
 Tensors may live on any device; they are copied to the CPU for drawing.
 """
@@ -545,4 +546,30 @@ def attention_figure(image: Tensor, maps: Tensor, words: Sequence[str], title: s
         ax.set_title(word, fontsize=9)
         ax.set_axis_off()
     fig.colorbar(shown, ax=list(axes[1:]), shrink=0.8, label="attention")
+    return fig
+
+
+# --------------------------------------------------------------------------- memorisation
+
+
+def copies_figure(samples: Tensor, nearest: Tensor, scores: Tensor, label: str = "ratio",
+                  fig: FigureBase | None = None) -> FigureBase:
+    """The most-copied samples (top row) above their nearest training images (bottom row), each pair titled with its
+    score: samples and nearest [K, C, H, W] in [-1, 1] (C = 1 or 3), scores [K] (for a
+    :class:`tinydiff.memorisation.Memorisation`: ``ratio``, or ``carlini_distance`` with ``label="Carlini"``).
+    Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None) and returns it."""
+    if not (isinstance(samples, Tensor) and isinstance(nearest, Tensor) and samples.shape == nearest.shape
+            and samples.ndim == 4 and len(scores) == len(samples) >= 1):
+        got = [list(v.shape) if isinstance(v, Tensor) else type(v).__name__ for v in (samples, nearest, scores)]
+        raise ValueError(f"need samples and nearest [K, C, H, W] of one shape and scores [K], got {got}")
+    k = len(samples)
+    if fig is None:
+        fig = plt.figure(figsize=(1.1 * k + 0.9, 2.6))
+    axes = fig.subplots(2, k, squeeze=False)
+    for j in range(k):
+        image_grid(samples[j : j + 1], nrow=1, ax=axes[0, j], padding=0)
+        image_grid(nearest[j : j + 1], nrow=1, ax=axes[1, j], padding=0)
+        axes[0, j].set_title(f"{label} {float(scores[j]):.2g}", fontsize=8)
+    for ax, text in ((axes[0, 0], "sample"), (axes[1, 0], "nearest\ntraining")):
+        ax.text(-0.1, 0.5, text, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=8)
     return fig
