@@ -176,7 +176,7 @@ def test_a_checkpoint_that_names_its_sampler_is_sampled_with_it(tmp_path, load_s
     labels = balanced_labels(4)
     want = ddim_sample(conditional(net.eval(), labels), schedules.cosine(50), (4, 1, 32, 32), steps=2, spacing="trailing",
                        prediction="v", clip_x0=1.0, generator=torch.Generator().manual_seed(0), progress=False)
-    np.testing.assert_allclose(got, want.clamp(-1, 1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(got, want.clamp(-1, 1).numpy(), atol=1e-5)  # channels-last in sample.py: float32 rounding
 
 
 def test_a_flow_matching_checkpoint_samples_with_its_flow_sampler(tmp_path, load_script):
@@ -194,7 +194,7 @@ def test_a_flow_matching_checkpoint_samples_with_its_flow_sampler(tmp_path, load
     got = np.load(tmp_path / "f.npz")["samples"]
     want = flow_sample(conditional(net.eval(), balanced_labels(3)), (3, 1, 32, 32), steps=3, method="heun",
                        generator=torch.Generator().manual_seed(0), progress=False)
-    np.testing.assert_allclose(got, want.clamp(-1, 1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(got, want.clamp(-1, 1).numpy(), atol=1e-5)  # channels-last in sample.py: float32 rounding
     with pytest.raises(SystemExit, match="does not fit"):  # a diffusion sampler on a velocity model
         script.main(["--checkpoint", str(path), "--n", "1", "--sampler", "ddim:2", "--out", str(tmp_path / "g")])
 
@@ -276,7 +276,8 @@ def test_sample_script_takes_a_prompt_for_a_text_model(tmp_path, load_script):
     ids = tok.encode(["a bold seven"] * 3)
     want = SamplerSpec.parse("ddim:2", 50)(classifier_free(net.eval(), ids, 2.0), schedules.cosine(50), (3, 1, 32, 32),
                                            generator=torch.Generator().manual_seed(0), clip_x0=1.0, progress=False)
-    np.testing.assert_allclose(data["samples"], want.clamp(-1, 1).numpy(), atol=1e-6)
+    # sample.py runs the network channels-last: the same sums in another order, equal to float32 rounding
+    np.testing.assert_allclose(data["samples"], want.clamp(-1, 1).numpy(), atol=1e-5)
     for argv, message in [(["--prompt", "a purple seven"], "unknown word.*purple"), (["--digit", "7"], "reads prompts"),
                           ([], "reads prompts")]:
         with pytest.raises(SystemExit, match=message):
