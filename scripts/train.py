@@ -20,7 +20,8 @@ default: the data set's or folder's name):
 
 * ``samples_<step>.png`` every ``--sample-every`` steps: the same seeded samples each time, drawn by the EMA
   net with ``--grid-sampler`` (DDIM-50), one column per class when conditional, in colour for 3 channels;
-* ``loss.png``: the training loss per step and its running mean, rewritten with each grid;
+* ``loss.png``: the training loss per step and its running mean, rewritten with each grid (a resumed run's
+  too: the losses travel in the training state's JSON);
 * ``state.safetensors`` every ``--save-every`` steps: the full training state, which ``--resume`` continues;
 * ``model.safetensors`` + ``model.json`` at the end (or ``--output``): the EMA weights, with the schedule,
   the data's shape and class names and the run's facts in the JSON, which ``scripts/sample.py`` samples.
@@ -198,14 +199,15 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:
         sys.exit(f"--grid-sampler: {err}")
     generator = cli.seeded(cfg["seed"])
-    resume, elapsed_before = None, 0.0
+    resume, elapsed_before, earlier_losses = None, 0.0, []
     if args.resume:
         resume = load_training_state(args.resume, device=device)
         model = resume.model
         if any(model.config.get(k) != v for k, v in model_cfg.items()):
             sys.exit(f"--resume {args.resume} holds a UNet {model.config}, but this data and config make "
                      f"{model_cfg}; resume with the same data, --size and --config")
-        elapsed_before = read_config(args.resume)["extra"]["wall_time_s"]
+        saved = read_config(args.resume)["extra"]
+        elapsed_before, earlier_losses = saved["wall_time_s"], saved.get("losses", [])
     else:
         model = UNet(**model_cfg).to(device)
     if args.channels_last:
@@ -227,7 +229,11 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     limit = tc["max_minutes"] * 60 if tc["max_minutes"] else float("inf")
     first_step = resume.step if resume else 0
-    losses: list[float] = []
+    losses: list[float] = list(earlier_losses)  # the whole run's, so the loss curve starts at step 1 after --resume
+
+    def facts(elapsed: float) -> dict:  # what the training state's JSON keeps for a resumed run
+        return {"wall_time_s": elapsed_before + elapsed, "losses": [float(f"{v:.5g}") for v in losses]}
+
     grids: list[Path] = []
     state = resume
     for state in train(
@@ -241,13 +247,13 @@ def main(argv: list[str] | None = None) -> None:
         losses.append(float(state.loss))
         elapsed = time.time() - start
         if world.is_main and state.step % args.save_every == 0:
-            save_training_state(state_path, state, extra={"wall_time_s": elapsed_before + elapsed})
+            save_training_state(state_path, state, extra=facts(elapsed))
         if world.is_main and (state.step % args.sample_every == 0 or state.step == tc["steps"]):
             net = state.ema if state.ema is not None else state.model
             x = draw_grid(net, schedule, prediction, tuple(images.shape[1:]), grid_labels, GRID_IMAGES, grid_sampler)
             grids.append(run / f"samples_{state.step:06d}.png")
             save_image(grids[-1], make_grid(x, nrow=nrow))
-            save_loss_curve(run / "loss.png", losses, first_step)
+            save_loss_curve(run / "loss.png", losses, state.step - len(losses))
             log(f"step {state.step}: loss {cli.mean_of_last(losses, 50):.4f}; wrote {grids[-1]} and {run / 'loss.png'}")
         if distributed.any_rank(elapsed > limit):  # every rank stops at the same step
             log(f"time budget of {tc['max_minutes']} min reached at step {state.step}")
@@ -258,8 +264,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if state is None:
         sys.exit(f"nothing to train: the run is already at step {tc['steps']}; raise --steps")
-    save_training_state(state_path, state, extra={"wall_time_s": elapsed_before + elapsed})
-    save_loss_curve(run / "loss.png", losses, first_step)
+    save_training_state(state_path, state, extra=facts(elapsed))
+    save_loss_curve(run / "loss.png", losses, state.step - len(losses))
 
     steps_run = state.step - first_step
     extra = {

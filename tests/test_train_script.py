@@ -65,6 +65,7 @@ def test_train_writes_everything_resumes_and_sample_py_draws_colour(pictures, co
     train.main(run_args(pictures, config, runs, "tiny", "--steps", "6", "--resume", str(run / "state.safetensors")))
     assert json.loads((run / "model.json").read_text())["extra"]["steps"] == 6
     assert (run / "samples_000006.png").is_file()
+    assert len(json.loads((run / "state.json").read_text())["extra"]["losses"]) == 6  # the curve goes on from step 1
     train.main(run_args(pictures, config, runs, "straight", "--steps", "6"))
     resumed, straight = load_file(run / "model.safetensors"), load_file(runs / "straight" / "model.safetensors")
     assert resumed.keys() == straight.keys()
