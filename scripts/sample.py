@@ -1,4 +1,4 @@
-"""Draw digits from a shipped checkpoint, without a notebook.
+"""Draw digits (or any images) from a checkpoint, without a notebook.
 
     python scripts/sample.py --n 20 --out samples                      # two of each digit, the recommended scale
     python scripts/sample.py --digit 7 --n 16 --guidance 3 --sampler ddim:50 --out sevens
@@ -7,9 +7,11 @@
     python scripts/sample.py --checkpoint data/checkpoints/mnist_latent_distilled --out fast  # 4 steps, distilled
     python scripts/sample.py --adapter runs/adapters/lora4 --adapter-scale 0.5 --digit 7 --out half  # notebook 12
     python scripts/sample.py --checkpoint data/checkpoints/mnist_text --prompt "a bold seven" --guidance 3  # nb 13
+    python scripts/sample.py --checkpoint runs/emoji/model --n 16 --out emoji   # a model scripts/train.py wrote
 
 Writes ``<out>.png`` (a grid, one row per 10 images) and ``<out>.npz`` with arrays
-``samples`` [N, 1, H, W] (float32 in [-1, 1]) and ``labels`` [N] (for a text model: ``prompts`` [N]).
+``samples`` [N, C, H, W] (float32 in [-1, 1]; the PNG in colour for C = 3) and ``labels`` [N] (for a text model:
+``prompts`` [N]; none for an unconditional model, whose images need no --digit).
 By default image i is digit i % 10 and the guidance scale is the one the checkpoint's JSON recommends
 (``extra.recommended_guidance``, measured by ``benchmarks/guidance.py``; 1 = none).
 The same seed gives the same digits. A checkpoint whose JSON names its sampler
@@ -79,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"{args.checkpoint} is not text-conditioned: use --digit (or the text model data/checkpoints/mnist_text)")
     else:
         classes = getattr(model.net, "num_classes", None)
-    if tokenizer is None and not classes:
-        sys.exit(f"{args.checkpoint} is not class-conditional; this script samples class-conditional digit models")
+    if tokenizer is None and not classes and (args.digit is not None or args.adapter):
+        sys.exit(f"{args.checkpoint} is not class-conditional: it takes neither --digit nor --adapter")
     if args.adapter:
         try:
             adapt.load_adapter(args.adapter, model.net, args.checkpoint, scale=args.adapter_scale)
@@ -105,14 +107,21 @@ def main(argv: list[str] | None = None) -> None:
     if classes:
         labels = torch.full((args.n,), args.digit) if args.digit is not None else balanced_labels(args.n, classes)
 
-    print(f"{args.n} {'images of ' + repr(args.prompt) if tokenizer else 'digits'} from {args.checkpoint} with {sampler.name}, guidance scale {scale:g}, seed {args.seed}",
+    what = f"images of {args.prompt!r}" if tokenizer else "images" if "classes" in model.extra else "digits"
+    print(f"{args.n} {what} from {args.checkpoint} with {sampler.name}, guidance scale {scale:g}, seed {args.seed}",
           file=sys.stderr)
     precision = contextlib.nullcontext()
     if args.fast:
         model.net = torch.compile(model.net)
         precision = torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16)
     with precision:
-        x = sample_digits(model, labels, sampler=sampler, guidance=scale, seed=args.seed, batch_size=args.batch_size)
+        if tokenizer is None and not classes:  # unconditional: the sampler alone, seeded per batch as sample_digits is
+            x = torch.cat([model.to_images(sampler(
+                model.net, model.schedule, (min(args.batch_size, args.n - start), *model.sample_shape),
+                generator=torch.Generator().manual_seed(args.seed * 1_000_003 + start), prediction=model.prediction,
+                clip_x0=model.clip_x0, progress=False)).cpu() for start in range(0, args.n, args.batch_size)])
+        else:
+            x = sample_digits(model, labels, sampler=sampler, guidance=scale, seed=args.seed, batch_size=args.batch_size)
     x = x.float().clamp(-1, 1)  # float32 also after --fast (the decoder may end in bfloat16)
 
     out = Path(args.out)
@@ -120,13 +129,14 @@ def main(argv: list[str] | None = None) -> None:
     arrays = {"samples": x.numpy().astype(np.float32)}
     if tokenizer is not None:
         arrays["prompts"] = np.array([args.prompt] * args.n)
-    else:
+    elif classes:
         arrays["labels"] = labels.numpy()
     np.savez(out.with_name(out.name + ".npz"), **arrays)
     grid = make_grid(x, nrow=min(10, args.n))
-    import matplotlib.pyplot as plt
+    from matplotlib.image import imsave
 
-    plt.imsave(out.with_name(out.name + ".png"), grid, cmap="gray", vmin=0.0, vmax=1.0)
+    # [H, W] for one channel (drawn in gray), [H, W, 3] for three (saved as RGB)
+    imsave(out.with_name(out.name + ".png"), grid, vmin=0.0, vmax=1.0, **({"cmap": "gray"} if grid.ndim == 2 else {}))
     print(f"wrote {out}.png and {out}.npz", file=sys.stderr)
 
 
