@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor
 
-from .samplers import Model, _check_eta, _check_prediction, ddim_timesteps, ddim_update, run, start
+from .samplers import Model, Trajectory, _check_eta, _check_prediction, ddim_timesteps, ddim_update, run, start
 from .schedules import Schedule
 
 
