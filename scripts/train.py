@@ -267,26 +267,12 @@ def main(argv: list[str] | None = None) -> None:
     save_training_state(state_path, state, extra=facts(elapsed))
     save_loss_curve(run / "loss.png", losses, state.step - len(losses))
 
-    steps_run = state.step - first_step
-    extra = {
-        **cli.provenance(),
-        "seed": cfg["seed"],
-        "steps": state.step,
-        "batch_size": tc["batch_size"],
-        "wall_time_s": round(elapsed_before + elapsed, 1),
-        "steps_per_s": round(steps_run / elapsed, 3) if elapsed > 0 else None,
-        "device": device,
-        "processes": world.size,
-        "channels_last": args.channels_last,
-        "parameters": n_params,
-        "final_loss_mean_last_200": round(cli.mean_of_last(losses, 200), 5) if losses else None,
-        "weights": "EMA",
-        "schedule": cfg.get("schedule"),
-        "train": tc,
-        "data_shape": list(images.shape[1:]),
-        "source": {**source, "flip": args.flip, "n_images": len(images)},
-        "classes": list(classes),
-    }
+    extra = cli.training_facts(cfg, tc, step=state.step, steps_run=state.step - first_step,
+                               wall_time_s=elapsed_before + elapsed, elapsed=elapsed, device=device,
+                               processes=world.size, channels_last=args.channels_last, parameters=n_params,
+                               losses=losses, data_shape=images.shape[1:])
+    extra["source"] = {**source, "flip": args.flip, "n_images": len(images)}
+    extra["classes"] = list(classes)
     if flow_matching:
         extra["sampler"] = tc.get("sampler", "flow-heun:10")
     path = save_checkpoint(output, state.ema if state.ema is not None else state.model, model_cfg, extra=extra)

@@ -138,24 +138,10 @@ def main() -> None:
         return
     save_training_state(state_path, state, extra={"wall_time_s": elapsed_before + elapsed})
 
-    steps_run = state.step - first_step
-    extra = {
-        **cli.provenance(),
-        "seed": cfg["seed"],
-        "steps": state.step,
-        "batch_size": tc["batch_size"],
-        "wall_time_s": round(elapsed_before + elapsed, 1),
-        "steps_per_s": round(steps_run / elapsed, 3),
-        "device": device,
-        "processes": world.size,
-        "channels_last": args.channels_last,
-        "parameters": n_params,
-        "final_loss_mean_last_200": round(cli.mean_of_last(losses, 200), 5) if losses else None,
-        "weights": "EMA",
-        "schedule": cfg.get("schedule"),
-        "train": tc,
-        "data_shape": list(images.shape[1:]),
-    }
+    extra = cli.training_facts(cfg, tc, step=state.step, steps_run=state.step - first_step,
+                               wall_time_s=elapsed_before + elapsed, elapsed=elapsed, device=device,
+                               processes=world.size, channels_last=args.channels_last, parameters=n_params,
+                               losses=losses, data_shape=images.shape[1:])
     if latent is not None:
         extra["latent"] = latent
     if flow_matching:

@@ -121,6 +121,31 @@ def mean_of_last(values: Sequence[float], k: int) -> float:
     return sum(tail) / len(tail)
 
 
+def training_facts(config: dict, train: dict, *, step: int, steps_run: int, wall_time_s: float, elapsed: float,
+                   device: str, processes: int, channels_last: bool, parameters: int, losses: Sequence[float],
+                   data_shape: Sequence[int]) -> dict:
+    """What a training script records in its checkpoint's JSON ``extra``: where and how the run went (provenance,
+    seed, steps, wall time and steps/s of this process's ``steps_run`` steps in ``elapsed`` s, device, processes,
+    parameters, the mean of the last 200 losses), and the recipe (schedule, the ``train`` section, the data's shape)."""
+    return {
+        **provenance(),
+        "seed": config["seed"],
+        "steps": step,
+        "batch_size": train["batch_size"],
+        "wall_time_s": round(wall_time_s, 1),
+        "steps_per_s": round(steps_run / elapsed, 3) if elapsed > 0 else None,
+        "device": device,
+        "processes": processes,
+        "channels_last": channels_last,
+        "parameters": parameters,
+        "final_loss_mean_last_200": round(mean_of_last(losses, 200), 5) if losses else None,
+        "weights": "EMA",
+        "schedule": config.get("schedule"),
+        "train": train,
+        "data_shape": list(data_shape),
+    }
+
+
 @dataclass
 class Judge:
     """The classifier that measures digits, and its features of the 1,000 test digits that FD compares against."""
