@@ -13,7 +13,7 @@ the H held-out real images score (:func:`tinydiff.evaluation.real_floor`):
   held-out images (the ratio: 1 = as recognisable as real images);
 - FD against the training images, at N = H (mean and spread over disjoint blocks of H samples; floor: FD(held-out,
   train)) and at the full n;
-- precision and recall (Kynkaanniemi et al. 2019, k = 3) against H random training images, at N = H (floor: the
+- precision and recall (Kynkäänniemi et al. 2019, k = 3) against H random training images, at N = H (floor: the
   held-out images against the same training images), and of all n samples against all training images;
 - memorisation (:func:`tinydiff.memorisation.measure_memorisation`) in pixels and in features: the share of
   samples that are near-copies of a training image and Carlini et al.'s share, beside their held-out floors.
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eta", type=float, help="DDIM's eta (overrides the one in --sampler)")
     p.add_argument("--labels", choices=("data", "balanced"), default="data",
                    help="data: the training set's class proportions (default); balanced: image i asks for i %% K")
-    p.add_argument("--k", type=int, default=3, help="neighbours of precision and recall (Kynkaanniemi et al.: 3)")
+    p.add_argument("--k", type=int, default=3, help="neighbours of precision and recall (Kynkäänniemi et al.: 3)")
     p.add_argument("--target", type=float, default=0.9,
                    help="class accuracy / held-out accuracy the recommended scale must reach (default 0.9)")
     p.add_argument("--batch-size", type=int, default=100)

@@ -214,3 +214,12 @@ def test_eval_images_refuses_a_judge_of_other_images(tiny_emoji_model, load_scri
     with pytest.raises(SystemExit, match="1-channel images but emoji images have 3"):
         load_script("eval_images").main(["--checkpoint", str(tiny_emoji_model), "--classifier", str(mnist_judge),
                                          "--no-write"])
+
+
+def test_eval_images_takes_device(load_script, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["eval_images.py", "--device", "tpu"])
+    with pytest.raises(SystemExit) as failed:
+        load_script("eval_images").main()
+    assert failed.value.code == 2 and "argument --device: 'tpu' is not a device" in capsys.readouterr().err

@@ -215,7 +215,7 @@ def real_floor(classifier: nn.Module, real: RealImages, *, k: int = 3) -> dict:
     - ``accuracy``: the classifier's accuracy on the held-out images, the ceiling of a sample's class accuracy;
     - ``fd``: FD(held-out features, training features) (Heusel et al. 2017, FID's formula in our features:
       :func:`~tinydiff.metrics.frechet_distance`) -- biased upwards at finite N, so samples are read at N = H;
-    - ``precision`` / ``recall``: Kynkaanniemi et al. 2019 (k-NN manifolds, :func:`~tinydiff.metrics.precision_recall`)
+    - ``precision`` / ``recall``: Kynkäänniemi et al. 2019 (k-NN manifolds, :func:`~tinydiff.metrics.precision_recall`)
       of the held-out images against H random training images (``real.subset``);
     - ``diversity``: within-class diversity of the held-out images (:func:`~tinydiff.metrics.within_class_diversity`).
     """
@@ -235,7 +235,7 @@ def image_report(classifier: nn.Module, samples: Tensor, labels: Tensor, real: R
     - ``class_accuracy``: share of samples classified as the class asked for; ``accuracy_ratio`` = it over the
       classifier's held-out accuracy (1: as recognisable as real images);
     - ``matched``: at N = H (the held-out set's size), over the M // H disjoint blocks of consecutive samples, the
-      mean and spread of FD against all training images and of precision and recall (Kynkaanniemi et al. 2019,
+      mean and spread of FD against all training images and of precision and recall (Kynkäänniemi et al. 2019,
       k = 3) against the H training images ``real.subset``: compare with ``floor``;
     - ``full``: FD and precision / recall of all M samples against all N training images (no floor at that N
       unless H = M);
