@@ -116,7 +116,7 @@ def digit_report(classifier: nn.Module, samples: Tensor, labels: Tensor, test_fe
 
 def stratified_labels(labels: Tensor, n: int) -> Tensor:
     """n labels [n] in the class proportions of ``labels`` [N], interleaved so that every run of consecutive ones
-    has them too.
+    has them too (to within a label or two per class).
 
     Class c gets n_c = n * N_c / N labels, rounded by largest remainders (so they sum to n); its j-th label is
     placed at position (j + 1/2) / n_c of the sequence (ties broken by class). With n = N the counts are exactly the
