@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from .checkpoint import load_checkpoint  # noqa: E402
-from .data import load_mnist  # noqa: E402
+from .data import load_emoji, load_mnist  # noqa: E402
 from .evaluation import command_line, digit_report, machine  # noqa: E402
 from .metrics import classifier_features  # noqa: E402
 
@@ -146,20 +146,59 @@ def training_facts(config: dict, train: dict, *, step: int, steps_run: int, wall
     }
 
 
+DATA = {"mnist": "data/checkpoints/mnist_classifier", "emoji": "data/checkpoints/emoji_classifier"}
+"""The labelled image sets a judge can measure, and the shipped classifier of each."""
+REFERENCE = {"mnist": "test", "emoji": "train"}
+"""The split whose features FD compares against by default: MNIST's 1,000 test digits (the course's FD since notebook
+07); for emoji, the 1,289 training images (only 323 are held out, so they serve as the real-vs-real floor)."""
+
+
+def load_images(data: str = "mnist", split: str = "train") -> tuple[Tensor, Tensor]:
+    """Images [N, C, 32, 32] in [-1, 1] and labels [N] of a shipped labelled set, on the CPU: ``"mnist"`` (digits
+    padded to 32 x 32: 4,000 train / 1,000 test) or ``"emoji"`` (on white: 1,289 train / 323 test); split
+    ``"train"`` or ``"test"``."""
+    if data not in DATA:
+        raise ValueError(f"unknown data {data!r}: choose {' or '.join(map(repr, DATA))}")
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r}: choose 'train' or 'test'")
+    if data == "mnist":
+        return load_mnist(split, pad_to_32=True)
+    images, labels, _, _ = load_emoji(split)
+    return images, labels
+
+
 @dataclass
 class Judge:
-    """The classifier that measures digits, and its features of the 1,000 test digits that FD compares against."""
+    """The classifier that measures generated images, and its features of the real images that FD compares against
+    (by default MNIST's 1,000 test digits, or the 1,289 training emoji: :data:`REFERENCE`)."""
 
     classifier: nn.Module
-    test_features: Tensor
+    reference_features: Tensor
+    data: str = "mnist"
+
+    @property
+    def test_features(self) -> Tensor:
+        """The reference features under their MNIST name (for MNIST they are the test digits')."""
+        return self.reference_features
 
     def report(self, images: Tensor, labels: Tensor) -> dict[str, float]:
-        """FD, requested-class accuracy and diversity of images [N, 1, 32, 32] (:func:`~tinydiff.evaluation.digit_report`);
-        of real training digits, it is the floor a sampler is read against."""
-        return digit_report(self.classifier, images, labels, self.test_features)
+        """FD, requested-class accuracy and diversity of images [N, C, 32, 32] (:func:`~tinydiff.evaluation.digit_report`);
+        of real images, it is the floor a sampler is read against."""
+        return digit_report(self.classifier, images, labels, self.reference_features)
 
 
-def load_judge(path: str | os.PathLike = "data/checkpoints/mnist_classifier", device: str = "cpu") -> Judge:
-    """The shipped classifier (or the one at ``path``) on ``device``, with its features of the test digits."""
+def load_judge(path: str | os.PathLike | None = None, device: str = "cpu", *, data: str = "mnist",
+               reference: str | None = None) -> Judge:
+    """The classifier at ``path`` (default: the shipped one for ``data``, :data:`DATA`) on ``device``, with its
+    features of the ``reference`` split of ``data`` (default :data:`REFERENCE`: MNIST's test digits, emoji's training
+    images). ``load_judge()`` and ``load_judge(path, device=...)`` are the MNIST judge, as before."""
+    if data not in DATA:
+        raise ValueError(f"unknown data {data!r}: choose {' or '.join(map(repr, DATA))}")
+    path = DATA[data] if path is None else path
     classifier = load_checkpoint(path, device=device)
-    return Judge(classifier, classifier_features(classifier, load_mnist("test", pad_to_32=True)[0]))
+    images, _ = load_images(data, REFERENCE[data] if reference is None else reference)
+    channels = getattr(classifier, "config", {}).get("in_channels", images.shape[1])
+    if channels != images.shape[1]:
+        raise ValueError(f"the classifier {path} takes {channels}-channel images but {data} images have "
+                         f"{images.shape[1]}: pass the classifier trained on {data} ({DATA[data]})")
+    return Judge(classifier, classifier_features(classifier, images), data)
