@@ -155,7 +155,7 @@ def guidance_figure(
         title = (f"s = 0: the unconditional model, the label {digit} is ignored (DDIM-{steps})" if scale == 0
                  else f"digit {digit}, guidance scale s = {scale:g} (DDIM-{steps})")
     else:
-        title = (f"s = 0: the unconditional model, the class {classes[label]!r} is ignored (DDIM-{steps})" if scale == 0
+        title = (f"s = 0: the unconditional model, {classes[label]} ignored (DDIM-{steps})" if scale == 0
                  else f"{classes[label]}, guidance scale s = {scale:g} (DDIM-{steps})")
     return plot.digit_row(x, title, fig)
 
