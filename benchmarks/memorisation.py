@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> None:
         train, heldout = load_mnist("train", pad_to_32=True)[0], load_mnist("test", pad_to_32=True)[0]
         judge = cli.load_judge().classifier
         labels = balanced_labels(args.mnist_n, 10)
-        scales = [(model.recommended_guidance or 1.0) if s == "recommended" else float(s) for s in args.mnist_guidance]
+        recommended = model.recommended_guidance or 1.0
+        scales = [recommended if s == "recommended" else float(s) for s in args.mnist_guidance]
         for guidance in dict.fromkeys(scales):
             point = measure_point(model, labels, train, heldout, torch.arange(len(train)), judge, args, sampler,
                                   guidance, cache / f"mnist_s{guidance:g}", shown, f"mnist_s{guidance:g}")
