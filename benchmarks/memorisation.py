@@ -22,6 +22,8 @@ relative distance (Carlini et al. 2023, Sec. 5.1) and its floor. With ``--emoji-
 **MNIST.** The shipped ``data/checkpoints/mnist_ddpm`` (trained on the 4,000 digits of ``load_mnist("train")``):
 ``--mnist-n`` samples with balanced labels, DDIM-50, at guidance 1 and at its recommended scale, measured against
 the training digits with the 1,000 test digits held out, in pixels and in the shipped classifier's features.
+``--sizes 100`` with ``--shipped-emoji`` is the short version: one run on 100 images, and the shipped model
+(trained longer, on all images) as the all-images point -- another recipe, so only a bound on it.
 
 Trainings go to ``--runs`` (default ``runs/memorisation/``); a finished one (its ``model_<steps>.json``) is reused,
 and the samples are cached there per batch. The table is printed; everything (commands, wall times, load averages,
@@ -70,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shipped-emoji", help="also measure this checkpoint trained on all emoji (e.g. the shipped one)")
     p.add_argument("--mnist-checkpoint", default="data/checkpoints/mnist_ddpm")
     p.add_argument("--mnist-n", type=int, default=500)
+    p.add_argument("--mnist-guidance", nargs="+", default=["1", "recommended"],
+                   help="guidance scales of the MNIST samples ('recommended': the checkpoint's)")
     p.add_argument("--parts", nargs="+", default=["mnist", "emoji"], choices=("mnist", "emoji"))
     p.add_argument("--runs", default="runs/memorisation")
     p.add_argument("--out", default="benchmarks/results/memorisation.json")
@@ -183,7 +187,9 @@ def main(argv: list[str] | None = None) -> None:
         train, heldout = load_mnist("train", pad_to_32=True)[0], load_mnist("test", pad_to_32=True)[0]
         judge = cli.load_judge().classifier
         labels = balanced_labels(args.mnist_n, 10)
-        for guidance in dict.fromkeys([1.0, model.recommended_guidance or 1.0]):
+        recommended = model.recommended_guidance or 1.0
+        scales = [recommended if s == "recommended" else float(s) for s in args.mnist_guidance]
+        for guidance in dict.fromkeys(scales):
             point = measure_point(model, labels, train, heldout, torch.arange(len(train)), judge, args, sampler,
                                   guidance, cache / f"mnist_s{guidance:g}", shown, f"mnist_s{guidance:g}")
             point.update(checkpoint=args.mnist_checkpoint, steps=model.extra["steps"],
