@@ -16,7 +16,8 @@ the H held-out real images score (:func:`tinydiff.evaluation.real_floor`):
 - precision and recall (Kynkäänniemi et al. 2019, k = 3) against H random training images, at N = H (floor: the
   held-out images against the same training images), and of all n samples against all training images;
 - memorisation (:func:`tinydiff.memorisation.measure_memorisation`) in pixels and in features: the share of
-  samples that are near-copies of a training image and Carlini et al.'s share, beside their held-out floors.
+  samples that are near-copies of a training image and Carlini et al.'s share, beside their held-out floors;
+  for a model trained with flips (``extra.source.flip``), of a training image or its mirror image.
 
 It recommends the smallest scale whose class accuracy reaches ``--target`` (0.9) times the held-out accuracy
 (:func:`tinydiff.evaluation.recommend_guidance`). Unless ``--no-write``, the results go into the checkpoint's JSON
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     if judge.classifier.config.get("num_classes") != n_classes:
         raise SystemExit(f"--classifier {args.classifier} tells {judge.classifier.config.get('num_classes')} classes "
                          f"apart, {args.data} has {n_classes}: pass the classifier trained on {args.data}")
+    # a model trained on randomly mirrored images may copy a mirror image: count those as copies too
+    mirrored = bool(read_config(args.checkpoint).get("extra", {}).get("source", {}).get("flip", False))
     labels = stratified_labels(train_labels, n) if args.labels == "data" else balanced_labels(n, n_classes)
     real = real_images(judge.classifier, train, heldout, heldout_labels, seed=args.seed)
     floor = real_floor(judge.classifier, real, k=args.k)
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         samples = sample_digits(model, labels, sampler=sampler, guidance=scale, seed=args.seed,
                                 batch_size=args.batch_size, cache_dir=cache, progress=False)
         seconds = time.time() - start
-        reports[scale] = image_report(judge.classifier, samples, labels, real, k=args.k, floor=floor)
+        reports[scale] = image_report(judge.classifier, samples, labels, real, k=args.k, floor=floor, mirrored=mirrored)
         rows.append(rounded(row(scale, reports[scale], seconds)))
         print(describe(rows[-1]), flush=True)
     best, rule = recommend_guidance(reports, args.target)

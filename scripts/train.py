@@ -12,6 +12,9 @@ under DIR (:func:`tinydiff.data.load_folder`), centre-cropped and resized to ``-
 are the classes (torchvision's ``ImageFolder`` convention) and the model is class-conditional (trained with
 label dropout ``p_uncond`` for classifier-free guidance); otherwise, or with ``--unconditional``, it is not.
 ``--flip`` mirrors each training image left-right with probability 1/2, drawn afresh for every batch.
+``--limit N`` trains on N of the images only: a random subset drawn with ``--limit-seed`` (the images of the
+subset keep their order), whose indices into the full set go into the checkpoint's JSON -- the small training
+sets of a memorisation experiment (``benchmarks/memorisation.py``).
 
 The UNet is the config's ``model`` section with ``in_channels`` and ``num_classes`` set from the data;
 schedule, optimiser, EMA and seed come from the config as in ``scripts/train_mnist.py`` (which stays the
@@ -24,7 +27,10 @@ default: the data set's or folder's name):
   too: the losses travel in the training state's JSON);
 * ``state.safetensors`` every ``--save-every`` steps: the full training state, which ``--resume`` continues;
 * ``model.safetensors`` + ``model.json`` at the end (or ``--output``): the EMA weights, with the schedule,
-  the data's shape and class names and the run's facts in the JSON, which ``scripts/sample.py`` samples.
+  the data's shape and class names and the run's facts in the JSON, which ``scripts/sample.py`` samples;
+* ``model_<step>.safetensors`` + ``.json`` at each step of ``--snapshot-at``: the EMA weights then, the same
+  checkpoint as a run stopped there would have written -- with a constant learning rate (a config whose
+  ``lr_schedule`` is ``"constant"``) one run gives the models of several training lengths.
 
 On several GPUs, launch the same command with torchrun (the config's ``batch_size`` is the global batch,
 split over the processes; :mod:`tinydiff.distributed`); only rank 0 prints, draws grids and saves::
@@ -74,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels", type=int, default=3, choices=(1, 3), help="--images: 3 = RGB, 1 = grayscale")
     p.add_argument("--unconditional", action="store_true", help="ignore class sub-folders / labels")
     p.add_argument("--flip", action="store_true", help="mirror training images left-right at random")
+    p.add_argument("--limit", type=int, help="train on a random subset of this many images (default: all)")
+    p.add_argument("--limit-seed", type=int, default=0, help="seed of the --limit subset (default 0)")
     p.add_argument("--config", help="model/schedule/train JSON (default: configs/emoji_ddpm.json, or "
                    "configs/mnist_ddpm.json for --data mnist)")
     p.add_argument("--name", help="run folder runs/<name>/ (default: the data set's or the folder's name)")
@@ -85,6 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", help="a runs/<name>/state.safetensors written by this script")
     p.add_argument("--save-every", type=int, default=500, help="steps between training-state saves")
     p.add_argument("--sample-every", type=int, default=500, help="steps between sample grids and loss curves")
+    p.add_argument("--snapshot-at", type=int, nargs="+", default=[], metavar="STEP",
+                   help="also save the EMA weights at these steps, as <output>_<step>.safetensors/.json")
     p.add_argument("--grid-sampler", default=None, help="sampler of the grids (default ddim:50; flow-heun:10 for "
                    "a flow-matching config)")
     p.add_argument("--channels-last", action="store_true", help="channels-last weights (faster CPU convolutions)")
@@ -114,6 +124,18 @@ def load_data(args: argparse.Namespace, multiple: int, batch_size: int) -> tuple
         data = load_emoji("train", size)
     check_batch_size(len(data.images), batch_size, f"--data {args.data}")
     return data, {"data": args.data, "size": size}
+
+
+def subset(data: ImageSet, limit: int, seed: int) -> tuple[ImageSet, list[int]]:
+    """``limit`` of the images of ``data``, drawn at random without replacement with ``seed`` (in their order in
+    ``data``), and their indices into it."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= len(data.images):
+        raise ValueError(f"--limit must be a number of images from 1 to the {len(data.images)} of the data set, "
+                         f"got {limit!r}")
+    index = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+    labels = data.labels[index] if data.labels is not None else None
+    names = tuple(data.names[i] for i in index.tolist()) if data.names else data.names
+    return ImageSet(data.images[index], labels, data.classes, names), index.tolist()
 
 
 def draw_grid(net, schedule, prediction: str, shape: tuple[int, ...], labels: torch.Tensor | None, n: int,
@@ -180,11 +202,18 @@ def main(argv: list[str] | None = None) -> None:
     output = Path(args.output) if args.output else run / "model"
     state_path = run / "state"
 
+    subset_index = None
     multiple = 2 ** (len(model_cfg.get("mults", inspect.signature(UNet).parameters["mults"].default)) - 1)  # UNet.size_multiple
     try:
         data, source = load_data(args, multiple, tc["batch_size"])
+        if args.limit is not None:
+            data, subset_index = subset(data, args.limit, args.limit_seed)
+            check_batch_size(len(data.images), tc["batch_size"], f"--limit {args.limit}")
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         sys.exit(f"{'--images' if args.images else '--data'}: {err}")
+    bad = [s for s in args.snapshot_at if not 1 <= s <= tc["steps"]]
+    if bad:
+        sys.exit(f"--snapshot-at: steps must lie from 1 to the run's {tc['steps']} steps, got {bad}")
     images, labels, classes = data.images, data.labels, data.classes
     if args.unconditional:
         labels, classes = None, ()
@@ -234,6 +263,19 @@ def main(argv: list[str] | None = None) -> None:
     def facts(elapsed: float) -> dict:  # what the training state's JSON keeps for a resumed run
         return {"wall_time_s": elapsed_before + elapsed, "losses": [float(f"{v:.5g}") for v in losses]}
 
+    def checkpoint_facts(state, elapsed: float) -> dict:  # what a checkpoint's JSON records of the run
+        extra = cli.training_facts(cfg, tc, step=state.step, steps_run=state.step - first_step,
+                                   wall_time_s=elapsed_before + elapsed, elapsed=elapsed, device=device,
+                                   processes=world.size, channels_last=args.channels_last, parameters=n_params,
+                                   losses=losses, data_shape=images.shape[1:])
+        extra["source"] = {**source, "flip": args.flip, "n_images": len(images)}
+        if subset_index is not None:
+            extra["source"].update(limit=args.limit, limit_seed=args.limit_seed, indices=subset_index)
+        extra["classes"] = list(classes)
+        if flow_matching:
+            extra["sampler"] = tc.get("sampler", "flow-heun:10")
+        return extra
+
     grids: list[Path] = []
     state = resume
     for state in train(
@@ -246,6 +288,11 @@ def main(argv: list[str] | None = None) -> None:
     ):
         losses.append(float(state.loss))
         elapsed = time.time() - start
+        if world.is_main and state.step in args.snapshot_at:
+            snapshot = output.with_name(f"{output.name}_{state.step}")
+            save_checkpoint(snapshot, state.ema if state.ema is not None else state.model, model_cfg,
+                            extra=checkpoint_facts(state, elapsed))
+            log(f"step {state.step}: wrote the snapshot {snapshot}.safetensors")
         if world.is_main and state.step % args.save_every == 0:
             save_training_state(state_path, state, extra=facts(elapsed))
         if world.is_main and (state.step % args.sample_every == 0 or state.step == tc["steps"]):
@@ -267,14 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     save_training_state(state_path, state, extra=facts(elapsed))
     save_loss_curve(run / "loss.png", losses, state.step - len(losses))
 
-    extra = cli.training_facts(cfg, tc, step=state.step, steps_run=state.step - first_step,
-                               wall_time_s=elapsed_before + elapsed, elapsed=elapsed, device=device,
-                               processes=world.size, channels_last=args.channels_last, parameters=n_params,
-                               losses=losses, data_shape=images.shape[1:])
-    extra["source"] = {**source, "flip": args.flip, "n_images": len(images)}
-    extra["classes"] = list(classes)
-    if flow_matching:
-        extra["sampler"] = tc.get("sampler", "flow-heun:10")
+    extra = checkpoint_facts(state, elapsed)
     path = save_checkpoint(output, state.ema if state.ema is not None else state.model, model_cfg, extra=extra)
     print(f"Done: {state.step} steps in {extra['wall_time_s'] / 60:.1f} min ({extra['steps_per_s']} steps/s). "
           f"Checkpoint {path} (EMA weights; sample it with: python scripts/sample.py --checkpoint {output}); "

@@ -561,3 +561,33 @@ def test_masked_attention_right_stub_and_mistakes():
     for words, wrong in named.items():
         verdict = checks.check_masked_attention(wrong)
         assert not verdict.ok and "looks like" in verdict.message and words in verdict.message, (words, verdict)
+
+
+# --- notebook 14: k-NN precision, the copy ratio, the shifted schedule ----------------------------------------
+
+
+def test_knn_precision_right_and_mistakes():
+    def precision(real, generated, k):  # Kynkaenniemi et al. 2019, eqs. 1-2, written out
+        radii = torch.cdist(real, real).sort(dim=1).values[:, k]  # column 0 is the point itself
+        return (torch.cdist(generated, real) <= radii).any(dim=1).double().mean()
+
+    assert checks.check_knn_precision(precision).ok
+    assert "roles swapped" in str(checks.check_knn_precision(lambda r, g, k: precision(g, r, k)))
+    assert "its own nearest" in str(checks.check_knn_precision(lambda r, g, k: precision(r, g, k - 1)))
+    assert "not done yet" in str(checks.check_knn_precision(stub))
+
+
+def test_copy_ratio_right_and_mistakes():
+    def nearest(a, b):
+        return torch.cdist(a, b).min(dim=1).values
+
+    assert checks.check_copy_ratio(lambda s, t, h: nearest(s, t) / nearest(h, t).median()).ok
+    assert "MEAN" in str(checks.check_copy_ratio(lambda s, t, h: nearest(s, t) / nearest(h, t).mean()))
+    assert "squared" in str(checks.check_copy_ratio(lambda s, t, h: nearest(s, t) ** 2 / nearest(h, t).median() ** 2))
+
+
+def test_shifted_alpha_bar_right_and_mistakes():
+    right = lambda ab, base, size: torch.sigmoid(torch.logit(ab) + 2 * math.log(base / size))
+    assert checks.check_shifted_alpha_bar(right).ok
+    assert "wrong sign" in str(checks.check_shifted_alpha_bar(lambda ab, b, s: right(ab, s, b)))
+    assert "AREA" in str(checks.check_shifted_alpha_bar(lambda ab, b, s: torch.sigmoid(torch.logit(ab) + math.log(b / s))))

@@ -151,6 +151,15 @@ def test_copies_of_the_training_images_are_memorised(toy):
         image_report(classifier, real.train[:10], torch.zeros(10, dtype=torch.long), real)  # fewer than 20
 
 
+def test_mirror_images_of_training_images_count_as_copies_only_when_the_model_trained_with_flips(toy):
+    classifier, real = toy
+    mirrors = real.train[:20].flip(-1)
+    plain = image_report(classifier, mirrors, torch.arange(20) % 4, real)["memorisation"]
+    flipped = image_report(classifier, mirrors, torch.arange(20) % 4, real, mirrored=True)["memorisation"]
+    assert not plain["mirrored"] and flipped["mirrored"]
+    assert plain["pixels"]["memorised_share"] == 0.0 and flipped["pixels"]["memorised_share"] == 1.0
+
+
 def test_recommend_guidance_takes_the_smallest_scale_that_reaches_the_target():
     reports = {1.0: {"accuracy_ratio": 0.7}, 2.0: {"accuracy_ratio": 0.93}, 3.0: {"accuracy_ratio": 0.97}}
     assert recommend_guidance(reports, 0.9)[0] == 2.0

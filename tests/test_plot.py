@@ -216,3 +216,27 @@ def test_copies_figure_pairs_each_sample_with_its_nearest_training_image():
     with pytest.raises(ValueError, match="one shape"):
         plot.copies_figure(samples[:2], train[:3], m.ratio[:2])
     plt.close(fig)
+
+
+def test_memorisation_curve_draws_each_length_against_size_above_the_floor():
+    def point(n, length, steps, share, floor):
+        return {"n_train": n, "length": length, "steps": steps,
+                "pixels": {"share": share, "heldout_share": floor, "carlini_share": share / 2,
+                           "heldout_carlini_share": floor / 2}}
+
+    results = {"emoji": [point(100, "4x", 1600, 0.6, 0.01), point(100, "1x", 400, 0.2, 0.02),
+                         point(1289, "1x", 400, 0.0, 0.0), point(1289, "4x", 1600, 0.05, 0.0)]}
+    ax = plot.memorisation_curve(results)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines) == ["1x (400 steps)", "4x (1600 steps)", "held-out images (floor)"]
+    assert lines["4x (1600 steps)"].get_xdata().tolist() == [100, 1289]
+    assert lines["4x (1600 steps)"].get_ydata().tolist() == [0.6, 0.05]
+    assert lines["held-out images (floor)"].get_ydata().tolist() == [0.02, 0.0]  # the highest floor per size
+    assert ax.get_xscale() == "log"
+    carlini = plot.memorisation_curve(results, criterion="carlini_share")
+    assert carlini.get_lines()[1].get_ydata().tolist() == [0.3, 0.025]
+    with pytest.raises(ValueError, match="no 'emoji' points measured in 'features'"):
+        plot.memorisation_curve(results, space="features")
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        plot.memorisation_curve(results, criterion="ratio")
+    plt.close("all")

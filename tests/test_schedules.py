@@ -103,3 +103,18 @@ def test_schedules_compare_by_name_and_betas():
     assert schedules.Schedule("mine", schedules.linear(100).betas) != schedules.linear(100)  # same betas, another name
     assert len({schedules.cosine(100), schedules.cosine(100)}) == 1  # hashable, consistently with ==
     assert schedules.cosine(10) != "cosine"
+
+
+def test_the_shifted_schedule_divides_the_snr_by_the_square_of_the_size_ratio():
+    """Hoogeboom et al. 2023, Sec. 3.1: lambda' = lambda + 2 log(base / size), i.e. SNR' = SNR (base / size)^2."""
+    cosine = schedules.cosine(1000)
+    moved = schedules.shifted(cosine, base=32, size=64)
+    assert moved.T == cosine.T and moved.name == "cosine shifted 32->64"
+    clipped = int((moved.betas >= 0.999).sum())  # the formula holds up to the first clipped beta (the last step)
+    assert clipped <= 1
+    ratio = (moved.snr / cosine.snr)[: 1000 - clipped]
+    torch.testing.assert_close(ratio, torch.full_like(ratio, 0.25), rtol=1e-9, atol=0)
+    same = schedules.shifted(cosine, base=32, size=32)
+    torch.testing.assert_close(same.alpha_bars, cosine.alpha_bars, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="size must be a positive integer"):
+        schedules.shifted(cosine, base=32, size=0)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -96,12 +97,53 @@ def test_train_unconditional_with_flips_and_sample_py(pictures, config, tmp_path
     assert arrays["samples"].shape == (3, 1, 16, 16) and "labels" not in arrays
 
 
+def test_train_limit_takes_a_seeded_subset_and_snapshots_are_the_ema_of_their_step(pictures, config, tmp_path,
+                                                                                    load_script):
+    train, runs = load_script("train"), tmp_path / "runs"
+    train.main(run_args(pictures, config, runs, "few", "--limit", "10", "--snapshot-at", "2", "4"))
+    run = runs / "few"
+    source = json.loads((run / "model.json").read_text())["extra"]["source"]
+    assert source["n_images"] == 10 and source["limit"] == 10 and source["limit_seed"] == 0
+    assert source["indices"] == sorted(set(source["indices"])) and len(source["indices"]) == 10
+    assert all(0 <= i < 16 for i in source["indices"])
+    snapshot = json.loads((run / "model_2.json").read_text())["extra"]
+    assert snapshot["steps"] == 2 and snapshot["source"] == source
+    last, final = load_file(run / "model_4.safetensors"), load_file(run / "model.safetensors")
+    assert all(torch.equal(last[k], final[k]) for k in final)  # the snapshot at the last step is the final model
+    early = load_file(run / "model_2.safetensors")
+    assert any(not torch.equal(early[k], final[k]) for k in final)
+    # the same seed draws the same subset; another seed another one
+    train.main(run_args(pictures, config, runs, "again", "--limit", "10", "--steps", "2"))
+    assert json.loads((runs / "again" / "model.json").read_text())["extra"]["source"]["indices"] == source["indices"]
+    train.main(run_args(pictures, config, runs, "other", "--limit", "10", "--limit-seed", "1", "--steps", "2"))
+    assert json.loads((runs / "other" / "model.json").read_text())["extra"]["source"]["indices"] != source["indices"]
+
+
+def test_subset_is_drawn_without_replacement_in_order(load_script):
+    from tinydiff.data import ImageSet
+
+    module = load_script("train")
+    data = ImageSet(torch.arange(20.0).view(20, 1, 1, 1), torch.arange(20) % 3, ("a", "b", "c"),
+                    tuple("abcdefghijklmnopqrst"))
+    part, index = module.subset(data, 7, seed=3)
+    assert index == sorted(set(index)) and len(index) == 7
+    assert part.images.flatten().tolist() == [float(i) for i in index]  # image i of the subset is image index[i]
+    assert part.labels.tolist() == [i % 3 for i in index] and part.names == tuple(data.names[i] for i in index)
+    assert module.subset(data, 20, seed=0)[1] == list(range(20))
+    for bad in (0, 21, 2.5, True):
+        with pytest.raises(ValueError, match="--limit must be a number of images from 1 to the 20"):
+            module.subset(data, bad, seed=0)
+
+
 @pytest.mark.parametrize("case, more, message", [
     ("empty", [], "no image files"),
     ("pictures", ["--size", "15"], "size 15 is not a multiple of 2"),
     ("pictures", ["--batch-size", "32"], "fewer than the batch size 32"),
     ("missing", [], "image folder not found"),
     ("pictures", ["--sample-every", "0"], "--sample-every must be at least 1"),
+    ("pictures", ["--limit", "17"], "--limit must be a number of images from 1 to the 16"),
+    ("pictures", ["--limit", "4"], "fewer than the batch size 8"),
+    ("pictures", ["--snapshot-at", "2", "9"], r"--snapshot-at: steps must lie from 1 to the run's 4 steps, got \[9\]"),
 ])
 def test_train_bad_input_says_what_to_fix(case, more, message, pictures, config, tmp_path, load_script):
     folder = {"empty": tmp_path / "empty", "missing": tmp_path / "missing", "pictures": pictures}[case]
@@ -114,8 +156,6 @@ def test_train_bad_input_says_what_to_fix(case, more, message, pictures, config,
 
 
 def test_train_takes_device_and_the_emoji_config_builds_a_colour_unet(load_script, capsys):
-    import torch
-
     from tinydiff.models import UNet
 
     script = load_script("train")

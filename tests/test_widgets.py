@@ -252,6 +252,95 @@ def test_guidance_explorer_rejects_bad_arguments():
         widgets.guidance_explorer(UNet(channels=8, mults=(1, 2), num_classes=10), schedules.cosine(50), digit=12)
 
 
+def colour_checkpoint(path):
+    """A random-weight colour model of notebook 14's kind, small: 3 channels, 3 named classes, v-prediction;
+    saved and loaded the way the shipped emoji model is (its JSON's extra.classes, as scripts/train.py writes it)."""
+    from tinydiff.checkpoint import save_checkpoint
+    from tinydiff.models import UNet
+    from tinydiff.pretrained import load_diffusion_model
+
+    torch.manual_seed(0)
+    net = UNet(channels=8, mults=(1, 2), num_classes=3, in_channels=3).eval()
+    with torch.no_grad():  # a non-zero output layer, so the class and the scale change the picture
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    extra = {"schedule": {"name": "cosine", "T": 50}, "train": {"prediction": "v"}, "data_shape": [3, 16, 16],
+             "classes": ["red things", "green things", "blue things"]}
+    save_checkpoint(path, net, extra=extra)
+    return load_diffusion_model(path)
+
+
+@pytest.fixture
+def colour_model(tmp_path):
+    return colour_checkpoint(tmp_path / "colour")
+
+
+def test_diffusion_model_reads_its_class_names(colour_model, tmp_path):
+    from tinydiff.checkpoint import update_extra
+    from tinydiff.pretrained import load_diffusion_model
+
+    assert colour_model.classes == ("red things", "green things", "blue things")
+    assert colour_model.sample_shape == (3, 16, 16) and demos.image_shape(colour_model.net) == (3, 32, 32)
+    update_extra(tmp_path / "colour", classes=[])  # an unconditional run records no names (scripts/train.py)
+    assert load_diffusion_model(tmp_path / "colour").classes is None
+    update_extra(tmp_path / "colour", classes=None)
+    assert load_diffusion_model(tmp_path / "colour").classes is None
+
+
+def test_guidance_explorer_picks_a_named_class_and_redraws_in_colour(colour_model):
+    m = colour_model
+    widget = widgets.guidance_explorer(m.net, m.schedule, digit="green things", scale=1.0, n=3, steps=2,
+                                       prediction=m.prediction, classes=m.classes, shape=m.sample_shape)
+    row = widget.children[0]
+    assert [type(c).__name__ for c in row.children] == ["Dropdown", "FloatSlider"]  # the scale: the main slider
+    assert widget.label.options == (("red things", 0), ("green things", 1), ("blue things", 2))
+    assert (widget.label.label, widget.label.value, widget.label.description) == ("green things", 1, "class")
+    first = bytes(widget.image.value)
+    widget.scale.value = 4.0
+    scaled = bytes(widget.image.value)
+    widget.label.value = 2
+    assert len({first, scaled, bytes(widget.image.value)}) == 3
+    widget.label.value, widget.scale.value = 1, 1.0  # fixed noise: back to the first picture
+    assert bytes(widget.image.value) == first
+    same = widgets.guidance_explorer(m.net, m.schedule, digit=1, n=3, steps=2, prediction=m.prediction,
+                                     classes=m.classes, shape=m.sample_shape)  # a class by index; the same seed
+    other = widgets.guidance_explorer(m.net, m.schedule, digit=1, n=3, steps=2, prediction=m.prediction,
+                                      classes=m.classes, shape=m.sample_shape, seed=1)
+    assert bytes(same.image.value) == first and bytes(other.image.value) != first
+
+
+def test_guidance_figure_draws_colour_images_as_they_are(colour_model):
+    """The row shows the samples' own colours: (x + 1) / 2 per channel, an RGB image (no colormap), and the title
+    names the class."""
+    from tinydiff.guidance import guided_digits
+
+    m = colour_model
+    fig = demos.guidance_figure(m.net, m.schedule, "blue things", 3.0, n=3, steps=2, seed=4, prediction="v",
+                                classes=m.classes, shape=(3, 16, 16))
+    x = guided_digits(m.net, m.schedule, 2, 3.0, n=3, steps=2, seed=4, prediction="v", shape=(3, 16, 16))
+    shown = fig.axes[0].get_images()[0].get_array()
+    assert shown.shape == (16 + 2, 3 * 17 + 1, 3)
+    np.testing.assert_allclose(shown[1:17, 1:17], ((x[0].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy(), atol=1e-6)
+    assert x[0].std(dim=(1, 2)).min() > 0 and not torch.allclose(x[0, 0], x[0, 1])  # a true colour image
+    assert fig.axes[0].get_title() == "blue things, guidance scale s = 3 (DDIM-2)"
+    plt.close(fig)
+    fig = demos.guidance_figure(m.net, m.schedule, 0, 0.0, n=1, steps=1, classes=m.classes, shape=(3, 16, 16))
+    assert fig.axes[0].get_title() == "s = 0: the unconditional model, red things ignored (DDIM-1)"
+    plt.close(fig)
+
+
+def test_guidance_explorer_names_the_classes_it_knows(colour_model):
+    m = colour_model
+    with pytest.raises(ValueError, match="unknown class 'cats'; the model's classes are: 'red things'"):
+        widgets.guidance_explorer(m.net, m.schedule, digit="cats", classes=m.classes)
+    with pytest.raises(ValueError, match="needs the model's class names"):
+        widgets.guidance_explorer(m.net, m.schedule, digit="red things")
+    with pytest.raises(ValueError, match="classes has 2 names but the network has 3 classes"):
+        widgets.guidance_explorer(m.net, m.schedule, digit=0, classes=("a", "b"))
+    with pytest.raises(ValueError, match="class must be one of 0..2 or a class name, got 3"):
+        demos.guidance_figure(m.net, m.schedule, 3, 1.0, classes=m.classes)
+
+
 # --- notebook 11: few-step samplers side by side ----------------------------------------------------
 
 

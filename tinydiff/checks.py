@@ -768,3 +768,76 @@ def check_masked_attention(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor
     }
     return compare("masked attention", lambda: fn(q.clone(), k.clone(), v.clone(), mask.clone()), expected, mistakes)
 
+
+
+# --- notebook 14: precision and recall, the copy ratio, the shifted schedule ------------------------------------
+
+
+def _feature_sets(seed: int) -> tuple[Tensor, Tensor]:
+    """Real points [40, 2] ~ N(0, I) and generated points [30, 2] ~ N(0.8, 1.3^2 I): partly overlapping sets."""
+    g = torch.Generator().manual_seed(seed)
+    real = torch.randn(40, 2, generator=g, dtype=torch.float64)
+    return real, 1.3 * torch.randn(30, 2, generator=g, dtype=torch.float64) + 0.8
+
+
+def check_knn_precision(fn: Callable[[Tensor, Tensor, int], Tensor]) -> Verdict:
+    """Grade ``fn(real, generated, k)`` -> improved precision, the share of generated points inside the k-NN
+    manifold of the real ones (Kynkaenniemi et al. 2019, Sec. 2, eqs. 1-2), a 0-d tensor, against
+    ``metrics.precision_recall``. Shapes: real [N, F], generated [M, F], an int k -> []."""
+    from .metrics import precision_recall
+
+    real, generated = _feature_sets(36)  # precision 0.83, recall 0.80; k = 1, 2 give 0.50, 0.70
+    k = 3
+    result = precision_recall(real, generated, k)
+
+    def share_inside(points: Tensor, reference: Tensor, kth: int) -> Tensor:
+        radii = torch.cdist(reference, reference).sort(dim=1).values[:, kth]
+        return (torch.cdist(points, reference) <= radii).any(dim=1).double().mean()
+
+    mistakes = {
+        "recall: the share of REAL points inside the generated manifold (the roles swapped)":
+            torch.tensor(result.recall, dtype=torch.float64),
+        "radii to the (k-1)-th other point: each point counted as its own nearest neighbour": share_inside(generated, real, k - 1),
+        "radii to the nearest other point (k = 1), not the k-th": share_inside(generated, real, 1),
+    }
+    return compare("k-NN precision", lambda: fn(real.clone(), generated.clone(), k),
+                   torch.tensor(result.precision, dtype=torch.float64), mistakes)
+
+
+def check_copy_ratio(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(samples, train, heldout)`` -> each sample's distance to its nearest training image over the median
+    nearest-training distance of the held-out images (``memorisation.measure_memorisation``'s ratio), against that
+    function. Shapes: samples [M, D], train [N, D], heldout [H, D] -> [M]."""
+    from .memorisation import measure_memorisation
+
+    g = torch.Generator().manual_seed(28)
+    train = torch.randn(30, 5, generator=g, dtype=torch.float64)
+    heldout = torch.randn(11, 5, generator=g, dtype=torch.float64)
+    samples = torch.cat([train[:4] + 0.01 * torch.randn(4, 5, generator=g, dtype=torch.float64),
+                         torch.randn(6, 5, generator=g, dtype=torch.float64)])
+    found = measure_memorisation(samples, train, heldout, n_neighbours=5)
+    d_s = torch.cdist(samples, train).min(dim=1).values
+    d_h = torch.cdist(heldout, train).min(dim=1).values
+    mistakes = {
+        "divided by the MEAN held-out distance, not the median": d_s / d_h.mean(),
+        "squared distances": d_s**2 / d_h.median() ** 2,
+        "the held-out images' distances to each other, not to the training set":
+            d_s / torch.cdist(heldout, heldout).fill_diagonal_(float("inf")).min(dim=1).values.median(),
+        "the samples' own median as the scale, not the held-out images'": d_s / d_s.median(),
+    }
+    return compare("copy ratio", lambda: fn(samples.clone(), train.clone(), heldout.clone()), found.ratio, mistakes)
+
+
+def check_shifted_alpha_bar(fn: Callable[[Tensor, int, int], Tensor]) -> Verdict:
+    """Grade ``fn(alpha_bars, base, size)`` -> alpha_bar' = sigmoid(log SNR + 2 log(base / size)), the shifted
+    schedule (Hoogeboom et al. 2023, Sec. 3.1), against ``schedules.shifted``. Shapes: [T] and two ints -> [T]."""
+    cosine = schedules.cosine(50)
+    ab, log_snr = cosine.alpha_bars[:-1], cosine.log_snr[:-1]  # the last beta is clipped in the library's version
+    expected = schedules.shifted(cosine, 32, 64).alpha_bars[:-1]
+    mistakes = {
+        "the shift with the wrong sign: a larger image made LESS noisy": torch.sigmoid(log_snr + 2 * math.log(2)),
+        "log(base / size), not 2 log(base / size): the SNR scales with the AREA, (size / base)^2":
+            torch.sigmoid(log_snr - math.log(2)),
+        "alpha_bar itself divided by 4, not the SNR": ab / 4,
+    }
+    return compare("shifted schedule", lambda: fn(ab.clone(), 32, 64), expected, mistakes)

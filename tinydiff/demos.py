@@ -8,14 +8,19 @@ device, and the same controls always give the same picture.
 
 - :func:`langevin_figure`    plain or annealed Langevin on a mixture, with mode occupancy
 - :func:`ddim_paths_figure`  DDIM paths from fixed 2-D starts for one eta
-- :func:`guidance_figure`    digits of one class under classifier-free guidance at one scale
+- :func:`guidance_figure`    images of one class under classifier-free guidance at one scale (digits, or colour
+  images of a named class)
 - :func:`few_step_figure`    several few-step samplers side by side at one number of steps
 - :func:`adapter_figure`     digits from an adapted network at one adapter scale (the network is left as it was)
 - :func:`prompt_figure`      digits for one prompt from a text-conditioned model
+
+:func:`class_index` (a class by index or by name) and :func:`image_shape` (a network's image shape) are the
+checks and defaults :func:`guidance_figure` and its widget share.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -90,27 +95,68 @@ def ddim_paths_figure(
     return plot.paths_figure(trajectory.xs, density, rf"DDIM-{steps}, $\eta$ = {eta:.2f}", fig=fig, lim=lim)
 
 
+def class_index(label: int | str, classes: Sequence[str] | None, num_classes: int) -> int:
+    """The index of the class ``label`` of a network with ``num_classes`` classes: ``label`` itself (0 ..
+    num_classes - 1), or with ``classes`` -- the model's class names, label i is ``classes[i]``
+    (:attr:`tinydiff.pretrained.DiffusionModel.classes`) -- a class's name or index."""
+    if classes is not None:
+        if len(classes) != num_classes:
+            raise ValueError(f"classes has {len(classes)} names but the network has {num_classes} classes: pass the "
+                             "model's own class names (DiffusionModel.classes)")
+        if isinstance(label, str):
+            if label not in classes:
+                raise ValueError(f"unknown class {label!r}; the model's classes are: {', '.join(map(repr, classes))}")
+            return list(classes).index(label)
+    elif isinstance(label, str):
+        raise ValueError(f"a class by name ({label!r}) needs the model's class names: pass classes=model.classes")
+    if isinstance(label, bool) or not isinstance(label, numbers.Integral) or not 0 <= label < num_classes:
+        what = "digit" if classes is None else "class"
+        raise ValueError(f"{what} must be one of 0..{num_classes - 1}" + ("" if classes is None else " or a class name")
+                         + f", got {label!r}")
+    return int(label)
+
+
+def image_shape(net: torch.nn.Module, size: int = 32) -> tuple[int, int, int]:
+    """One image's shape (C, size, size) for a pixel-space network: C is its ``in_channels`` (1 for MNIST, 3 for
+    colour; the config of a :class:`~tinydiff.models.UNet`, or of the UNet a TextUNet wraps), 1 if it records none."""
+    config = getattr(net, "config", None) or {}
+    config = config.get("unet", config)
+    return int(config.get("in_channels", 1)), size, size
+
+
 def guidance_figure(
     net: torch.nn.Module,
     schedule: Schedule,
-    digit: int,
+    digit: int | str,
     scale: float,
     n: int = 8,
     steps: int = 20,
     seed: int = 0,
     prediction: str = "epsilon",
     fig: FigureBase | None = None,
+    *,
+    classes: Sequence[str] | None = None,
+    shape: tuple[int, int, int] | None = None,
 ) -> FigureBase:
-    """``n`` samples of ``digit`` with classifier-free guidance at ``scale`` (DDIM, eta = 0; Ho & Salimans 2022,
+    """``n`` samples of one class with classifier-free guidance at ``scale`` (DDIM, eta = 0; Ho & Salimans 2022,
     eq. 6), as one row (:func:`tinydiff.plot.digit_row`).
 
-    The starting noise is fixed by ``seed``, so moving the scale changes only the guidance: the same x_T, pulled
-    harder towards the label. ``net`` is a class-conditional network with a null class
-    (:func:`tinydiff.guidance.classifier_free`).
+    ``digit`` is the class: its index, or with ``classes`` (the model's class names,
+    :attr:`tinydiff.pretrained.DiffusionModel.classes`) its name or index; the title then names the class.
+    ``shape`` is one image's (C, H, W), default (the network's in_channels, 32, 32): C = 3 is drawn in colour.
+    The starting noise is fixed by ``seed`` (a CPU generator), so moving the scale changes only the guidance: the
+    same x_T, pulled harder towards the label; the same seed gives the same row. ``net`` is a class-conditional
+    network with a null class (:func:`tinydiff.guidance.classifier_free`).
     """
-    x = guided_digits(net, schedule, digit, scale, n=n, steps=steps, seed=seed, prediction=prediction)
-    title = (f"s = 0: the unconditional model, the label {digit} is ignored (DDIM-{steps})" if scale == 0
-             else f"digit {digit}, guidance scale s = {scale:g} (DDIM-{steps})")
+    label = class_index(digit, classes, net.num_classes)
+    x = guided_digits(net, schedule, label, scale, n=n, steps=steps, seed=seed, prediction=prediction,
+                      shape=shape if shape is not None else image_shape(net))
+    if classes is None:
+        title = (f"s = 0: the unconditional model, the label {digit} is ignored (DDIM-{steps})" if scale == 0
+                 else f"digit {digit}, guidance scale s = {scale:g} (DDIM-{steps})")
+    else:
+        title = (f"s = 0: the unconditional model, {classes[label]} ignored (DDIM-{steps})" if scale == 0
+                 else f"{classes[label]}, guidance scale s = {scale:g} (DDIM-{steps})")
     return plot.digit_row(x, title, fig)
 
 

@@ -228,7 +228,7 @@ def real_floor(classifier: nn.Module, real: RealImages, *, k: int = 3) -> dict:
 
 
 def image_report(classifier: nn.Module, samples: Tensor, labels: Tensor, real: RealImages, *, k: int = 3,
-                 floor: dict | None = None) -> dict:
+                 floor: dict | None = None, mirrored: bool = False) -> dict:
     """A class-conditional generator's samples [M, C, H, W] for labels [M], read against ``real`` in the
     classifier's features, each number beside the real-vs-real ``floor`` (:func:`real_floor`; computed if None).
 
@@ -241,6 +241,8 @@ def image_report(classifier: nn.Module, samples: Tensor, labels: Tensor, real: R
       unless H = M);
     - ``memorisation``: :func:`~tinydiff.memorisation.measure_memorisation` in pixels and in features: the share
       of samples that are near-copies of a training image, beside the share of held-out images it calls copies;
+      With ``mirrored`` (a model trained on randomly flipped images), the training images *and their mirror
+      images* are the set a sample may copy, for the samples and the held-out floor alike;
     - ``diversity``: within-class diversity of the samples' features.
 
     Samples are clamped to [-1, 1]. M must be at least H; draw labels in the data's proportions
@@ -261,12 +263,24 @@ def image_report(classifier: nn.Module, samples: Tensor, labels: Tensor, real: R
         "matched": {"n": len(real.heldout), **_matched(features, real, k)},
         "full": {"fd": frechet_distance(features, real.train_features), "precision": pr.precision,
                  "recall": pr.recall},
-        "memorisation": {"pixels": memorisation_summary(measure_memorisation(x, real.train, real.heldout)),
-                         "features": memorisation_summary(measure_memorisation(features, real.train_features,
-                                                                               real.heldout_features))},
+        "memorisation": memorisation_report(classifier, x, features, real, mirrored=mirrored),
         "diversity": within_class_diversity(features, labels),
         "floor": floor,
     }
+
+
+def memorisation_report(classifier: nn.Module, samples: Tensor, features: Tensor, real: RealImages, *,
+                        mirrored: bool = False) -> dict:
+    """:func:`memorisation_summary` of samples [M, C, H, W] (and their classifier ``features`` [M, F]) against
+    ``real.train``, in pixels and in features, with ``real.heldout`` as the floor; with ``mirrored``, against the
+    training images and their left-right mirror images (what a model trained with random flips has seen)."""
+    train, train_features = real.train, real.train_features
+    if mirrored:
+        train = torch.cat([train, train.flip(-1)])
+        train_features = torch.cat([train_features, classifier_features(classifier, real.train.flip(-1))])
+    return {"mirrored": mirrored,
+            "pixels": memorisation_summary(measure_memorisation(samples, train, real.heldout)),
+            "features": memorisation_summary(measure_memorisation(features, train_features, real.heldout_features))}
 
 
 def recommend_guidance(reports: dict[float, dict], target: float = 0.9) -> tuple[float, str]:

@@ -573,3 +573,37 @@ def copies_figure(samples: Tensor, nearest: Tensor, scores: Tensor, label: str =
     for ax, text in ((axes[0, 0], "sample"), (axes[1, 0], "nearest\ntraining")):
         ax.text(-0.1, 0.5, text, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=8)
     return fig
+
+
+def memorisation_curve(results: dict, space: str = "pixels", criterion: str = "share",
+                       ax: plt.Axes | None = None) -> plt.Axes:
+    """Memorised share against training-set size, one line per training length, above the held-out floor.
+
+    ``results``: what ``benchmarks/memorisation.py`` writes -- its ``"emoji"`` list of points, each with
+    ``n_train``, ``length`` ("1x", "4x", ...), ``steps`` and, per ``space`` ("pixels" or "features"), the
+    :class:`tinydiff.memorisation.Memorisation` numbers ``share`` / ``heldout_share`` (``criterion="share"``:
+    ratio to the held-out median below the threshold) or ``carlini_share`` / ``heldout_carlini_share``
+    (``criterion="carlini_share"``: Carlini et al. 2023's relative distance below 1). The floor is the share of
+    held-out images the same rule calls copies (dashed; the highest over lengths at each size). Log-scaled x.
+    """
+    floors = {"share": "heldout_share", "carlini_share": "heldout_carlini_share"}
+    if criterion not in floors:
+        raise ValueError(f"criterion must be one of {', '.join(floors)}, got {criterion!r}")
+    points = [p for p in (results.get("emoji", []) if isinstance(results, dict) else []) if space in p]
+    if not points:
+        raise ValueError(f"results has no 'emoji' points measured in {space!r}: pass the dict that "
+                         "benchmarks/memorisation.py writes (json.load of benchmarks/results/memorisation.json)")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    sizes = sorted({p["n_train"] for p in points})
+    for length in sorted({p["length"] for p in points}, key=lambda s: float(s.rstrip("x"))):
+        line = sorted((p["n_train"], p[space][criterion], p["steps"]) for p in points if p["length"] == length)
+        ax.plot([n for n, _, _ in line], [v for _, v, _ in line], "o-", label=f"{length} ({line[0][2]} steps)")
+    floor = [max(p[space][floors[criterion]] for p in points if p["n_train"] == n) for n in sizes]
+    ax.plot(sizes, floor, "--", color="0.5", label="held-out images (floor)")
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+    ax.minorticks_off()
+    ax.set(xlabel="training images", ylabel=f"memorised share ({space})", ylim=(-0.02, 1.02))
+    ax.legend(fontsize=8)
+    return ax

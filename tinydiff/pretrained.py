@@ -30,7 +30,8 @@ class DiffusionModel:
     ``sampler`` the sampler it must be run with, if its JSON names one (``extra.sampler``: a distilled
     student's step count, a flow model's integrator); ``recommended_guidance`` the
     classifier-free guidance scale its evaluation recommends (1.0 = none; ``None`` if unmeasured);
-    ``extra`` the rest of the JSON's ``extra``. A latent diffusion model also has ``codec``
+    ``extra`` the rest of the JSON's ``extra``; ``classes`` a class-conditional model's class names, if it records
+    them. A latent diffusion model also has ``codec``
     (:class:`tinydiff.latent.LatentCodec`): it samples latents, and :meth:`to_images` decodes them.
     """
 
@@ -53,6 +54,14 @@ class DiffusionModel:
             return self.codec.latent_shape
         config = self.net.config.get("unet", self.net.config)  # a TextUNet keeps its UNet's arguments under "unet"
         return tuple(self.extra.get("data_shape", (config["in_channels"], 32, 32)))
+
+    @property
+    def classes(self) -> tuple[str, ...] | None:
+        """The class names of a class-conditional model, label i is ``classes[i]`` (``extra.classes``, which
+        scripts/train.py records from its data: the emoji categories, an image folder's subfolders); None when the
+        JSON names none (the MNIST models, whose labels are the digits, and unconditional models)."""
+        names = self.extra.get("classes")
+        return tuple(map(str, names)) if names else None
 
     @property
     def clip_x0(self) -> float | None:

@@ -201,6 +201,29 @@ def scaled_linear(T: int = 1000, beta_start: float = 0.00085, beta_end: float = 
     return Schedule("scaled_linear", torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64) ** 2)
 
 
+def shifted(schedule: Schedule, base: int, size: int, max_beta: float = 0.999) -> Schedule:
+    """``schedule`` moved to images of side ``size`` from the side ``base`` it was made for: the shifted schedule of
+    Hoogeboom, Heek & Salimans 2023 ("simple diffusion", Sec. 3.1),
+
+        lambda'(t) = lambda(t) + 2 log(base / size),        alpha_bar'(t) = sigmoid(lambda'(t)),
+
+    lambda = log SNR. Why: averaging the noisy image over (size/base) x (size/base) patches leaves the signal and
+    divides the noise variance by (size/base)^2, so at the same t a larger image keeps (size/base)^2 times the SNR
+    at the coarse scale; the shift takes that back. For size = 2 base (64 px from 32 px) every SNR is divided by 4.
+    Betas follow from consecutive ratios of alpha_bar', clipped at ``max_beta`` (as for ``cosine``), so the last
+    steps may differ from the formula where a beta is clipped. Returns a Schedule of the same T, named e.g.
+    ``"cosine shifted 32->64"``.
+    """
+    for name, value in (("base", base), ("size", size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer image side in pixels, got {value!r}")
+    log_snr = schedule.log_snr + 2.0 * math.log(base / size)
+    alpha_bars = torch.sigmoid(log_snr)
+    previous = torch.cat([alpha_bars.new_ones(1), alpha_bars[:-1]])
+    betas = (1.0 - alpha_bars / previous).clamp(min=1e-12, max=max_beta)
+    return Schedule(f"{schedule.name} shifted {base}->{size}", betas)
+
+
 _BUILDERS = {"linear": linear, "cosine": cosine, "sigmoid": sigmoid, "scaled_linear": scaled_linear}
 
 

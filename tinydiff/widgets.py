@@ -13,8 +13,8 @@ kernel) shows exactly what the widget shows.
 - :func:`langevin_explorer`: plain or annealed Langevin on a Gaussian mixture for a chosen step size and number
   of steps (:func:`tinydiff.demos.langevin_figure`).
 - :func:`ddim_eta_explorer`: DDIM paths from fixed starts for a chosen eta (:func:`tinydiff.demos.ddim_paths_figure`).
-- :func:`guidance_explorer`: digits of one class from fixed noise under classifier-free guidance at a chosen
-  scale (:func:`tinydiff.demos.guidance_figure`).
+- :func:`guidance_explorer`: images of one class from fixed noise under classifier-free guidance at a chosen
+  scale (:func:`tinydiff.demos.guidance_figure`): digits, or colour images of a class picked by name.
 - :func:`sdedit_explorer`: sketches and their SDEdit results for a chosen t0, computed beforehand
   (:func:`tinydiff.plot.sdedit_figure`).
 - :func:`few_step_explorer`: several samplers side by side at a chosen number of steps
@@ -238,20 +238,35 @@ DIGITS_DPI = 110
 """Rows of digits are drawn at the size and resolution they are shown at."""
 
 
-def guidance_explorer(net: torch.nn.Module, schedule: Schedule, digit: int = 3, scale: float = 1.0, n: int = 8,
-                      steps: int = 20, prediction: str = "epsilon") -> Explorer:
-    """The guidance explorer: pick a digit, move the scale s in [0, 8], and watch the same noises become that digit.
+def guidance_explorer(net: torch.nn.Module, schedule: Schedule, digit: int | str = 3, scale: float = 1.0, n: int = 8,
+                      steps: int = 20, prediction: str = "epsilon", *, classes: Sequence[str] | None = None,
+                      shape: tuple[int, int, int] | None = None, seed: int = 0) -> Explorer:
+    """The guidance explorer: pick a class, move the scale s in [0, 8], and watch the same noises become that class.
 
-    ``net`` is a class-conditional network ``net(x_t, t, y)`` with a ``null_class`` (e.g. the
-    shipped MNIST UNet). Returns an ipywidgets container; display it.
+    ``net`` is a class-conditional network ``net(x_t, t, y)`` with a ``null_class`` (e.g. the shipped MNIST UNet,
+    or the emoji UNet of notebook 14), sampled in pixel space with DDIM-``steps`` from ``n`` noises fixed by
+    ``seed`` (:func:`tinydiff.demos.guidance_figure`: the same seed and controls give the same row). Without
+    ``classes`` the class is a digit, picked from a dropdown of 0 .. K-1 (``explorer.digit``); with ``classes``,
+    the model's class names (:attr:`tinydiff.pretrained.DiffusionModel.classes`), it is picked by name
+    (``explorer.label``, whose value is the class's index) and ``digit`` may be a name. ``shape`` is one image's
+    (C, H, W), default (the network's in_channels, 32, 32); colour images are drawn in colour. The scale slider
+    is the explorer's only slider (``explorer.scale``). Returns an ipywidgets container; display it.
     """
     if getattr(net, "null_class", None) is None:
         raise ValueError("guidance_explorer needs a class-conditional network with a null class (UNet(num_classes=10))")
-    if not 0 <= digit < net.num_classes:
-        raise ValueError(f"digit must be one of 0..{net.num_classes - 1}, got {digit}")
-    draw = partial(demos.guidance_figure, net, schedule, n=n, steps=steps, prediction=prediction)
-    controls = {"digit": W.Dropdown(options=list(range(net.num_classes)), value=digit, description="digit"),
-                "scale": on_release(W.FloatSlider, scale, "scale s", min=0.0, max=8.0, step=0.5)}
+    label = demos.class_index(digit, classes, net.num_classes)
+    if classes is None:
+        choice = {"digit": W.Dropdown(options=list(range(net.num_classes)), value=label, description="digit")}
+    else:
+        choice = {"label": W.Dropdown(options=[(name, i) for i, name in enumerate(classes)], value=label,
+                                      description="class")}
+    (key,) = choice
+
+    def draw(scale: float, fig: Figure, **chosen: int) -> None:  # chosen: the class control's value, by its name
+        demos.guidance_figure(net, schedule, chosen[key], scale, n=n, steps=steps, seed=seed, prediction=prediction,
+                              fig=fig, classes=classes, shape=shape)
+
+    controls = {**choice, "scale": on_release(W.FloatSlider, scale, "scale s", min=0.0, max=8.0, step=0.5)}
     return Explorer(draw, [controls], figsize=(0.6 * n, 0.9), dpi=DIGITS_DPI)
 
 
