@@ -19,8 +19,8 @@ the H held-out real images score (:func:`tinydiff.evaluation.real_floor`):
   samples that are near-copies of a training image and Carlini et al.'s share, beside their held-out floors;
   for a model trained with flips (``extra.source.flip``), of a training image or its mirror image.
 
-It recommends the smallest scale whose class accuracy reaches ``--target`` (0.9) times the held-out accuracy
-(:func:`tinydiff.evaluation.recommend_guidance`). Unless ``--no-write``, the results go into the checkpoint's JSON
+It recommends, among the scales whose class accuracy reaches ``--target`` (0.9) times the held-out accuracy, the
+one with the lowest FD at the held-out set's N (:func:`tinydiff.evaluation.recommend_guidance`). Unless ``--no-write``, the results go into the checkpoint's JSON
 (``extra.eval[<sampler> s=<scale>]``, ``extra.recommended_guidance`` and its rule; the weights are untouched) and
 the sweep into ``benchmarks/results/<data>_guidance.json``. Finished sample batches are cached under ``runs/`` so an
 interrupted evaluation picks up where it stopped.

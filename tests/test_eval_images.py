@@ -160,11 +160,14 @@ def test_mirror_images_of_training_images_count_as_copies_only_when_the_model_tr
     assert plain["pixels"]["memorised_share"] == 0.0 and flipped["pixels"]["memorised_share"] == 1.0
 
 
-def test_recommend_guidance_takes_the_smallest_scale_that_reaches_the_target():
-    reports = {1.0: {"accuracy_ratio": 0.7}, 2.0: {"accuracy_ratio": 0.93}, 3.0: {"accuracy_ratio": 0.97}}
-    assert recommend_guidance(reports, 0.9)[0] == 2.0
-    scale, rule = recommend_guidance(reports, 0.99)
-    assert scale == 3.0 and "no scale reached" in rule
+def test_recommend_guidance_takes_the_lowest_fd_among_the_scales_that_reach_the_target():
+    def report(ratio, fd):
+        return {"accuracy_ratio": ratio, "matched": {"fd": {"mean": fd}}}
+
+    reports = {1.0: report(0.7, 1.0), 2.0: report(0.93, 2.0), 3.0: report(0.97, 1.5), 4.0: report(0.99, 1.8)}
+    assert recommend_guidance(reports, 0.9)[0] == 3.0   # s = 1 has the lowest FD but misses the target
+    scale, rule = recommend_guidance(reports, 0.995)
+    assert scale == 4.0 and "no scale reached" in rule
 
 
 # ---- scripts/eval_images.py ---------------------------------------------------------------------------------
