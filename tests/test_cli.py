@@ -12,7 +12,7 @@ from tinydiff import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 # the scripts that run a network (make_mnist.py builds the data set; the others serve or build pages)
-NETWORK_SCRIPTS = ["adapt", "distill_mnist", "eval_mnist", "sample", "train", "train_autoencoder", "train_classifier",
+NETWORK_SCRIPTS = ["adapt", "distill_mnist", "eval_images", "eval_mnist", "sample", "train", "train_autoencoder", "train_classifier",
                    "train_clip", "train_mnist", "train_text_unet"]
 
 
