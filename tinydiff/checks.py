@@ -782,7 +782,7 @@ def _feature_sets(seed: int) -> tuple[Tensor, Tensor]:
 
 def check_knn_precision(fn: Callable[[Tensor, Tensor, int], Tensor]) -> Verdict:
     """Grade ``fn(real, generated, k)`` -> improved precision, the share of generated points inside the k-NN
-    manifold of the real ones (Kynkaenniemi et al. 2019, Sec. 2, eqs. 1-2), a 0-d tensor, against
+    manifold of the real ones (Kynkäänniemi et al. 2019, Sec. 2, eqs. 1-2), a 0-d tensor, against
     ``metrics.precision_recall``. Shapes: real [N, F], generated [M, F], an int k -> []."""
     from .metrics import precision_recall
 

@@ -203,7 +203,7 @@ def scaled_linear(T: int = 1000, beta_start: float = 0.00085, beta_end: float = 
 
 def shifted(schedule: Schedule, base: int, size: int, max_beta: float = 0.999) -> Schedule:
     """``schedule`` moved to images of side ``size`` from the side ``base`` it was made for: the shifted schedule of
-    Hoogeboom, Heek & Salimans 2023 ("simple diffusion", Sec. 3.1),
+    Hoogeboom et al. 2023 ("simple diffusion", Sec. 3.1),
 
         lambda'(t) = lambda(t) + 2 log(base / size),        alpha_bar'(t) = sigmoid(lambda'(t)),
 
