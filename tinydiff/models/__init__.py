@@ -1,5 +1,6 @@
 """Networks: an MLP for 2-D toys, a small UNet for digits, a classifier for metrics, an autoencoder for latents,
-and for text-to-image a tiny CLIP and a UNet that reads prompts through cross-attention."""
+for text-to-image a tiny CLIP and a UNet that reads prompts through cross-attention, and for super-resolution
+a UNet that reads a conditioning image as extra channels."""
 
 from .embeddings import TimeEmbedding, sinusoidal_embedding
 from .mlp import MLP
@@ -8,6 +9,7 @@ from .classifier import Classifier
 from .autoencoder import Autoencoder
 from .clip import TextEncoder, TinyCLIP
 from .text_unet import TextUNet
+from .superres_unet import SuperResUNet
 
-__all__ = ["Autoencoder", "Classifier", "MLP", "TextEncoder", "TextUNet", "TimeEmbedding", "TinyCLIP", "UNet",
+__all__ = ["Autoencoder", "Classifier", "MLP", "SuperResUNet", "TextEncoder", "TextUNet", "TimeEmbedding", "TinyCLIP", "UNet",
            "sinusoidal_embedding"]

@@ -106,6 +106,9 @@ class UNet(nn.Module):
         dropout: dropout inside the ResBlocks (Ho et al. use 0.1 on CIFAR-10).
         heads: attention heads in the middle block (and in the cross-attention blocks).
         context_dim: width D of the text states the cross-attention blocks read, or None for none.
+        out_channels: channels of the prediction, if not ``in_channels`` (an image-conditioned UNet reads its
+            conditioning image as extra input channels but predicts only the image's:
+            :class:`tinydiff.models.SuperResUNet`).
 
     ``model.config`` holds these arguments (what :mod:`tinydiff.checkpoint` stores).
     """
@@ -120,6 +123,7 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         heads: int = 4,
         context_dim: int | None = None,
+        out_channels: int | None = None,
     ) -> None:
         super().__init__()
         if in_channels < 1 or channels < 1 or n_res < 1 or not mults or min(mults) < 1:
@@ -132,6 +136,10 @@ class UNet(nn.Module):
             if context_dim < 1:
                 raise ValueError(f"context_dim must be a positive width of the text states or None, got {context_dim}")
             self.config["context_dim"] = context_dim
+        if out_channels is not None:  # likewise: only then
+            if out_channels < 1:
+                raise ValueError(f"out_channels must be a positive number of channels or None, got {out_channels}")
+            self.config["out_channels"] = out_channels
         self.context_dim = context_dim
         self.num_classes = num_classes
         widths = [channels * m for m in mults]
@@ -168,7 +176,7 @@ class UNet(nn.Module):
                                           for i in reversed(range(len(widths)))])
         c = widths[0]
         self.norm_out = nn.GroupNorm(_groups(c), c)
-        self.conv_out = nn.Conv2d(c, in_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(c, out_channels or in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -196,11 +204,13 @@ class UNet(nn.Module):
         return e + self.label_emb(y)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None,
-                context_mask: Tensor | None = None) -> Tensor:
+                context_mask: Tensor | None = None, emb: Tensor | None = None) -> Tensor:
         """x [B, C, H, W], t LongTensor [B] (0-based), y LongTensor [B] or None -> prediction [B, C, H, W].
 
         A text-conditioned UNet (``context_dim``) also takes ``context`` [B, L, context_dim] and its padding
-        mask ``context_mask`` BoolTensor [B, L] (True at real tokens)."""
+        mask ``context_mask`` BoolTensor [B, L] (True at real tokens). ``emb`` [B, max(4 * channels, 128)] is
+        added to the time embedding e: another scalar condition, such as the noise level of a super-resolution
+        model's conditioning image (:class:`tinydiff.models.SuperResUNet`)."""
         factor = self.size_multiple
         if x.ndim != 4 or x.shape[1] != self.config["in_channels"] or x.shape[2] % factor or x.shape[3] % factor:
             raise ValueError(
@@ -213,6 +223,10 @@ class UNet(nn.Module):
             raise ValueError("give context (text states [B, L, context_dim]) exactly when the UNet has context_dim "
                              f"(here {self.context_dim})")
         e = self.embed(t, y)
+        if emb is not None:
+            if emb.shape != e.shape:
+                raise ValueError(f"emb must have the time embedding's shape {list(e.shape)}, got {list(emb.shape)}")
+            e = e + emb
         h = self.conv_in(x)
         skips = []
         for i, (blocks, downsample) in enumerate(zip(self.down, self.downsample)):
