@@ -341,3 +341,62 @@ def precision_recall(real: Tensor, generated: Tensor, k: int = 3, *, batch_size:
     precision = _in_manifold(g, r, k, batch_size, ("generated", "real")).double().mean()
     recall = _in_manifold(r, g, k, batch_size, ("real", "generated")).double().mean()
     return PrecisionRecall(float(precision), float(recall))
+
+
+# --- distortion: how far an image lies from the one it should be (super-resolution, notebook 15) ------------
+
+
+def _check_pair(x: Tensor, y: Tensor) -> None:
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor) or x.shape != y.shape or x.ndim != 4:
+        raise ValueError(f"give two batches of images of one shape [B, C, H, W], got "
+                         f"{list(getattr(x, 'shape', []))} and {list(getattr(y, 'shape', []))}")
+
+
+def psnr(x: Tensor, y: Tensor) -> Tensor:
+    """Peak signal-to-noise ratio per image, in dB, for images in [-1, 1]: [B, C, H, W] x 2 -> [B].
+
+        PSNR = 10 log10(peak^2 / MSE),  peak = 2 (the range of [-1, 1]; the same number as for [0, 1] images, peak 1)
+
+    Higher is closer; identical images give inf. It rewards the average of the plausible answers, not any one
+    of them (Blau & Michaeli 2018)."""
+    _check_pair(x, y)
+    mse = (x.float() - y.float()).pow(2).flatten(1).mean(1)
+    return 10.0 * torch.log10(4.0 / mse)
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    r = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+    g = torch.exp(-r.pow(2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def ssim(x: Tensor, y: Tensor, *, window: int = 7, sigma: float = 1.5) -> Tensor:
+    """Structural similarity per image (Wang et al. 2004, eq. 13), images in [-1, 1]: [B, C, H, W] x 2 -> [B].
+
+        SSIM = mean over pixels of  (2 mu_x mu_y + C1)(2 sigma_xy + C2) / ((mu_x^2 + mu_y^2 + C1)(sigma_x^2 + sigma_y^2 + C2))
+
+    with local means, variances and covariance under a Gaussian window (``window`` pixels, ``sigma``; the paper's
+    11 x 11 window is shrunk to 7 x 7 for 32 x 32 digits), C1 = (0.01 L)^2, C2 = (0.03 L)^2 and L = 1 on the [0, 1]
+    scale the images are mapped to; the mean is over the "valid" pixels (windows inside the image) and the channels.
+    1 for identical images; it compares local contrast and structure, so a blur lowers it more than a small
+    shift of brightness does."""
+    import torch.nn.functional as F
+
+    _check_pair(x, y)
+    if min(x.shape[-2:]) < window:
+        raise ValueError(f"the images ({list(x.shape[-2:])}) must be at least window = {window} pixels on a side")
+    dtype = _work_dtype(x)
+    x, y = (x.to(dtype) + 1) / 2, (y.to(dtype) + 1) / 2
+    w = _gaussian_window(window, sigma, x.shape[1], dtype, x.device)
+
+    def blur(z: Tensor) -> Tensor:
+        return F.conv2d(z, w, groups=x.shape[1])
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x.pow(2)
+    var_y = blur(y * y) - mu_y.pow(2)
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    s = (2 * mu_x * mu_y + c1) * (2 * cov + c2) / ((mu_x.pow(2) + mu_y.pow(2) + c1) * (var_x + var_y + c2))
+    return s.flatten(1).mean(1).float()
