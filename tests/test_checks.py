@@ -591,3 +591,40 @@ def test_shifted_alpha_bar_right_and_mistakes():
     assert checks.check_shifted_alpha_bar(right).ok
     assert "wrong sign" in str(checks.check_shifted_alpha_bar(lambda ab, b, s: right(ab, s, b)))
     assert "AREA" in str(checks.check_shifted_alpha_bar(lambda ab, b, s: torch.sigmoid(torch.logit(ab) + math.log(b / s))))
+
+
+def test_downsample_right_and_mistakes():
+    def right(x, f):
+        B, C, H, W = x.shape
+        return x.reshape(B, C, H // f, f, W // f, f).mean((3, 5))
+
+    assert checks.check_downsample(right).ok
+    assert "strided" in str(checks.check_downsample(lambda x, f: x[..., ::f, ::f]))
+    assert "SUM" in str(checks.check_downsample(lambda x, f: right(x, f) * f * f))
+    assert "not squares" in str(checks.check_downsample(
+        lambda x, f: x.reshape(*x.shape[:2], x.shape[2] // f, x.shape[3] // f, f, f).mean((4, 5))))
+    assert "not done" in str(checks.check_downsample(lambda x, f: (_ for _ in ()).throw(NotImplementedError)))
+
+
+def test_noise_augmentation_right_and_mistakes():
+    def right(c, ab, e):
+        a = ab.view(-1, 1, 1, 1)
+        return a.sqrt() * c + (1 - a).sqrt() * e
+
+    assert checks.check_noise_augmentation(right).ok
+    assert "square roots" in str(checks.check_noise_augmentation(
+        lambda c, ab, e: ab.view(-1, 1, 1, 1) * c + (1 - ab.view(-1, 1, 1, 1)) * e))
+    assert "not shrunk" in str(checks.check_noise_augmentation(lambda c, ab, e: c + (1 - ab.view(-1, 1, 1, 1)).sqrt() * e))
+    assert "swapped" in str(checks.check_noise_augmentation(lambda c, ab, e: right(e, ab, c)))
+    assert "wrong shape" in str(checks.check_noise_augmentation(lambda c, ab, e: ab.sqrt() * c.flatten(1).mean(1)))
+
+
+def test_psnr_right_and_mistakes():
+    def mse(x, y):
+        return (x - y).pow(2).flatten(1).mean(1)
+
+    assert checks.check_psnr(lambda x, y: 10 * torch.log10(4 / mse(x, y))).ok
+    assert "peak 1" in str(checks.check_psnr(lambda x, y: 10 * torch.log10(1 / mse(x, y))))
+    assert "natural log" in str(checks.check_psnr(lambda x, y: 10 * torch.log(4 / mse(x, y))))
+    assert "20 log10" in str(checks.check_psnr(lambda x, y: 20 * torch.log10(4 / mse(x, y))))
+    assert "whole batch" in str(checks.check_psnr(lambda x, y: (10 * torch.log10(4 / mse(x, y).mean())).expand(3)))

@@ -841,3 +841,61 @@ def check_shifted_alpha_bar(fn: Callable[[Tensor, int, int], Tensor]) -> Verdict
         "alpha_bar itself divided by 4, not the SNR": ab / 4,
     }
     return compare("shifted schedule", lambda: fn(ab.clone(), 32, 64), expected, mistakes)
+
+
+def _images(seed: int, shape: tuple[int, ...] = (3, 2, 8, 8)) -> Tensor:
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2 - 1
+
+
+def check_downsample(fn: Callable[[Tensor, int], Tensor]) -> Verdict:
+    """Grade ``fn(x, factor)`` -> the anti-aliased downsample, the mean of every factor x factor block, against
+    :func:`tinydiff.superres.downsample`. Shapes: [B, C, H, W] and an int -> [B, C, H / factor, W / factor]."""
+    from .superres import downsample
+
+    x = _images(29)
+    B, C, H, W = x.shape
+    mistakes = {
+        "a strided subsample x[..., ::f, ::f]: one pixel of each block, so fine detail aliases": x[..., ::4, ::4],
+        "the block SUM, not its mean (16 times too bright for f = 4)": downsample(x, 4) * 16,
+        "reshape to [B, C, H/f, W/f, f, f] without moving the axes: the 'blocks' are not squares of the image":
+            x.reshape(B, C, H // 4, W // 4, 4, 4).mean((4, 5)),
+    }
+    return compare("anti-aliased downsample", lambda: fn(x.clone(), 4), downsample(x, 4), mistakes)
+
+
+def check_noise_augmentation(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(cond, alpha_bar_s, noise)`` -> sqrt(alpha_bar_s) cond + sqrt(1 - alpha_bar_s) noise, the
+    conditioning image at augmentation level s (Ho et al. 2022, sec. 4.1), against :func:`tinydiff.superres.augment`.
+    Shapes: cond, noise [B, C, H, W]; alpha_bar_s [B] (one level per image) -> [B, C, H, W]."""
+    from .superres import augment
+
+    cond, noise = _images(30), _images(31)
+    level = torch.tensor([0, 120, 499])
+    s = schedules.cosine(1000)
+    ab = s.alpha_bars[level]
+    a = ab.view(-1, 1, 1, 1)
+    mistakes = {
+        "alpha_bar and 1 - alpha_bar without square roots: the noise's variance is not 1 - alpha_bar":
+            a * cond + (1 - a) * noise,
+        "noise added but the image not shrunk: sqrt(alpha_bar) cond keeps the total variance at 1": cond + (1 - a).sqrt() * noise,
+        "the roles swapped: sqrt(1 - alpha_bar) cond + sqrt(alpha_bar) noise": (1 - a).sqrt() * cond + a.sqrt() * noise,
+    }
+    return compare("noise-conditioning augmentation", lambda: fn(cond.clone(), ab.clone(), noise.clone()),
+                   augment(s, cond, level, noise), mistakes)
+
+
+def check_psnr(fn: Callable[[Tensor, Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(x, y)`` -> PSNR per image in dB for images in [-1, 1], 10 log10(2^2 / MSE), against
+    :func:`tinydiff.metrics.psnr`. Shapes: [B, C, H, W] x 2 -> [B]."""
+    from .metrics import psnr
+
+    x, y = _images(32), _images(33)
+    y = x + 0.1 * (y - x)
+    mse = (x - y).pow(2).flatten(1).mean(1)
+    mistakes = {
+        "peak 1: on [-1, 1] the range is 2, so the peak signal is 2^2 = 4": 10 * torch.log10(1 / mse),
+        "the natural log: decibels are 10 log10": 10 * torch.log(4 / mse),
+        "20 log10 of the MSE: 20 log10 goes with the RMS error, 10 log10 with the MSE": 20 * torch.log10(4 / mse),
+        "the MSE of the whole batch, not one per image": (10 * torch.log10(4 / mse.mean())).expand(3),
+    }
+    return compare("PSNR", lambda: fn(x.clone(), y.clone()), psnr(x, y).double(), mistakes, atol=1e-5)
