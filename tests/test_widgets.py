@@ -498,3 +498,34 @@ def test_prompt_explorer_redraws_and_shows_what_it_cannot_read():
         widgets.prompt_explorer(model, "a purple seven")
     with pytest.raises(ValueError, match="text-conditioned"):
         widgets.prompt_explorer(load_diffusion_model(checkpoints / "mnist_latent"))
+
+
+def test_superres_explorer_redraws_for_input_level_and_drawing():
+    from tinydiff.models import SuperResUNet
+
+    torch.manual_seed(0)
+    net = SuperResUNet(1, noise_levels=True, channels=8, mults=(1, 2), n_res=1, heads=2)
+    for name, p in net.named_parameters():  # zero-initialised blocks would ignore the level: wake them up
+        if name.endswith(("conv2.weight", "conv_out.weight")):
+            torch.nn.init.normal_(p, std=0.1)
+    inputs = torch.rand(3, 1, 4, 4) * 2 - 1
+    widget = widgets.superres_explorer(net, schedules.cosine(50), inputs, torch.tensor([4, 9, 3]), levels=(0, 20, 40),
+                                       n=3, steps=2, factor=2)
+    assert widget.choice.options[1] == ("test image 1 (a 9)", 1) and widget.choice.options[-1][1] == -1
+    first = bytes(widget.image.value)
+    assert first.startswith(b"\x89PNG")
+    widget.level.value = 40
+    leveled = bytes(widget.image.value)
+    assert leveled != first
+    widget.choice.value = 2
+    assert bytes(widget.image.value) != leveled
+    widget.choice.value = -1  # the drawing: input 0 thresholded
+    assert widget.drawing.value == tuple((inputs[0, 0] > 0).int().flatten().tolist())
+    drawn = bytes(widget.image.value)
+    widget.drawing.buttons[5].value = not widget.drawing.buttons[5].value  # one click redraws
+    assert widget.drawing.value[5] == int(widget.drawing.buttons[5].value) and bytes(widget.image.value) != drawn
+    widget.drawing.buttons[5].value = not widget.drawing.buttons[5].value
+    widget.choice.value, widget.level.value = 0, 0  # fixed noise: back to the first picture
+    assert bytes(widget.image.value) == first
+    with pytest.raises(ValueError, match="square one-channel"):
+        widgets.superres_explorer(net, schedules.cosine(50), torch.zeros(2, 3, 4, 4))

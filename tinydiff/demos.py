@@ -13,6 +13,7 @@ device, and the same controls always give the same picture.
 - :func:`few_step_figure`    several few-step samplers side by side at one number of steps
 - :func:`adapter_figure`     digits from an adapted network at one adapter scale (the network is left as it was)
 - :func:`prompt_figure`      digits for one prompt from a text-conditioned model
+- :func:`superres_figure`    several SR3 upscalings of one small image, beside the input and bicubic
 
 :func:`class_index` (a class by index or by name) and :func:`image_shape` (a network's image shape) are the
 checks and defaults :func:`guidance_figure` and its widget share.
@@ -33,8 +34,9 @@ from .data.styles import ink
 from .data.toy import GaussianMixture
 from .guidance import guided_digits
 from .langevin import annealed_langevin, check_sigmas, langevin, mixture_score
-from .metrics import mode_occupancy
+from .metrics import classify, mode_occupancy
 from .schedules import Schedule
+from .superres import upsample, upscale
 from .text_to_image import prompt_digits
 
 
@@ -230,3 +232,35 @@ def prompt_figure(
                       clip=clip, clip_guidance=clip_guidance, steps=steps, seed=seed, prediction=model.prediction)
     extra = f", CLIP guidance {clip_guidance:g}" if clip_guidance else ""
     return plot.digit_row(x, f'"{prompt}", guidance {guidance:g}{extra}', fig)
+
+
+def superres_figure(
+    net: torch.nn.Module,
+    schedule: Schedule,
+    low: Tensor,
+    level: int | None = 0,
+    n: int = 6,
+    steps: int = 20,
+    seed: int = 0,
+    prediction: str = "v",
+    factor: int = 4,
+    classifier: torch.nn.Module | None = None,
+    fig: FigureBase | None = None,
+) -> FigureBase:
+    """``n`` SR3 upscalings of one low-resolution image low [1, C, h, w] (DDIM-``steps``, eta = 0, trailing, from
+    ``n`` noises fixed by ``seed``), beside the input and its bicubic upsampling, as one captioned row
+    (:func:`tinydiff.plot.captioned_row`). ``level`` is the augmentation level s of the conditioning image for a
+    model with noise levels (:class:`tinydiff.superres.Upscaler`; None for one without). With a ``classifier``,
+    each upscaling is captioned with the class it reads: where the small image is ambiguous, they differ."""
+    if low.ndim != 4 or low.shape[0] != 1:
+        raise ValueError(f"low must be one image [1, C, h, w], got {list(low.shape)}")
+    level = level if getattr(net, "noise_levels", False) else None
+    x = upscale(net, schedule, low.expand(n, -1, -1, -1), factor, level=level, steps=steps, seed=seed,
+                prediction=prediction)
+    guesses = [str(int(c)) for c in classify(classifier, x.cpu())] if classifier is not None else [""] * n
+    low = low.cpu()
+    row = torch.cat([low.repeat_interleave(factor, -2).repeat_interleave(factor, -1), upsample(low, factor), x.cpu()])
+    words = "reads as" if classifier is not None else ""
+    title = (f"{n} SR3 upscalings{' at augmentation level s = ' + str(level) if level is not None else ''} "
+             f"(DDIM-{steps}){'; captions: the class the classifier ' + words if words else ''}")
+    return plot.captioned_row(row, ["input", "bicubic", *guesses], title, fig)

@@ -607,3 +607,34 @@ def memorisation_curve(results: dict, space: str = "pixels", criterion: str = "s
     ax.set(xlabel="training images", ylabel=f"memorised share ({space})", ylim=(-0.02, 1.02))
     ax.legend(fontsize=8)
     return ax
+
+
+def captioned_row(images: Tensor, captions: Sequence[str], title: str, fig: FigureBase | None = None) -> FigureBase:
+    """Images [N, C, H, W] in [-1, 1] as one row under ``title``, with ``captions[i]`` under image i (e.g. "input",
+    "bicubic", a classifier's label). Draws on ``fig`` (a Figure or SubFigure; made with pyplot if None), returns it."""
+    if len(captions) != len(images):
+        raise ValueError(f"give one caption per image: {len(images)} images, {len(captions)} captions")
+    if fig is None:
+        fig = plt.figure(figsize=(0.65 * len(images), 1.05))
+    ax = fig.subplots()
+    image_grid(images, nrow=len(images), ax=ax)
+    h, w = images.shape[-2:]
+    for i, caption in enumerate(captions):
+        ax.text(1 + i * (w + 1) + w / 2, h + 2, caption, ha="center", va="top", fontsize=7)
+    ax.set_ylim(h + 8, 0)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def superres_rows(low: Tensor, outputs: dict[str, Tensor], factor: int, fig: FigureBase | None = None) -> FigureBase:
+    """Super-resolution side by side: the low-resolution inputs low [N, C, h, w] (shown as blocks, nearest-neighbour)
+    in the first row, then one row per method, ``outputs[name]`` [N, C, f h, f w] under its name. Returns the figure."""
+    rows = {"input (8 x 8 blocks)" if low.shape[-1] == 8 else f"input ({low.shape[-1]} px)":
+            low.repeat_interleave(factor, -2).repeat_interleave(factor, -1), **outputs}
+    if fig is None:
+        fig = plt.figure(figsize=(0.55 * len(low) + 1.6, 0.62 * len(rows)))
+    axes = np.atleast_1d(fig.subplots(len(rows), 1))
+    for ax, (name, x) in zip(axes, rows.items()):
+        image_grid(x, nrow=len(x), ax=ax)
+        ax.text(-2, x.shape[-2] / 2, name, ha="right", va="center", fontsize=8)
+    return fig

@@ -22,6 +22,8 @@ kernel) shows exactly what the widget shows.
 - :func:`adapter_explorer`: digits from an adapted model for a chosen method and adapter scale
   (:func:`tinydiff.demos.adapter_figure`).
 - :func:`prompt_explorer`: digits for a typed prompt at a chosen guidance scale (:func:`tinydiff.demos.prompt_figure`).
+- :func:`superres_explorer`: several SR3 upscalings of a test digit, or of a coarse digit drawn on an 8 x 8 grid
+  (:class:`PixelGrid`), at a chosen augmentation level (:func:`tinydiff.demos.superres_figure`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from functools import partial
 
 import ipywidgets as W
 import torch
+import traitlets
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -44,7 +47,7 @@ from .schedules import Schedule
 
 __all__ = ["Explorer", "PIXEL_RATIO", "adapter_explorer", "ddim_eta_explorer", "few_step_explorer", "figure_png",
            "guidance_explorer", "langevin_explorer", "prompt_explorer", "schedule_explorer", "sdedit_explorer",
-           "show_figure"]
+           "show_figure", "superres_explorer"]
 
 
 def figure_png(fig: Figure, dpi: float | None = None) -> bytes:
@@ -350,3 +353,59 @@ def prompt_explorer(model, prompt: str = "a bold seven", guidance: float = 3.0, 
                 "guidance": on_release(W.FloatSlider, guidance, "guidance", min=0.0, max=8.0, step=0.5)}
     return Explorer(draw, [controls], figsize=(0.6 * n, 0.9), dpi=DIGITS_DPI,
                     check=lambda prompt, guidance: model.tokenizer.encode(prompt))
+
+
+class PixelGrid(W.GridBox):
+    """A ``size`` x ``size`` grid of toggle buttons to draw a coarse image with: ``value`` is the tuple of the
+    pixels, row by row, 1 where a button is down (ink) and 0 where it is up; it changes, and observers hear it, on
+    every click, so an :class:`Explorer` can take the grid as a control."""
+
+    value = traitlets.Tuple()
+
+    def __init__(self, pixels: Sequence[int], size: int = 8, description: str = "") -> None:
+        if len(pixels) != size * size:
+            raise ValueError(f"a {size} x {size} grid needs {size * size} pixels, got {len(pixels)}")
+        self.buttons = [W.ToggleButton(value=bool(p), layout=W.Layout(width="22px", height="22px", padding="0"),
+                                       tooltip=f"row {i // size}, column {i % size}") for i, p in enumerate(pixels)]
+        super().__init__(self.buttons, layout=W.Layout(grid_template_columns=f"repeat({size}, 22px)",
+                                                       grid_gap="1px"))
+        self.description = description
+        self.value = tuple(int(b.value) for b in self.buttons)
+        for b in self.buttons:
+            b.observe(lambda _: setattr(self, "value", tuple(int(x.value) for x in self.buttons)), names="value")
+
+    def image(self) -> Tensor:
+        """The drawing as an image [1, 1, size, size] in [-1, 1]: ink +1 (white, as MNIST's strokes), background -1."""
+        size = int(math.isqrt(len(self.value)))
+        return torch.tensor(self.value, dtype=torch.float32).view(1, 1, size, size) * 2 - 1
+
+
+def superres_explorer(net: torch.nn.Module, schedule: Schedule, inputs: Tensor, labels: Tensor | None = None, *,
+                      levels: Sequence[int] = (0, 50, 100, 150, 200, 300, 400, 500), level: int = 0, n: int = 6,
+                      steps: int = 20, prediction: str = "v", factor: int = 4,
+                      classifier: torch.nn.Module | None = None, seed: int = 0) -> Explorer:
+    """Pick a small image -- one of ``inputs`` [N, 1, h, w] (e.g. test digits shrunk to 8 x 8) or your own drawing on
+    an h x h grid -- and an augmentation level s, and see ``n`` SR3 upscalings (:func:`tinydiff.demos.superres_figure`).
+
+    ``net`` is a :class:`~tinydiff.models.SuperResUNet`; with noise levels the slider ``explorer.level`` sets s
+    (Ho et al. 2022, sec. 4.1; a model without noise levels ignores it). ``explorer.choice`` picks the input (-1: the
+    drawing, ``explorer.drawing``, which starts as input 0 thresholded at 0). With ``labels`` the dropdown names each
+    input's class, with ``classifier`` each upscaling is captioned with the class it reads. Returns the explorer.
+    """
+    if inputs.ndim != 4 or inputs.shape[1] != 1 or inputs.shape[2] != inputs.shape[3]:
+        raise ValueError(f"inputs must be square one-channel images [N, 1, h, h], got {list(inputs.shape)}")
+    options = [(f"test image {i}" + (f" (a {int(labels[i])})" if labels is not None else ""), i)
+               for i in range(len(inputs))] + [("my drawing (the grid below)", -1)]
+    drawing = PixelGrid((inputs[0, 0] > 0).int().flatten().tolist(), size=inputs.shape[-1])
+    level = level if level in levels else levels[0]
+
+    def draw(choice: int, level: int, drawing: tuple, fig: Figure) -> None:
+        low = inputs[choice : choice + 1] if choice >= 0 else torch.tensor(drawing, dtype=inputs.dtype).view(
+            1, 1, *inputs.shape[-2:]) * 2 - 1
+        demos.superres_figure(net, schedule, low, level, n=n, steps=steps, seed=seed, prediction=prediction,
+                              factor=factor, classifier=classifier, fig=fig)
+
+    controls = [{"choice": W.Dropdown(options=options, value=0, description="input")},
+                {"level": on_release(W.SelectionSlider, level, "level s", options=list(levels))},
+                {"drawing": drawing}]
+    return Explorer(draw, controls, figsize=(0.65 * (n + 2), 1.25), dpi=DIGITS_DPI)
