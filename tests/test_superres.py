@@ -236,3 +236,21 @@ def test_ssim_closed_forms():
     assert torch.allclose(flat, torch.tensor([(2 * a * b + c1) / (a * a + b * b + c1)]), atol=1e-6)
     with pytest.raises(ValueError, match="at least window"):
         ssim(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
+
+
+def test_projection_makes_any_image_consistent_and_keeps_the_detail_inside_blocks():
+    x, low = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.randn(2, 1, 2, 2, dtype=torch.float64)
+    p = superres.project(x, low, 4)
+    assert torch.allclose(superres.downsample(p, 4), low, atol=1e-12)
+    detail = x - superres.upsample(superres.downsample(x, 4), 4, "nearest")  # what A cannot see: kept exactly
+    assert torch.allclose(p - superres.upsample(low, 4, "nearest"), detail, atol=1e-12)
+    assert torch.allclose(superres.project(p, low, 4), p, atol=1e-12)  # a projection: twice is once
+
+
+def test_consistent_upscaling_shrinks_back_to_its_input():
+    s = schedules.cosine(20)
+    low = torch.rand(2, 1, 4, 4) * 1.6 - 0.8
+    out = superres.upscale(tiny_sr(), s, low, 2, level=3, steps=4, consistent=True, clip_x0=None, prediction="v")
+    assert superres.consistency_error(out, low, 2).max() < 1e-5
+    with pytest.raises(ValueError, match="give schedule="):
+        superres.Upscaler(tiny_sr(noise_levels=False), low, 2, consistent=True)

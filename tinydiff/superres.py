@@ -8,7 +8,8 @@ The degradation and its inverse, each a closed form:
 - :func:`upsample`: bicubic interpolation (Keys 1981, a = -0.75 as in PyTorch and OpenCV) -- the classical
   baseline, and what SR3 feeds its network (Saharia et al. 2021, sec. 2.4) -- or nearest-neighbour, which
   is the exact right inverse of :func:`downsample`: ``downsample(upsample(y, f, "nearest"), f) == y``.
-- :func:`consistency_error`: how far ``downsample(x_high)`` lies from the low-resolution input it came from.
+- :func:`consistency_error`: how far ``downsample(x_high)`` lies from the low-resolution input it came from, and
+  :func:`project`, the nearest image for which that error is 0 (DDNM's range-null space step, Wang et al. 2023).
 
 The models and their training objectives, for :func:`tinydiff.train.train`:
 
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .diffusion import q_sample
+from .diffusion import predict_eps, predict_x0, q_sample, training_target
 from .guidance import conditional
 from .losses import Denoising, Objective, sample_timesteps
 from .samplers import ddim_sample
@@ -100,6 +101,19 @@ def consistency_error(x_high: Tensor, low: Tensor, factor: int) -> Tensor:
     if shrunk.shape != low.shape:
         raise ValueError(f"downsample(x_high, {factor}) has shape {list(shrunk.shape)} but low has {list(low.shape)}")
     return (shrunk.float() - low.float()).pow(2).flatten(1).mean(1).sqrt()
+
+
+def project(x_high: Tensor, low: Tensor, factor: int) -> Tensor:
+    """The closest image to x_high [B, C, H, W] that is exactly consistent with low [B, C, H / f, W / f]:
+
+        x' = A^+ low + (I - A^+ A) x_high = x_high + upsample(low - downsample(x_high), f, "nearest")
+
+    with A = :func:`downsample` and its pseudo-inverse A^+ = nearest upsampling (A A^+ = I). DDNM (Wang et al. 2023,
+    eq. 6-7) applies this "range-null space" step to the predicted x0 at every sampling step: the low frequencies
+    come from the input, everything A cannot see (the null space: detail inside each block) from the model."""
+    _check_images(x_high, "x_high")
+    _check_images(low, "low")
+    return x_high + upsample(low.to(x_high.dtype) - downsample(x_high, factor), factor, "nearest")
 
 
 def augment(schedule: Schedule, cond: Tensor, level: Tensor | int, noise: Tensor) -> Tensor:
@@ -187,12 +201,15 @@ class Upscaler(nn.Module):
 
     ``low`` [B, C, h, w] is upsampled by ``factor``; with ``level`` s (a model with ``noise_levels``) it is
     augmented to level s once, with ``generator`` (Ho et al. 2022, sec. 4.1: at sampling time the conditioning
-    image is corrupted as in training, and s is chosen by the user). Shapes: x_t [B, C, f h, f w], t [B].
+    image is corrupted as in training, and s is chosen by the user). With ``consistent=True`` each predicted x0 is
+    replaced by :func:`project` ``(x0, low)`` before the sampler uses it (DDNM's step, Wang et al. 2023), and the output
+    is re-expressed in the network's ``prediction``: the sample then shrinks back to ``low`` exactly (up to the
+    sampler's clipping of x0 to [-1, 1]). Shapes: x_t [B, C, f h, f w], t [B].
     """
 
     def __init__(self, net: nn.Module, low: Tensor, factor: int, *, schedule: Schedule | None = None,
                  level: int | None = None, generator: torch.Generator | None = None,
-                 upsampling: str = "bicubic") -> None:
+                 upsampling: str = "bicubic", consistent: bool = False, prediction: str = "v") -> None:
         super().__init__()
         _check_images(low, "low")
         if low.shape[1] != net.cond_channels:
@@ -207,28 +224,40 @@ class Upscaler(nn.Module):
             _check_level(level, schedule, "level")
             cond = augment(schedule, cond, level, randn(cond.shape, generator=generator, device=cond.device,
                                                         dtype=cond.dtype))
-        self.net = net
+        if consistent and schedule is None:
+            raise ValueError("consistent=True converts the output to x0 and back: give schedule=")
+        self.net, self.schedule, self.factor, self.prediction = net, schedule, factor, prediction
         self.register_buffer("cond", cond, persistent=False)
-        self.level = level
+        self.register_buffer("low", low, persistent=False)
+        self.level, self.consistent = level, consistent
 
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
         if x_t.shape[0] != self.cond.shape[0]:
             raise ValueError(f"x_t has {x_t.shape[0]} images but {self.cond.shape[0]} conditioning images were given")
         level = None if self.level is None else torch.full_like(t, self.level)
-        return self.net(x_t, t, cond=self.cond.to(x_t.device), level=level)
+        out = self.net(x_t, t, cond=self.cond.to(x_t.device), level=level)
+        if not self.consistent:
+            return out
+        x0 = project(predict_x0(self.schedule, x_t, t, out, self.prediction), self.low.to(x_t.device), self.factor)
+        eps = predict_eps(self.schedule, x_t, t, x0, "x0")
+        return training_target(self.schedule, x0, eps, t, self.prediction)
 
 
 @torch.no_grad()
 def upscale(net: nn.Module, schedule: Schedule, low: Tensor, factor: int, *, level: int | None = None,
             steps: int = 50, seed: int = 0, prediction: str = "v", spacing: str = "trailing",
-            clip_x0: float | None = 1.0, x_T: Tensor | None = None, progress: bool = False) -> Tensor:
+            clip_x0: float | None = 1.0, x_T: Tensor | None = None, consistent: bool = False,
+            progress: bool = False) -> Tensor:
     """SR3 sampling: DDIM (``steps``, eta = 0) of ``net`` conditioned on ``low`` [B, C, h, w] -> [B, C, f h, f w].
 
-    ``seed`` draws x_T (unless given) and the augmentation noise; several seeds give several answers for one input."""
+    ``seed`` draws x_T (unless given) and the augmentation noise; several seeds give several answers for one input.
+    ``consistent=True`` adds DDNM's projection of every predicted x0 onto the images that shrink to ``low``
+    (:class:`Upscaler`)."""
     device = next(net.parameters()).device
     low = low.to(device)
     generator = torch.Generator().manual_seed(seed)  # on the CPU: the same numbers on every device
-    model = Upscaler(net, low, factor, schedule=schedule, level=level, generator=generator)
+    model = Upscaler(net, low, factor, schedule=schedule, level=level, generator=generator, consistent=consistent,
+                     prediction=prediction)
     shape = (low.shape[0], net.in_channels, low.shape[2] * factor, low.shape[3] * factor)
     return ddim_sample(model, schedule, shape, steps=steps, eta=0.0, spacing=spacing, x_T=x_T, generator=generator,
                        prediction=prediction, clip_x0=clip_x0, progress=progress)
