@@ -8,6 +8,8 @@
     python scripts/sample.py --adapter runs/adapters/lora4 --adapter-scale 0.5 --digit 7 --out half  # notebook 12
     python scripts/sample.py --checkpoint data/checkpoints/mnist_text --prompt "a bold seven" --guidance 3  # nb 13
     python scripts/sample.py --checkpoint runs/emoji/model --n 16 --out emoji   # a model scripts/train.py wrote
+    python scripts/sample.py --checkpoint data/checkpoints/mnist_base8 --upscaler data/checkpoints/mnist_sr --level 100
+    python scripts/sample.py --checkpoint data/checkpoints/mnist_sr --upscale small.png --n 8 --out big  # nb 15
 
 Writes ``<out>.png`` (a grid, one row per 10 images) and ``<out>.npz`` with arrays
 ``samples`` [N, C, H, W] (float32 in [-1, 1]; the PNG in colour for C = 3) and ``labels`` [N] (for a text model:
@@ -18,6 +20,12 @@ The same seed gives the same digits. A checkpoint whose JSON names its sampler
 (``extra.sampler``: a distilled student's ``ddim:4:trailing``, a flow-matching model's ``flow-heun:10``)
 is sampled with it unless ``--sampler`` says otherwise. A latent diffusion checkpoint (notebook 08) samples
 latents and decodes them with the autoencoder its JSON names: the output is images all the same.
+
+Super-resolution (notebook 15): ``--upscaler SR_CHECKPOINT`` makes a cascade -- the images of ``--checkpoint`` (e.g.
+the 8 x 8 base model) are upscaled by the SR3 model, at augmentation level ``--level`` if it reads levels.
+``--upscale IMAGE`` with an SR3 ``--checkpoint`` upscales one picture file ``--n`` times (different seeds, different
+answers): it is read in grayscale or colour as the model wants and, if its size is not the model's input size,
+resized to it with a box filter (the training downsample) first.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinydiff import adapt
+from tinydiff import adapt, superres
 from tinydiff.diffusion import FLOW_PREDICTION
 from tinydiff.evaluation import balanced_labels, sample_digits
 from tinydiff.plot import make_grid
@@ -58,7 +66,73 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fast", action="store_true", help="bfloat16 autocast + torch.compile: about 3.5x the images/s "
                    "for thousands of latent samples with --batch-size 512 (benchmarks/speed.py); compiling takes "
                    "20-30 s, and single pixels differ from float32")
+    p.add_argument("--upscaler", help="an SR3 checkpoint (data/checkpoints/mnist_sr) that upscales what --checkpoint "
+                   "draws: a cascade")
+    p.add_argument("--upscale", help="a picture file to upscale with the SR3 --checkpoint, --n times")
+    p.add_argument("--level", type=int, help="the augmentation level s of the conditioning image, for an SR3 model that "
+                   "reads levels (default 0: clean)")
     return cli.parse_args(p, argv, device="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def superres_spec(model, path: str) -> tuple[int, int]:
+    """(factor, input side) of an SR3 checkpoint, from its JSON; exits with a message if it is not one."""
+    spec = model.extra.get("superres", {})
+    if spec.get("stage") != "sr":
+        sys.exit(f"{path} is not a super-resolution (SR3) checkpoint; those are written by scripts/train_superres.py "
+                 "(e.g. data/checkpoints/mnist_sr)")
+    return spec["factor"], model.extra["data_shape"][-1] // spec["factor"]
+
+
+def level_of(model, level: int | None) -> int | None:
+    """The augmentation level to sample an SR3 model at: --level (default 0) if it reads levels, else None."""
+    if not model.net.noise_levels:
+        if level:
+            sys.exit("--level: this SR3 model was trained without noise-conditioning augmentation and reads no level")
+        return None
+    if level is not None and not 0 <= level < model.schedule.T:
+        sys.exit(f"--level must lie in 0..{model.schedule.T - 1}, got {level}")
+    return level or 0
+
+
+def read_picture(path: str, channels: int, side: int) -> torch.Tensor:
+    """A picture file as an image [1, C, side, side] in [-1, 1] (box-filter resized if it has another size)."""
+    from PIL import Image
+
+    try:
+        picture = Image.open(path).convert("L" if channels == 1 else "RGB")
+    except (OSError, ValueError) as err:
+        sys.exit(f"--upscale {path}: cannot read it as a picture ({err})")
+    if picture.size != (side, side):
+        print(f"--upscale: {path} is {picture.size[0]} x {picture.size[1]}; resized to the model's input size "
+              f"{side} x {side} with a box filter", file=sys.stderr)
+        picture = picture.resize((side, side), Image.BOX)
+    x = torch.from_numpy(np.asarray(picture, dtype=np.float32).copy()) / 127.5 - 1
+    return x.view(1, side, side, channels).permute(0, 3, 1, 2)
+
+
+def save(x: torch.Tensor, out: Path, arrays: dict) -> None:
+    """``<out>.npz`` (samples and the given arrays) and ``<out>.png`` (a grid, 10 per row)."""
+    from matplotlib.image import imsave
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out.with_name(out.name + ".npz"), samples=x.numpy().astype(np.float32), **arrays)
+    grid = make_grid(x, nrow=min(10, len(x)))
+    # [H, W] for one channel (drawn in gray), [H, W, 3] for three (saved as RGB)
+    imsave(out.with_name(out.name + ".png"), grid, vmin=0.0, vmax=1.0, **({"cmap": "gray"} if grid.ndim == 2 else {}))
+    print(f"wrote {out}.png and {out}.npz", file=sys.stderr)
+
+
+def upscale_file(args: argparse.Namespace, model) -> None:
+    """--upscale: one picture, --n upscalings by the SR3 --checkpoint."""
+    factor, side = superres_spec(model, args.checkpoint)
+    low = read_picture(args.upscale, model.net.in_channels, side)
+    level = level_of(model, args.level)
+    steps = int(args.sampler.split(":")[1]) if args.sampler and args.sampler.startswith("ddim:") else 50
+    x = superres.upscale(model.net, model.schedule, low.expand(args.n, -1, -1, -1), factor, level=level, steps=steps,
+                         seed=args.seed, prediction=model.prediction).cpu().clamp(-1, 1)
+    print(f"{args.n} upscalings of {args.upscale} ({side} -> {side * factor} px, DDIM-{steps}, level {level})",
+          file=sys.stderr)
+    save(x, Path(args.out), {"input": low.numpy()})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,6 +140,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.n < 1:
         sys.exit(f"--n must be at least 1, got {args.n}")
     model = load_diffusion_model(args.checkpoint, device=args.device)
+    if args.upscale:
+        return upscale_file(args, model)
+    if "superres" in model.extra and model.extra["superres"].get("stage") == "sr":
+        sys.exit(f"{args.checkpoint} is an SR3 model: give it a picture, --upscale small.png, or use it as "
+                 "--upscaler of a base model")
+    upscaler = load_diffusion_model(args.upscaler, device=args.device) if args.upscaler else None
+    if upscaler is not None:
+        factor, side = superres_spec(upscaler, args.upscaler)
+        level = level_of(upscaler, args.level)
+        if model.sample_shape[-1] != side:
+            sys.exit(f"--upscaler {args.upscaler} upscales {side} x {side} images, but {args.checkpoint} draws "
+                     f"{model.sample_shape[-1]} x {model.sample_shape[-1]} ones")
+    elif args.level is not None:
+        sys.exit("--level goes with --upscaler or --upscale")
     # channels-last: the same samples up to float rounding (5e-5), 1.2-1.3x faster convolutions (benchmarks/speed.py)
     model.net = model.net.to(memory_format=torch.channels_last)
     tokenizer = model.tokenizer
@@ -123,21 +211,18 @@ def main(argv: list[str] | None = None) -> None:
         else:
             x = sample_digits(model, labels, sampler=sampler, guidance=scale, seed=args.seed, batch_size=args.batch_size)
     x = x.float().clamp(-1, 1)  # float32 also after --fast (the decoder may end in bfloat16)
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"samples": x.numpy().astype(np.float32)}
+    arrays = {}
+    if upscaler is not None:  # the cascade's second stage: every image upscaled, seeded per batch
+        arrays["low"] = x.numpy()
+        x = torch.cat([superres.upscale(upscaler.net, upscaler.schedule, x[i : i + args.batch_size], factor,
+                                        level=level, seed=args.seed * 1_000_003 + i, prediction=upscaler.prediction
+                                        ).cpu() for i in range(0, len(x), args.batch_size)]).clamp(-1, 1)
+        print(f"upscaled by {args.upscaler} ({side} -> {side * factor} px, level {level})", file=sys.stderr)
     if tokenizer is not None:
         arrays["prompts"] = np.array([args.prompt] * args.n)
     elif classes:
         arrays["labels"] = labels.numpy()
-    np.savez(out.with_name(out.name + ".npz"), **arrays)
-    grid = make_grid(x, nrow=min(10, args.n))
-    from matplotlib.image import imsave
-
-    # [H, W] for one channel (drawn in gray), [H, W, 3] for three (saved as RGB)
-    imsave(out.with_name(out.name + ".png"), grid, vmin=0.0, vmax=1.0, **({"cmap": "gray"} if grid.ndim == 2 else {}))
-    print(f"wrote {out}.png and {out}.npz", file=sys.stderr)
+    save(x, Path(args.out), arrays)
 
 
 if __name__ == "__main__":
