@@ -5,8 +5,8 @@
 
 The page is ``demo/classroom.ipynb``: the schedule explorer (notebook 01), the Langevin explorer (02), the
 DDIM eta explorer (06), the guidance explorer (07), SDEdit's t0 (10), a distilled student against its teacher
-at few steps (11), the adapters (12), the prompt explorer (13) and the guidance explorer on the colour emoji
-model (14). Each visitor gets a kernel of their own that
+at few steps (11), the adapters (12), the prompt explorer (13), the guidance explorer on the colour emoji
+model (14) and the super-resolution explorer (15). Each visitor gets a kernel of their own that
 runs the notebook (about 15 s on 2 CPU cores before the page shows), so the figures are live. Stop it with Ctrl-C.
 """
 

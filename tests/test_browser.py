@@ -269,7 +269,8 @@ def test_classroom_demo_page(demo_page, browser, page_problems, request):
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     problems = page_problems(page, demo_page)
     page.goto(demo_page, timeout=180_000)
-    names = ["schedule", "langevin", "ddim-eta", "guidance", "sdedit", "few-steps", "adapters", "prompts", "emoji"]
+    names = ["schedule", "langevin", "ddim-eta", "guidance", "sdedit", "few-steps", "adapters", "prompts", "emoji",
+             "superres"]
     page.wait_for_function(f"document.querySelectorAll('.widget-image').length >= {len(names)}", timeout=180_000,
                            polling=500)
     text = page.evaluate("document.body.innerText")
