@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=250, help="images per sampling batch")
     p.add_argument("--output", help="results JSON (default: benchmarks/results/superres.json or superres_emoji.json)")
     p.add_argument("--skip-single", action="store_true", help="do not sample the single 32 x 32 model")
+    p.add_argument("--checkpoints", default=CHECKPOINTS, help="the folder of the checkpoints (default data/checkpoints)")
     return cli.parse_args(p, argv)
 
 
@@ -76,14 +77,15 @@ def upscaling_row(name: str, out: torch.Tensor, originals: torch.Tensor, labels:
     out = out.clamp(-1, 1)
     feats = classifier_features(judge.classifier, judge_view(out, data))
     row = {
-        "psnr": round(float(psnr(out, originals).mean()), 2),
+        "psnr": round(float(psnr(out, originals).mean()), 2) if not torch.equal(out, originals) else None,  # inf
+        "mse": round(float((out - originals).pow(2).mean()), 6),
         "ssim": round(float(ssim(out, originals).mean()), 4),
         "fd": round(frechet_distance(feats, judge.reference_features), 4),
         "label_agreement": round(float((classify(judge.classifier, judge_view(out, data)) == labels).float().mean()), 4),
         "consistency_rms": round(float(superres.consistency_error(out, low, factor).mean()), 5),
         "seconds": round(seconds, 1),
     }
-    print(f"{name:<34} PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.4f}  FD {row['fd']:.4f}  "
+    print(f"{name:<34} PSNR {row['psnr'] or float('inf'):6.2f} dB  SSIM {row['ssim']:.4f}  FD {row['fd']:.4f}  "
           f"labels {row['label_agreement']:.3f}  consistency {row['consistency_rms']:.5f}  ({seconds:.0f} s)", flush=True)
     return row
 
@@ -105,8 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         originals, labels = test64.images, test64.labels
     originals, labels = originals[:n], labels[:n]
     low = superres.downsample(originals, factor)
-    sr = load_diffusion_model(f"{CHECKPOINTS}/{data}_sr", device=args.device)
-    regression = load_checkpoint(f"{CHECKPOINTS}/{data}_regression", device=args.device)
+    sr = load_diffusion_model(f"{args.checkpoints}/{data}_sr", device=args.device)
+    regression = load_checkpoint(f"{args.checkpoints}/{data}_regression", device=args.device)
     print(f"{machine()}; load {load_before}", flush=True)
 
     results = {"command": command_line(), "machine": machine(), "load_before": load_before, "n": n, "data": data,
@@ -130,10 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     timed("SR3 + projection (DDNM)", lambda x, i: superres.upscale(
         sr.net, sr.schedule, x, factor, level=level, seed=i, prediction=sr.prediction, consistent=True).cpu())
     if data == "emoji":
-        finish(results, start, output, data)
+        finish(results, start, output, data, args.checkpoints)
         return
-    sr_noaug = load_diffusion_model(f"{CHECKPOINTS}/mnist_sr_noaug", device=args.device)
-    base = load_diffusion_model(f"{CHECKPOINTS}/mnist_base8", device=args.device)
+    sr_noaug = load_diffusion_model(f"{args.checkpoints}/mnist_sr_noaug", device=args.device)
+    base = load_diffusion_model(f"{args.checkpoints}/mnist_base8", device=args.device)
     timed("SR3, trained without augmentation", lambda x, i: superres.upscale(
         sr_noaug.net, sr_noaug.schedule, x, factor, seed=i, prediction=sr_noaug.prediction).cpu())
 
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if not args.skip_single:
         t0 = time.time()
-        single = load_diffusion_model(f"{CHECKPOINTS}/mnist_ddpm", device=args.device)
+        single = load_diffusion_model(f"{args.checkpoints}/mnist_ddpm", device=args.device)
         images = sample_digits(single, asked, sampler=spec, seed=0, batch_size=args.batch_size, progress=False)
         report("single 32 x 32 model", images, time.time() - t0,
                training_s=single.extra["wall_time_s"], training_steps=single.extra["steps"])
@@ -164,14 +166,14 @@ def main(argv: list[str] | None = None) -> None:
         high = batched(lambda x, i: superres.upscale(model.net, model.schedule, x, factor, level=level, seed=i,
                                                      prediction=model.prediction).cpu(), lows, args.batch_size)
         report(name, high, time.time() - t0 + base_seconds, level=level)
-    finish(results, start, output, data)
+    finish(results, start, output, data, args.checkpoints)
 
 
-def finish(results: dict, start: float, output: str, data: str) -> None:
+def finish(results: dict, start: float, output: str, data: str, checkpoints: str) -> None:
     """Add the training times of the models measured and the run's own time and load; write ``output``."""
     names = ("mnist_base8", "mnist_sr", "mnist_sr_noaug", "mnist_ddpm", "mnist_regression") if data == "mnist" \
         else ("emoji_sr", "emoji_regression")
-    results["training_s"] = {name: json.loads(Path(f"{CHECKPOINTS}/{name}.json").read_text())["extra"]["wall_time_s"]
+    results["training_s"] = {name: json.loads(Path(f"{checkpoints}/{name}.json").read_text())["extra"]["wall_time_s"]
                              for name in names}
     results["wall_time_s"] = round(time.time() - start, 1)
     results["load_after"] = cli.load_average()
