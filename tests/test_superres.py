@@ -250,7 +250,20 @@ def test_projection_makes_any_image_consistent_and_keeps_the_detail_inside_block
 def test_consistent_upscaling_shrinks_back_to_its_input():
     s = schedules.cosine(20)
     low = torch.rand(2, 1, 4, 4) * 1.6 - 0.8
-    out = superres.upscale(tiny_sr(), s, low, 2, level=3, steps=4, consistent=True, clip_x0=None, prediction="v")
-    assert superres.consistency_error(out, low, 2).max() < 1e-5
+    plain = superres.upscale(tiny_sr(), s, low, 2, level=3, steps=4, prediction="v")
+    out = superres.upscale(tiny_sr(), s, low, 2, level=3, steps=4, consistent=True, prediction="v")
+    assert out.abs().max() <= 1
+    assert superres.consistency_error(out, low, 2).max() < 0.01 * superres.consistency_error(plain, low, 2).min()
     with pytest.raises(ValueError, match="give schedule="):
         superres.Upscaler(tiny_sr(noise_levels=False), low, 2, consistent=True)
+
+
+def test_projection_within_bounds_is_a_valid_image_and_nearly_consistent():
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64) * 2.4 - 1.2  # some pixels outside [-1, 1]
+    truth = torch.rand(3, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    low = superres.downsample(truth, 4)  # an input that a valid image shrinks to
+    once = superres.project(x, low, 4, bounds=(-1, 1), iterations=1)
+    many = superres.project(x, low, 4, bounds=(-1, 1), iterations=200)
+    assert once.abs().max() <= 1 and many.abs().max() <= 1
+    assert superres.consistency_error(many, low, 4).max() < 0.1 * superres.consistency_error(once, low, 4).max()
+    assert superres.consistency_error(many, low, 4).max() < 1e-3

@@ -103,17 +103,30 @@ def consistency_error(x_high: Tensor, low: Tensor, factor: int) -> Tensor:
     return (shrunk.float() - low.float()).pow(2).flatten(1).mean(1).sqrt()
 
 
-def project(x_high: Tensor, low: Tensor, factor: int) -> Tensor:
+def project(x_high: Tensor, low: Tensor, factor: int, *, bounds: tuple[float, float] | None = None,
+            iterations: int = 20) -> Tensor:
     """The closest image to x_high [B, C, H, W] that is exactly consistent with low [B, C, H / f, W / f]:
 
         x' = A^+ low + (I - A^+ A) x_high = x_high + upsample(low - downsample(x_high), f, "nearest")
 
     with A = :func:`downsample` and its pseudo-inverse A^+ = nearest upsampling (A A^+ = I). DDNM (Wang et al. 2023,
     eq. 6-7) applies this "range-null space" step to the predicted x0 at every sampling step: the low frequencies
-    come from the input, everything A cannot see (the null space: detail inside each block) from the model."""
+    come from the input, everything A cannot see (the null space: detail inside each block) from the model.
+
+    The step may push pixels out of the image range. With ``bounds = (lo, hi)`` it alternates ``iterations`` times
+    with clamping to [lo, hi] -- projections onto two convex sets, which converge to an image in both (the convex projections of Youla &
+    Webb 1982; the original image is in both, so they meet) -- and ends clamped: a valid image, consistent up to the
+    residual of the last clamp."""
     _check_images(x_high, "x_high")
     _check_images(low, "low")
-    return x_high + upsample(low.to(x_high.dtype) - downsample(x_high, factor), factor, "nearest")
+    low = low.to(x_high.dtype)
+    x = x_high + upsample(low - downsample(x_high, factor), factor, "nearest")
+    if bounds is None:
+        return x
+    for _ in range(iterations - 1):
+        x = x.clamp(*bounds)
+        x = x + upsample(low - downsample(x, factor), factor, "nearest")
+    return x.clamp(*bounds)
 
 
 def augment(schedule: Schedule, cond: Tensor, level: Tensor | int, noise: Tensor) -> Tensor:
@@ -202,9 +215,9 @@ class Upscaler(nn.Module):
     ``low`` [B, C, h, w] is upsampled by ``factor``; with ``level`` s (a model with ``noise_levels``) it is
     augmented to level s once, with ``generator`` (Ho et al. 2022, sec. 4.1: at sampling time the conditioning
     image is corrupted as in training, and s is chosen by the user). With ``consistent=True`` each predicted x0 is
-    replaced by :func:`project` ``(x0, low)`` before the sampler uses it (DDNM's step, Wang et al. 2023), and the output
-    is re-expressed in the network's ``prediction``: the sample then shrinks back to ``low`` exactly (up to the
-    sampler's clipping of x0 to [-1, 1]). Shapes: x_t [B, C, f h, f w], t [B].
+    replaced by :func:`project` ``(x0, low, bounds=(-1, 1))`` before the sampler uses it (DDNM's step, Wang et al.
+    2023, kept inside the image range), and the output is re-expressed in the network's ``prediction``: the sample
+    then shrinks back to ``low`` up to the residual of the projection's last clamp. Shapes: x_t [B, C, f h, f w], t [B].
     """
 
     def __init__(self, net: nn.Module, low: Tensor, factor: int, *, schedule: Schedule | None = None,
@@ -238,7 +251,8 @@ class Upscaler(nn.Module):
         out = self.net(x_t, t, cond=self.cond.to(x_t.device), level=level)
         if not self.consistent:
             return out
-        x0 = project(predict_x0(self.schedule, x_t, t, out, self.prediction), self.low.to(x_t.device), self.factor)
+        x0 = project(predict_x0(self.schedule, x_t, t, out, self.prediction), self.low.to(x_t.device), self.factor,
+                     bounds=(-1.0, 1.0))
         eps = predict_eps(self.schedule, x_t, t, x0, "x0")
         return training_target(self.schedule, x0, eps, t, self.prediction)
 
