@@ -114,9 +114,9 @@ def project(x_high: Tensor, low: Tensor, factor: int, *, bounds: tuple[float, fl
     come from the input, everything A cannot see (the null space: detail inside each block) from the model.
 
     The step may push pixels out of the image range. With ``bounds = (lo, hi)`` it alternates ``iterations`` times
-    with clamping to [lo, hi] -- projections onto two convex sets, which converge to an image in both (the convex projections of Youla &
-    Webb 1982; the original image is in both, so they meet) -- and ends clamped: a valid image, consistent up to the
-    residual of the last clamp."""
+    with clamping to [lo, hi]: projections onto two convex sets, which converge to an image in both (the convex
+    projections of Youla & Webb 1982; the original image is in both, so they meet). It ends clamped: a valid image,
+    consistent up to the residual of the last clamp."""
     _check_images(x_high, "x_high")
     _check_images(low, "low")
     low = low.to(x_high.dtype)
