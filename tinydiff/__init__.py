@@ -8,7 +8,8 @@ Modules, in the order the course meets them:
 - :mod:`tinydiff.oracle`     exact denoisers for Gaussian mixtures
 - :mod:`tinydiff.langevin`   Langevin and annealed Langevin dynamics
 - :mod:`tinydiff.losses`     L_simple = denoising score matching
-- :mod:`tinydiff.models`     MLP (2-D), UNet (digits), classifier (metrics), autoencoder (latents), TinyCLIP, TextUNet
+- :mod:`tinydiff.models`     MLP (2-D), UNet (digits), classifier (metrics), autoencoder (latents), TinyCLIP, TextUNet,
+                             SuperResUNet
 - :mod:`tinydiff.train`      the training loop, as a generator
 - :mod:`tinydiff.distributed` several processes with torchrun + DistributedDataParallel
 - :mod:`tinydiff.checkpoint` safetensors checkpoints with a JSON config
@@ -24,6 +25,7 @@ Modules, in the order the course meets them:
 - :mod:`tinydiff.adapt`      LoRA, merging, a new label, adapter files
 - :mod:`tinydiff.tokenizer`  a word-level tokenizer for the digit captions
 - :mod:`tinydiff.text_to_image` zero-shot CLIP and sampling digits from prompts
+- :mod:`tinydiff.superres`   super-resolution: degradations, SR3 and regression objectives, upscaling, cascades
 - :mod:`tinydiff.evaluation` seeded, cached sampling of digits and their FD / accuracy / diversity
 - :mod:`tinydiff.metrics`    energy distance, Frechet distance on classifier features
 - :mod:`tinydiff.plot`       figures used by every notebook
