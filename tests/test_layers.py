@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("the core: losses, samplers, exact denoisers, measures", {"losses", "samplers", "oracle", "langevin",
                                                                "metrics", "memorisation"}),
     ("methods built on the core", {"solvers", "flow", "likelihood", "guidance", "editing", "distill", "adapt",
-                                   "text_to_image", "train_state", "train"}),
+                                   "text_to_image", "superres", "train_state", "train"}),
     ("samplers by name and evaluation", {"registry", "evaluation"}),
     ("figures: drawing only", {"plot", "animation"}),
     ("demos: the widgets' pictures, sampled and then drawn", {"demos"}),
