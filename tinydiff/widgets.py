@@ -381,7 +381,7 @@ class PixelGrid(W.GridBox):
 
 
 def superres_explorer(net: torch.nn.Module, schedule: Schedule, inputs: Tensor, labels: Tensor | None = None, *,
-                      levels: Sequence[int] = (0, 50, 100, 150, 200, 300, 400, 500), level: int = 0, n: int = 6,
+                      levels: Sequence[int] = (0, 50, 100, 150, 200, 250, 300), level: int = 0, n: int = 6,
                       steps: int = 20, prediction: str = "v", factor: int = 4,
                       classifier: torch.nn.Module | None = None, seed: int = 0) -> Explorer:
     """Pick a small image -- one of ``inputs`` [N, 1, h, w] (e.g. test digits shrunk to 8 x 8) or your own drawing on
