@@ -42,6 +42,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .checkpoint import read_config
+from .tokenizer import Tokenizer
 
 
 def _check_rank(rank: int) -> int:
@@ -209,7 +210,7 @@ class NewLabels(nn.Module):
     Labels 0..K (the base's classes and its null label) read the base table; label K + j (j = 1, 2, ...) reads
     ``new[j - 1]``. The new rows are a separate parameter, so an optimizer -- weight decay included -- cannot move
     a base row: the known textual-inversion bug of a grown embedding matrix whose "frozen" rows still decay.
-    y [B] -> [B, dim].
+    y [B] -> [B, dim] for labels; token ids [B, L] -> [B, L, dim] for words (:func:`add_word`).
     """
 
     def __init__(self, base: nn.Embedding, init: Tensor) -> None:
@@ -217,11 +218,16 @@ class NewLabels(nn.Module):
         self.base = base.requires_grad_(False)
         self.new = nn.Parameter(init.detach().clone().reshape(-1, base.embedding_dim))
 
+    @property
+    def num_embeddings(self) -> int:
+        """Rows in all: the base table's and the new ones (as ``nn.Embedding.num_embeddings``)."""
+        return self.base.num_embeddings + self.new.shape[0]
+
     def forward(self, y: Tensor) -> Tensor:
         known = y < self.base.num_embeddings
         old = self.base(torch.where(known, y, torch.zeros_like(y)))
         fresh = self.new[(y - self.base.num_embeddings).clamp(min=0, max=self.new.shape[0] - 1)]
-        return torch.where(known[:, None], old, fresh)
+        return torch.where(known[..., None], old, fresh)
 
 
 def add_label(net: nn.Module, init_from: int | None = None) -> int:
@@ -248,6 +254,36 @@ def add_label(net: nn.Module, init_from: int | None = None) -> int:
 
 NEW_LABEL_PATTERNS = ("label_emb.new",)
 """The parameter name of the new label rows (for :func:`freeze`)."""
+
+
+def add_word(net: nn.Module, tokenizer: Tokenizer, word: str, init_from: str | None = None) -> Tokenizer:
+    """Textual inversion's new word (Gal et al. 2022, sec. 4.1): give a text-conditioned network's frozen text
+    encoder one more token, whose embedding row v* is the only thing trained later (eq. 2: the denoising loss,
+    minimised over v* alone). The row starts as a copy of ``init_from``'s row (Gal et al. start from a coarse
+    description of the concept, e.g. "sculpture"; default: the mean of the word rows) and lives in
+    :class:`NewLabels`, apart from the frozen table. Returns the tokenizer that knows the word (ids of the other
+    words unchanged, so every old prompt encodes as before). Train with ``freeze(net, NEW_WORD_PATTERNS)``."""
+    encoder = getattr(net, "text_encoder", None)
+    if encoder is None:
+        raise ValueError("add_word needs a text-conditioned network with a text_encoder (a TextUNet, notebook 13)")
+    emb = encoder.token
+    if emb.num_embeddings != len(tokenizer):
+        raise ValueError(f"the tokenizer has {len(tokenizer)} ids but the text encoder {emb.num_embeddings}: "
+                         "pass the tokenizer the network was trained with (and the words added since)")
+    if init_from is not None and init_from not in tokenizer.vocabulary[2:]:
+        raise ValueError(f"init_from must be a word of the vocabulary, got {init_from!r}")
+    grown = tokenizer.with_words([word])
+    table = emb.base.weight if isinstance(emb, NewLabels) else emb.weight
+    row = table[tokenizer.ids[init_from]] if init_from is not None else table[2:].mean(0)
+    if isinstance(emb, NewLabels):
+        emb.new = nn.Parameter(torch.cat([emb.new.detach(), row.detach()[None]]))
+    else:
+        encoder.token = NewLabels(emb, row)
+    return grown
+
+
+NEW_WORD_PATTERNS = ("text_encoder.token.new",)
+"""The parameter name of the new word rows (for :func:`freeze`)."""
 
 
 LORA_PATTERNS = ("*.down.weight", "*.up.weight")

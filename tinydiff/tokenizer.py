@@ -52,6 +52,14 @@ class Tokenizer:
         self.max_length = int(max_length)
         self.config = dict(words=words, max_length=self.max_length)
 
+    def with_words(self, words: Sequence[str]) -> Tokenizer:
+        """A tokenizer that also knows ``words``, appended after the vocabulary: every old word keeps its id, so
+        old prompts encode as before (textual inversion's new word, :func:`tinydiff.adapt.add_word`)."""
+        known = [w for w in words if w in self.ids]
+        if known:
+            raise ValueError(f"{known} already in the vocabulary: a new word needs a new name")
+        return Tokenizer([*self.vocabulary[2:], *words], self.max_length)
+
     @property
     def pad_id(self) -> int:
         return self.ids[PAD]

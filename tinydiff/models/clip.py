@@ -49,7 +49,7 @@ class TextEncoder(nn.Module):
         self.norm = nn.LayerNorm(width)
 
     def _check(self, ids: Tensor) -> None:
-        L, V = self.config["max_length"], self.config["vocab_size"]
+        L, V = self.config["max_length"], self.token.num_embeddings  # words added later included (adapt.add_word)
         if ids.ndim != 2 or ids.dtype != torch.long or ids.shape[1] != L:
             raise ValueError(f"prompt ids must be a LongTensor [B, {L}] from tokenizer.encode, got {ids.dtype} {list(ids.shape)}")
         if ids.device.type != "meta" and ids.numel() and bool(((ids < 0) | (ids >= V)).any()):

@@ -66,13 +66,17 @@ class TextUNet(nn.Module):
         return y
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        """x [B, C, H, W], t LongTensor [B], y prompt ids [B, L] (None: the empty prompt) -> prediction [B, C, H, W]."""
+        """x [B, C, H, W], t LongTensor [B], y prompt ids [B, L] (None: the empty prompt) -> prediction [B, C, H, W].
+
+        Gradients reach the text encoder only where one of its parameters is trainable (a new word of textual
+        inversion, :func:`tinydiff.adapt.add_word`); the frozen encoder runs without building a graph."""
         if y is None:
             y = self.null_class.to(x.device).expand(x.shape[0], -1)
         self.check_condition(y)
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"{x.shape[0]} images but {y.shape[0]} prompts: give one prompt per image")
-        with torch.no_grad():
+        learning = any(p.requires_grad for p in self.text_encoder.parameters())  # a new word, or a tuned encoder
+        with torch.set_grad_enabled(torch.is_grad_enabled() and learning):
             states, mask = self.text_encoder(y)
         return self.unet(x, t, context=states, context_mask=mask)
 
