@@ -257,10 +257,11 @@ NEW_LABEL_PATTERNS = ("label_emb.new",)
 
 
 def add_word(net: nn.Module, tokenizer: Tokenizer, word: str, init_from: str | None = None) -> Tokenizer:
-    """Textual inversion's new word (Gal et al. 2022, sec. 4.1): give a text-conditioned network's frozen text
-    encoder one more token, whose embedding row v* is the only thing trained later (eq. 2: the denoising loss,
-    minimised over v* alone). The row starts as a copy of ``init_from``'s row (Gal et al. start from a coarse
-    description of the concept, e.g. "sculpture"; default: the mean of the word rows) and lives in
+    """Textual inversion's new word (Gal et al. 2022, sec. 3): give a text-conditioned network's frozen text
+    encoder one more token, whose embedding row v* is the only thing trained later (their eq. 2: the denoising
+    loss, minimised over v* alone). The row starts as a copy of ``init_from``'s row (Gal et al. start from the
+    embedding of a coarse one-word description of the concept, e.g. "sculpture"; default here: the mean of the word
+    rows) and lives in
     :class:`NewLabels`, apart from the frozen table. Returns the tokenizer that knows the word (ids of the other
     words unchanged, so every old prompt encodes as before). Train with ``freeze(net, NEW_WORD_PATTERNS)``."""
     encoder = getattr(net, "text_encoder", None)
