@@ -1,6 +1,8 @@
 """Textual inversion's new word (Gal et al. 2022): the tokenizer and text encoder grow by one token, and training
 moves that token's embedding row and nothing else -- weight decay included."""
 
+import copy
+
 import pytest
 import torch
 
@@ -77,3 +79,30 @@ def test_add_word_says_what_is_wrong(model, tok):
         add_word(model, tok, "seven")
     with pytest.raises(ValueError, match="the tokenizer has"):
         add_word(model, tok.with_words(["hollow"]), "dotted")
+
+
+def test_word_files_are_small_round_trip_and_refuse_another_base(model, tok, tmp_path):
+    from tinydiff.adapt import load_words, save_words
+    from tinydiff.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "base", model, model.config)
+    other = copy.deepcopy(model)
+    torch.nn.init.normal_(other.text_encoder.token.weight)
+    save_checkpoint(tmp_path / "other", other, other.config)
+    fresh = copy.deepcopy(model)
+    grown = add_word(model, tok, "hollow")
+    with torch.no_grad():
+        model.text_encoder.token.new.normal_()  # a "learned" row
+    weights = save_words(tmp_path / "hollow", model, grown, tmp_path / "base")
+    assert weights.stat().st_size < 1024  # one row of 16 floats and a header: under 1 KB
+    loaded = load_words(tmp_path / "hollow", fresh, tok, tmp_path / "base")
+    assert loaded.vocabulary == grown.vocabulary
+    x, t, ids = torch.randn(2, 4, 8, 8), torch.tensor([5, 900]), grown.encode(["a hollow seven", "a bold one"])
+    with torch.no_grad():
+        assert torch.equal(fresh(x, t, ids), model(x, t, ids))
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_words(tmp_path / "hollow", copy.deepcopy(other), tok, tmp_path / "other")
+    with pytest.raises(FileNotFoundError, match="save_words"):
+        load_words(tmp_path / "missing", fresh, tok, tmp_path / "base")
+    with pytest.raises(ValueError, match="no new words"):
+        save_words(tmp_path / "none", other, tok, tmp_path / "other")

@@ -287,6 +287,54 @@ NEW_WORD_PATTERNS = ("text_encoder.token.new",)
 """The parameter name of the new word rows (for :func:`freeze`)."""
 
 
+def save_words(path: str | os.PathLike, net: nn.Module, tokenizer: Tokenizer, base_checkpoint: str | os.PathLike,
+               extra: dict | None = None) -> Path:
+    """Write the words added by :func:`add_word` -- their embedding rows to ``<path>.safetensors`` [n, width], their
+    names to ``<path>.json`` with the SHA-256 of ``base_checkpoint`` -- the whole of a textual inversion: a few
+    hundred bytes of weights. ``tokenizer`` is the grown one :func:`add_word` returned. :func:`load_words` reads it."""
+    emb = getattr(getattr(net, "text_encoder", None), "token", None)
+    if not isinstance(emb, NewLabels):
+        raise ValueError("the network has no new words: add them with add_word (and train them) before saving")
+    n = emb.new.shape[0]
+    if len(tokenizer) != emb.num_embeddings:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} ids but the text encoder {emb.num_embeddings}: pass "
+                         "the tokenizer add_word returned")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weights = path.with_name(path.name + ".safetensors")
+    save_file({"text_encoder.token.new": emb.new.detach().cpu().contiguous()}, str(weights))
+    header = {"format": "tinydiff-words", "version": 1, "base_sha256": read_config(base_checkpoint)["sha256"],
+              "words": tokenizer.vocabulary[-n:], "extra": extra or {}}
+    path.with_name(path.name + ".json").write_text(json.dumps(header, indent=2) + "\n")
+    return weights
+
+
+def load_words(path: str | os.PathLike, net: nn.Module, tokenizer: Tokenizer,
+               base_checkpoint: str | os.PathLike) -> Tokenizer:
+    """Add the words saved by :func:`save_words` to ``net`` (the text-conditioned network loaded from
+    ``base_checkpoint``, whose vocabulary is ``tokenizer``'s); returns the tokenizer that knows them. Raises
+    ``ValueError`` naming both hashes if the words were learned on another base."""
+    path = Path(path)
+    weights, sidecar = path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+    if not (weights.is_file() and sidecar.is_file()):
+        raise FileNotFoundError(f"words {path}: expected {weights.name} and {sidecar.name} (written by save_words)")
+    header = json.loads(sidecar.read_text())
+    if header.get("format") != "tinydiff-words":
+        raise ValueError(f"{sidecar} is not a file of words (format {header.get('format')!r}; save_words writes them)")
+    base_sha = read_config(base_checkpoint)["sha256"]
+    if header.get("base_sha256") != base_sha:
+        raise ValueError(f"the words in {path} were learned on the base checkpoint with SHA-256 "
+                         f"{header.get('base_sha256')}, but {base_checkpoint} has SHA-256 {base_sha}: an embedding "
+                         "means nothing to another text encoder. Load them onto the checkpoint they were learned on.")
+    for word in header["words"]:
+        tokenizer = add_word(net, tokenizer, word)
+    rows = load_file(str(weights))["text_encoder.token.new"]
+    new = net.text_encoder.token.new
+    with torch.no_grad():
+        new[-len(rows):].copy_(rows)
+    return tokenizer
+
+
 LORA_PATTERNS = ("*.down.weight", "*.up.weight")
 """The parameter names of the LoRA factors (for :func:`freeze`: ``freeze(model, LORA_PATTERNS)``)."""
 
