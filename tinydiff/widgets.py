@@ -388,7 +388,8 @@ def superres_explorer(net: torch.nn.Module, schedule: Schedule, inputs: Tensor, 
     an h x h grid -- and an augmentation level s, and see ``n`` SR3 upscalings (:func:`tinydiff.demos.superres_figure`).
 
     ``net`` is a :class:`~tinydiff.models.SuperResUNet`; with noise levels the slider ``explorer.level`` sets s
-    (Ho et al. 2022, sec. 4.1; a model without noise levels ignores it). ``explorer.choice`` picks the input (-1: the
+    (Ho et al. 2022, sec. 4.1; a model without noise levels ignores it). The default ``levels`` span 0..300, the
+    range the shipped ``mnist_sr`` was trained on (its s_max); give ``levels`` for a model trained on another. ``explorer.choice`` picks the input (-1: the
     drawing, ``explorer.drawing``, which starts as input 0 thresholded at 0). With ``labels`` the dropdown names each
     input's class, with ``classifier`` each upscaling is captioned with the class it reads. Returns the explorer.
     """
