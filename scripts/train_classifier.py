@@ -14,6 +14,12 @@ trains the same network on the digits *and* two styled variants of each (:func:`
 thin / bold strokes, leaning left / right; bold sevens included): the judge of notebook 13, which must recognise
 styled digits. Its accuracy is reported on the styled test digits as well.
 
+    OMP_WAIT_POLICY=PASSIVE python scripts/train_classifier.py --hollow --epochs 8 --output data/checkpoints/mnist_classifier_hollow
+
+trains the judge of notebook 16: 20 classes, digit k plain (k) or hollow (10 + k, :func:`tinydiff.data.styles.hollow`),
+on the training digits and one styled variant of each, every one both plain and hollow. It reads a generated image's
+digit and whether it is in the new concept (:func:`tinydiff.personalise.judge`).
+
     OMP_WAIT_POLICY=PASSIVE python scripts/train_classifier.py --data emoji
 
 trains the judge of the colour emoji (notebook 14, ``scripts/eval_images.py``): ``Classifier(in_channels=3,
@@ -81,9 +87,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", help="checkpoint path without suffix (default data/checkpoints/<data>_classifier)")
     p.add_argument("--styled", action="store_true", help="add two styled variants of every training digit (mnist)")
+    p.add_argument("--hollow", action="store_true",
+                   help="20 classes: every digit plain (0-9) and hollow (10-19), styled variants included (mnist)")
     args = cli.parse_args(p, argv)
-    if args.styled and args.data != "mnist":
-        raise SystemExit("--styled adds styled digits: it goes with --data mnist only")
+    if (args.styled or args.hollow) and args.data != "mnist":
+        raise SystemExit("--styled and --hollow change the digits: they go with --data mnist only")
+    if args.styled and args.hollow:
+        raise SystemExit("choose --styled or --hollow (--hollow already includes styled variants)")
     for key, value in RECIPES[args.data].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -104,6 +114,17 @@ def training_data(args: argparse.Namespace):
     x_train, y_train = load_mnist("train", pad_to_32=True)
     x_test, y_test = load_mnist("test", pad_to_32=True)
     styled_test = None
+    if args.hollow:
+        from tinydiff.data import captions as C
+        from tinydiff.data.styles import hollow
+
+        def both(images, labels):
+            return torch.cat([images, hollow(images)]), torch.cat([labels, labels + 10])
+
+        train_set = C.captioned_digits("train", copies=1, seed=args.seed + 10, hold_out=False)
+        x_train, y_train = both(torch.cat([x_train, train_set.images]), torch.cat([y_train, train_set.attributes[:, 0]]))
+        x_test, y_test = both(x_test, y_test)
+        return x_train, y_train, x_test, y_test, None
     if args.styled:
         from tinydiff.data import captions as C
 
@@ -120,7 +141,7 @@ def main() -> None:
     g = cli.seeded(args.seed)
     x_train, y_train, x_test, y_test, styled_test = training_data(args)
     model = (Classifier(in_channels=3, num_classes=8, width=args.width) if emoji else
-             Classifier(width=args.width)).to(args.device)
+             Classifier(num_classes=20 if args.hollow else 10, width=args.width)).to(args.device)
     steps = args.epochs * math.ceil(len(x_train) / args.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps)
@@ -165,7 +186,9 @@ def main() -> None:
         floor_key: round(floor, 4),
         "parameters": sum(p.numel() for p in model.parameters()),
         "data": "data/mnist.npz: 4,000 train / 1,000 test digits, padded to 32 x 32"
-        + (" + 2 styled variants of each training digit (tinydiff.data.captions.styled_digits)" if args.styled else ""),
+        + (" + 2 styled variants of each training digit (tinydiff.data.captions.styled_digits)" if args.styled else "")
+        + (" + 1 styled variant of each, every image also hollow (tinydiff.data.styles.hollow): 20 classes, "
+           "hollow k = 10 + k" if args.hollow else ""),
     }
     if emoji:
         extra["data"] = "data/emoji.npz: 1,289 train / 323 test emoji (32 x 32, 8 classes), white background"

@@ -114,6 +114,15 @@ class LoRALinear(_LoRA):
         up = nn.Linear(rank, base.out_features, bias=False, device=base.weight.device, dtype=base.weight.dtype)
         super().__init__(base, down, up, rank, alpha)
 
+    @property
+    def in_features(self) -> int:
+        """The base layer's, so that code reading ``layer.in_features`` works on the wrapped layer."""
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
     def delta_weight(self) -> Tensor:
         """(alpha / r) s B A, shaped like the base weight [out, in]."""
         return self.factor * self.up.weight @ self.down.weight

@@ -100,3 +100,14 @@ def deskew(images: Tensor) -> Tensor:
     [B, 1, H, W] -> same."""
     _check_images(images)
     return shear(images, -slant(images).to(images.dtype))
+
+
+def hollow(images: Tensor, radius: int = 1) -> Tensor:
+    """Outlined digits: ink where the dilated stroke is and the stroke is not, (thicken(x, r) - x) in ink units --
+    the stroke's boundary traced outwards (boundary extraction, Gonzalez & Woods 2018, sec. 9.5, with dilation in
+    place of erosion). Where the stroke was is now dark, ringed by a line ``radius`` pixels wide: a style no
+    shipped digit has (notebook 16's new concept). [B, 1, H, W] in [-1, 1] -> same."""
+    _check_images(images)
+    ink_in = (images + 1) / 2
+    ring = (thicken(images, radius) + 1) / 2 - ink_in
+    return (2 * ring - 1).clamp(-1, 1)
