@@ -39,14 +39,16 @@ from tinydiff.pretrained import load_diffusion_model
 from tinydiff.text_to_image import evaluation_prompts, prompt_digits
 from tinydiff.train import train
 
-# run name -> (method, prior weight lambda, steps, learning rate)
+# run name -> (method, prior weight lambda, steps, learning rate, prior): the prior is the base model's samples of
+# "a three" (DreamBooth's class prior) or, "wide", of "a zero" ... "a nine" (every digit's class prompt)
 RUNS = {
-    "textual_inversion": ("textual_inversion", 0.0, 2000, 5e-3),
-    "dreambooth": ("dreambooth", 1.0, 400, 1e-4),
-    "dreambooth_noprior": ("dreambooth", 0.0, 400, 1e-4),
-    "dreambooth_text": ("dreambooth_text", 1.0, 400, 1e-4),
-    "lora": ("lora", 1.0, 400, 1e-3),
-    "hypernetwork": ("hypernetwork", 1.0, 400, 1e-3),
+    "textual_inversion": ("textual_inversion", 0.0, 2000, 5e-3, "class"),
+    "dreambooth": ("dreambooth", 1.0, 400, 1e-4, "class"),
+    "dreambooth_noprior": ("dreambooth", 0.0, 400, 1e-4, "class"),
+    "dreambooth_wideprior": ("dreambooth", 1.0, 400, 1e-4, "wide"),
+    "dreambooth_text": ("dreambooth_text", 1.0, 400, 1e-4, "class"),
+    "lora": ("lora", 1.0, 400, 1e-3, "class"),
+    "hypernetwork": ("hypernetwork", 1.0, 400, 1e-3, "class"),
 }
 GUIDANCE, STEPS = 3.0, 25  # sampling: classifier-free guidance and DDIM steps, as notebook 13
 
@@ -65,7 +67,10 @@ def drift_report(images, base_images, stated, styled_judge, judge, reference) ->
     digits = classify(styled_judge, images)
     measured = C.attributes(images, stated[:, 0], reference)
     _, hollow = P.judge(judge, images)
-    out = {"digit_accuracy": float((digits == stated[:, 0]).float().mean()), "hollow": float(hollow.float().mean())}
+    right, subject = digits == stated[:, 0], stated[:, 0] == P.SUBJECT_DIGIT
+    out = {"digit_accuracy": float(right.float().mean()), "hollow": float(hollow.float().mean()),
+           "class_digit_accuracy": float(right[subject].float().mean()), "class_hollow": float(hollow[subject].float().mean()),
+           "other_digit_accuracy": float(right[~subject].float().mean()), "other_hollow": float(hollow[~subject].float().mean())}
     for name, col in (("thickness", 1), ("slant", 2)):
         said = stated[:, col] != C.UNSAID
         out[f"{name}_accuracy"] = float((measured[said, col] == stated[said, col]).float().mean())
@@ -77,9 +82,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--base", default="data/checkpoints/mnist_text")
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    p.add_argument("--steps", type=int, help="override every chosen run's steps")
+    p.add_argument("--lr", type=float, help="override every chosen run's learning rate")
+    p.add_argument("--tag", default="", help="appended to the run names (e.g. _lr3e-5)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--prior-images", type=int, default=200, help="the base model's samples of 'a three'")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bound-steps", type=int, default=1500,
+                   help="steps of textual inversion's upper bound, the text states learned (0: skip it)")
     p.add_argument("--output-dir", default="data/checkpoints/personalise")
     p.add_argument("--results", default="benchmarks/results/personalise.json")
     args = cli.parse_args(p)
@@ -104,21 +114,25 @@ def main() -> None:
     # DreamBooth's prior: the base model's own samples of the class prompt, made before any fine-tuning
     class_prompt = f"a {C.DIGIT_WORDS[P.SUBJECT_DIGIT]}"
     prior = base.codec.encode(sample(base.net, base, base.tokenizer, [class_prompt] * args.prior_images, seed=2000).to(args.device))
+    every = [f"a {C.DIGIT_WORDS[k % 10]}" for k in range(args.prior_images)]
+    wide_ids = base.tokenizer.encode(every).to(args.device)
+    wide = base.codec.encode(sample(base.net, base, base.tokenizer, every, seed=2500).to(args.device))
     subject = base.codec.encode(P.subject_images().to(args.device))
 
     results_path = Path(args.results)
     if results_path.is_file():
         results["runs"] = json.loads(results_path.read_text()).get("runs", {})
     for run in args.runs:
-        method, weight, steps, lr = RUNS[run]
+        method, weight, steps, lr, kind = RUNS[run]
+        steps, lr, run = args.steps or steps, args.lr or lr, run + args.tag
         fresh = load_diffusion_model(args.base, device=args.device)
         model, tokenizer = fresh.net, P.prepare(fresh.net, fresh.tokenizer, method)
         word = P.new_word(method)
         ids = tokenizer.encode(P.subject_prompts(word, len(subject))).to(args.device)
         trainable = sum(q.numel() for q in model.parameters() if q.requires_grad)
         if weight > 0:
-            objective = P.PriorPreservation(base.schedule, prior, tokenizer.encode(class_prompt)[0].to(args.device),
-                                            weight, base.prediction)
+            images, prompts = (prior, tokenizer.encode(class_prompt)[0].to(args.device)) if kind == "class" else (wide, wide_ids)
+            objective = P.PriorPreservation(base.schedule, images, prompts, weight, base.prediction)
             kw = dict(objective=objective)
         else:
             kw = dict(prediction=base.prediction)
@@ -141,12 +155,28 @@ def main() -> None:
         composition = P.concept_report(sample(model, base, tokenizer, prompts, seed=4000), stated, judge)
         drift = drift_report(sample(model, base, tokenizer, base_prompts, seed=1000), base_images, base_stated,
                              styled_judge, judge, reference)
-        results["runs"][run] = {"method": method, "word": word, "prior_weight": weight, "steps": steps, "lr": lr,
+        results["runs"][run] = {"method": method, "word": word, "prior_weight": weight, "prior": kind, "steps": steps, "lr": lr,
                                 "trainable_parameters": trainable, "file_bytes": file.stat().st_size,
                                 "wall_time_s": round(wall, 1), "steps_per_s": round(steps / wall, 2),
                                 "fidelity": fidelity, "composition": composition, "drift": drift}
         print(run, json.dumps(results["runs"][run]), flush=True)
         results_path.parent.mkdir(parents=True, exist_ok=True)
+        results_path.write_text(json.dumps(results, indent=1) + "\n")
+    if args.bound_steps:  # textual inversion's upper bound: every text state free (tinydiff.personalise.LearnedStates)
+        fresh = load_diffusion_model(args.base, device=args.device)
+        start_ids = fresh.tokenizer.encode(f"a bold {C.DIGIT_WORDS[P.SUBJECT_DIGIT]}")
+        bound = P.LearnedStates(fresh.net, start_ids[0].to(args.device))
+        start = time.time()
+        for state in train(bound, base.schedule, subject, labels=start_ids.expand(len(subject), -1).to(args.device),
+                           steps=args.bound_steps, batch_size=args.batch_size, lr=1e-2, prediction=base.prediction,
+                           generator=cli.seeded(args.seed), progress=False):
+            pass
+        images = sample(bound, base, fresh.tokenizer, [f"a bold {C.DIGIT_WORDS[P.SUBJECT_DIGIT]}"] * 100, seed=3000)
+        report = P.concept_report(images, torch.tensor([[P.SUBJECT_DIGIT, C.UNSAID]] * 100), judge)
+        results["text_states_bound"] = {"parameters": bound.states.numel(), "steps": args.bound_steps, "lr": 1e-2,
+                                        "final_loss": round(state.loss, 4), "wall_time_s": round(time.time() - start, 1),
+                                        **report}
+        print("text states bound:", results["text_states_bound"], flush=True)
         results_path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {results_path}; base checkpoint SHA-256 {read_config(args.base)['sha256'][:12]}")
 

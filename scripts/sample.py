@@ -7,6 +7,7 @@
     python scripts/sample.py --checkpoint data/checkpoints/mnist_latent_distilled --out fast  # 4 steps, distilled
     python scripts/sample.py --adapter runs/adapters/lora4 --adapter-scale 0.5 --digit 7 --out half  # notebook 12
     python scripts/sample.py --checkpoint data/checkpoints/mnist_text --prompt "a bold seven" --guidance 3  # nb 13
+    python scripts/sample.py --checkpoint data/checkpoints/mnist_text --personalisation data/checkpoints/personalise/dreambooth_wideprior --prompt "a sks three"  # nb 16
     python scripts/sample.py --checkpoint runs/emoji/model --n 16 --out emoji   # a model scripts/train.py wrote
     python scripts/sample.py --checkpoint data/checkpoints/mnist_base8 --upscaler data/checkpoints/mnist_sr --level 100
     python scripts/sample.py --checkpoint data/checkpoints/mnist_sr --upscale small.png --n 8 --out big  # nb 15
@@ -40,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinydiff import adapt, superres
+from tinydiff import adapt, personalise, superres
 from tinydiff.diffusion import FLOW_PREDICTION
 from tinydiff.evaluation import balanced_labels, sample_digits
 from tinydiff.plot import make_grid
@@ -62,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--out", default="samples", help="output path without suffix: writes <out>.png and <out>.npz")
     p.add_argument("--adapter", help="an adapter written by scripts/adapt.py (LoRA or a new label) for --checkpoint")
+    p.add_argument("--personalisation", help="a file of scripts/personalise.py (a learned word, DreamBooth, LoRA or a "
+                   "hypernetwork) for the text-conditioned --checkpoint; its new word may then appear in --prompt")
     p.add_argument("--adapter-scale", type=float, default=1.0, help="0 = the base model, 1 = adapted (default)")
     p.add_argument("--fast", action="store_true", help="bfloat16 autocast + torch.compile: about 3.5x the images/s "
                    "for thousands of latent samples with --batch-size 512 (benchmarks/speed.py); compiling takes "
@@ -157,6 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     # channels-last: the same samples up to float rounding (5e-5), 1.2-1.3x faster convolutions (benchmarks/speed.py)
     model.net = model.net.to(memory_format=torch.channels_last)
     tokenizer = model.tokenizer
+    if args.personalisation:
+        if tokenizer is None:
+            sys.exit(f"--personalisation needs a text-conditioned --checkpoint (data/checkpoints/mnist_text), "
+                     f"not {args.checkpoint}")
+        try:
+            tokenizer = personalise.load_personalisation(args.personalisation, model.net, tokenizer, args.checkpoint)
+        except (ValueError, FileNotFoundError) as err:
+            sys.exit(f"--personalisation: {err}")
     if tokenizer is not None:  # a text-conditioned model: the prompt replaces --digit
         if args.prompt is None or args.digit is not None or args.adapter:
             sys.exit(f'{args.checkpoint} reads prompts: give --prompt "a bold seven" (not --digit or --adapter)')

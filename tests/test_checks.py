@@ -628,3 +628,38 @@ def test_psnr_right_and_mistakes():
     assert "natural log" in str(checks.check_psnr(lambda x, y: 10 * torch.log(4 / mse(x, y))))
     assert "20 log10" in str(checks.check_psnr(lambda x, y: 20 * torch.log10(4 / mse(x, y))))
     assert "whole batch" in str(checks.check_psnr(lambda x, y: (10 * torch.log10(4 / mse(x, y).mean())).expand(3)))
+
+
+def test_prior_preservation_right_and_mistakes():
+    right = lambda o, t, op, tp, w: (o - t).pow(2).mean() + w * (op - tp).pow(2).mean()
+    assert checks.check_prior_preservation(right).ok
+    assert "lambda weighs the prior" in str(checks.check_prior_preservation(
+        lambda o, t, op, tp, w: w * (o - t).pow(2).mean() + (op - tp).pow(2).mean()))
+    assert "without its weight" in str(checks.check_prior_preservation(
+        lambda o, t, op, tp, w: (o - t).pow(2).mean() + (op - tp).pow(2).mean()))
+    assert "one mean over both" in str(checks.check_prior_preservation(
+        lambda o, t, op, tp, w: (torch.cat([o, op]) - torch.cat([t, tp])).pow(2).mean()))
+
+
+def test_hyper_kv_right_and_mistakes():
+    def right(c, kv, fk, fv):
+        C = kv.out_features // 2
+        return torch.cat([kv(c + fk(c))[..., :C], kv(c + fv(c))[..., C:]], -1)
+
+    assert checks.check_hyper_kv(right).ok
+    assert "residual" in str(checks.check_hyper_kv(lambda c, kv, fk, fv: torch.cat([kv(fk(c))[..., :4], kv(fv(c))[..., 4:]], -1)))
+    assert "swapped" in str(checks.check_hyper_kv(lambda c, kv, fk, fv: torch.cat([kv(c + fv(c))[..., :4], kv(c + fk(c))[..., 4:]], -1)))
+
+
+def test_attention_share_right_and_mistakes():
+    def right(w, n):
+        g = w.reshape(-1, 2, n, *w.shape[1:])
+        return torch.stack([g[:, 0], g[:, 0]], 1).reshape(w.shape)
+
+    def first_only(w, n):
+        w = w.clone()
+        w[n:2 * n] = w[:n]
+        return w
+
+    assert checks.check_attention_share(right).ok
+    assert "second group" in str(checks.check_attention_share(first_only))

@@ -529,3 +529,29 @@ def test_superres_explorer_redraws_for_input_level_and_drawing():
     assert bytes(widget.image.value) == first
     with pytest.raises(ValueError, match="square one-channel"):
         widgets.superres_explorer(net, schedules.cosine(50), torch.zeros(2, 3, 4, 4))
+
+
+def test_prompt_edit_explorer_redraws_and_refuses_a_caption_of_another_length():
+    from pathlib import Path
+
+    from tinydiff.data import captions as C
+    from tinydiff.pretrained import load_diffusion_model
+
+    model = load_diffusion_model(Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "mnist_text")
+    test = C.captioned_digits("test", copies=1, seed=1, hold_out=False)
+    captions = [C.caption(int(d), int(t)) for d, t in test.attributes[:2, :2]]
+    widget = widgets.prompt_edit_explorer(model, test.images[:2], captions, target=captions[0], strength=0.4, steps=2)
+    assert widget.choice.options[1] == (f"1: {captions[1]}", 1)
+    first = bytes(widget.image.value)
+    assert first.startswith(b"\x89PNG") and widget.message.value == ""
+    widget.strength.value = 0.8
+    stronger = bytes(widget.image.value)
+    assert stronger != first
+    widget.target.value = "a bold digit 7 leaning left"  # more words than the source: the error, the figure kept
+    assert "number of words" in widget.message.value and bytes(widget.image.value) == stronger
+    widget.target.value = "a purple seven"
+    assert "purple" in widget.message.value
+    widget.target.value, widget.strength.value = captions[0], 0.4  # fixed noise: back to the first picture
+    assert widget.message.value == "" and bytes(widget.image.value) == first
+    with pytest.raises(ValueError, match="one caption per image"):
+        widgets.prompt_edit_explorer(model, test.images[:2], captions[:1])

@@ -899,3 +899,70 @@ def check_psnr(fn: Callable[[Tensor, Tensor], Tensor]) -> Verdict:
         "the MSE of the whole batch, not one per image": (10 * torch.log10(4 / mse.mean())).expand(3),
     }
     return compare("PSNR", lambda: fn(x.clone(), y.clone()), psnr(x, y).double(), mistakes, atol=1e-5)
+
+
+def check_prior_preservation(fn: Callable[[Tensor, Tensor, Tensor, Tensor, float], Tensor]) -> Verdict:
+    """Grade ``fn(out, target, out_prior, target_prior, weight)`` -> DreamBooth's loss (Ruiz et al. 2023, eq. 2):
+    the mean squared error on the subject's batch plus ``weight`` times the mean squared error on the prior batch, as
+    :class:`tinydiff.personalise.PriorPreservation` computes it. Shapes: [B, C, H, W] x 4 and a float -> 0-d."""
+    out, target, out_prior, target_prior = _images(40), _images(41), _images(42), _images(43)
+    weight = 0.7
+    subject, prior = (out - target).pow(2).mean(), (out_prior - target_prior).pow(2).mean()
+    mistakes = {
+        "the weight on the subject's term: lambda weighs the prior": weight * subject + prior,
+        "the prior term without its weight lambda": subject + prior,
+        "one mean over both halves: that is (subject + prior) / 2, whatever lambda is":
+            (torch.cat([out, out_prior]) - torch.cat([target, target_prior])).pow(2).mean(),
+        "sums, not means: the loss would grow with the batch and the image size":
+            (out - target).pow(2).sum() + weight * (out_prior - target_prior).pow(2).sum(),
+    }
+    return compare("prior-preservation loss", lambda: fn(out.clone(), target.clone(), out_prior.clone(),
+                                                          target_prior.clone(), weight),
+                   subject + weight * prior, mistakes)
+
+
+def check_hyper_kv(fn: Callable[..., Tensor]) -> Verdict:
+    """Grade ``fn(c, kv, f_key, f_value)`` -> keys and values [B, L, 2 C] of a cross-attention whose text states pass
+    a hypernetwork first (NovelAI 2022): K = W_K (c + f_K(c)), V = W_V (c + f_V(c)), with ``kv`` the nn.Linear(D, 2 C)
+    holding [W_K; W_V], against :class:`tinydiff.personalise.HyperKV`. Shapes: c [B, L, D] -> [B, L, 2 C]."""
+    from .personalise import HyperKV
+
+    g = torch.Generator().manual_seed(44)
+    c = torch.randn(2, 5, 6, generator=g, dtype=torch.float64)
+    kv = torch.nn.Linear(6, 8).double()
+    hyper = HyperKV(kv, mult=2)
+    with torch.no_grad():
+        for p in hyper.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.5)
+    f_key, f_value = hyper.key, hyper.value
+    with torch.no_grad():
+        expected = hyper(c)
+        mistakes = {
+            "the hypernetwork replaces the text states: K = W_K f_K(c) leaves out the residual c + f_K(c)":
+                torch.cat([kv(f_key(c))[..., :4], kv(f_value(c))[..., 4:]], -1),
+            "the keys' network used for the values too": torch.cat([kv(c + f_key(c))[..., :4], kv(c + f_key(c))[..., 4:]], -1),
+            "keys and values swapped: kv's first half is W_K": torch.cat([kv(c + f_value(c))[..., :4], kv(c + f_key(c))[..., 4:]], -1),
+        }
+    return compare("hypernetwork keys and values", lambda: fn(c.clone(), kv, f_key, f_value), expected, mistakes)
+
+
+def check_attention_share(fn: Callable[[Tensor, int], Tensor]) -> Verdict:
+    """Grade ``fn(weights, n)`` -> prompt-to-prompt's shared maps (Hertz et al. 2022, sec. 3.2): in a batch of groups
+    [n source rows, n edited rows] (two groups under classifier-free guidance), every edited row takes its source
+    row's weights, as :meth:`tinydiff.prompt_editing.AttentionInjection.share`. Shapes: [B, heads, HW, L] -> same."""
+    from .prompt_editing import AttentionInjection
+
+    g = torch.Generator().manual_seed(45)
+    w = torch.rand(8, 2, 3, 4, generator=g, dtype=torch.float64).softmax(-1)
+    inject = AttentionInjection.__new__(AttentionInjection)
+    inject.n = 2
+    expected = AttentionInjection.share(inject, w)
+    only_first = w.clone()
+    only_first[2:4] = w[0:2]
+    backwards = w.clone()
+    backwards[0:2], backwards[4:6] = w[2:4], w[6:8]
+    mistakes = {
+        "only the first group changed: under guidance the batch holds a second group, the empty prompt's": only_first,
+        "the wrong way round: the source rows took the edited rows' maps": backwards,
+    }
+    return compare("prompt-to-prompt's shared maps", lambda: fn(w.clone(), 2), expected, mistakes)

@@ -14,6 +14,8 @@ device, and the same controls always give the same picture.
 - :func:`adapter_figure`     digits from an adapted network at one adapter scale (the network is left as it was)
 - :func:`prompt_figure`      digits for one prompt from a text-conditioned model
 - :func:`superres_figure`    several SR3 upscalings of one small image, beside the input and bicubic
+- :func:`prompt_edit_figure` one real digit edited from its caption to another by SDEdit, inversion and
+  prompt-to-prompt, at one strength
 
 :func:`class_index` (a class by index or by name) and :func:`image_shape` (a network's image shape) are the
 checks and defaults :func:`guidance_figure` and its widget share.
@@ -35,6 +37,7 @@ from .data.toy import GaussianMixture
 from .guidance import guided_digits
 from .langevin import annealed_langevin, check_sigmas, langevin, mixture_score
 from .metrics import classify, mode_occupancy
+from .prompt_editing import EDITORS, edit
 from .schedules import Schedule
 from .superres import upsample, upscale
 from .text_to_image import prompt_digits
@@ -264,3 +267,35 @@ def superres_figure(
     title = (f"{n} SR3 upscalings{' at augmentation level s = ' + str(level) if level is not None else ''} "
              f"(DDIM-{steps}){'; captions: the class the classifier ' + words if words else ''}")
     return plot.captioned_row(row, ["input", "bicubic", *guesses], title, fig)
+
+
+EDITOR_NAMES = {"sdedit": "SDEdit", "inversion": "inversion", "prompt_to_prompt": "prompt-to-prompt"}
+
+
+def prompt_edit_figure(
+    model,
+    image: Tensor,
+    source: str,
+    target: str,
+    strength: float,
+    guidance: float = 3.0,
+    steps: int = 20,
+    inject: float = 0.5,
+    seed: int = 0,
+    fig: FigureBase | None = None,
+) -> FigureBase:
+    """One real digit image [1, 1, 32, 32] captioned ``source``, redrawn under the caption ``target`` by each of
+    :data:`tinydiff.prompt_editing.EDITORS` at ``strength`` (DDIM-``steps`` at ``guidance``; prompt-to-prompt keeps
+    the source's attention maps for the first ``inject`` share of the steps), as one captioned row. ``model`` is
+    the text-conditioned latent :class:`tinydiff.pretrained.DiffusionModel` (e.g. ``mnist_text``)."""
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise ValueError(f"image must be one digit [1, 1, 32, 32], got {list(image.shape)}")
+    device = next(model.net.parameters()).device
+    z0 = model.codec.encode(image.to(device))
+    src, tgt = model.tokenizer.encode(source).to(device), model.tokenizer.encode(target).to(device)
+    edited = [model.codec.decode(edit(model.net, model.schedule, z0, src, tgt, editor=e, strength=strength,
+                                      guidance=guidance, steps=steps, inject=inject, prediction=model.prediction,
+                                      generator=torch.Generator(device).manual_seed(seed))).clamp(-1, 1).cpu()
+              for e in EDITORS]
+    return plot.captioned_row(torch.cat([image.cpu(), *edited]), [f'"{source}"', *(EDITOR_NAMES[e] for e in EDITORS)],
+                              f'to "{target}" at strength {strength:g} (t0 = {round(strength * (model.schedule.T - 1))})', fig)

@@ -219,6 +219,38 @@ def add_hypernetwork(model: nn.Module, mult: int = 2) -> list[str]:
     return names
 
 
+# --- how far any conditioning can go: the text states themselves, learned ----------------------------
+
+
+class LearnedStates(nn.Module):
+    """An upper bound for textual inversion: the UNet reads *learned* text states [L, D] -- all of them free, not
+    only one word's input row -- for every prompt but the empty one, which still goes through the frozen text
+    encoder (the null condition of classifier-free guidance). What the frozen UNet cannot draw from these, no word
+    and no number of words can make it draw. ``net`` is a frozen TextUNet; ``ids`` [L] the prompt whose states
+    start the search (its padding mask is kept). ``model(z_t, t, y)`` like the TextUNet."""
+
+    def __init__(self, net: nn.Module, ids: Tensor) -> None:
+        super().__init__()
+        self.net = net.requires_grad_(False)
+        with torch.no_grad():
+            states, mask = net.text_encoder(ids[None])
+        self.states = nn.Parameter(states[0].clone())
+        self.register_buffer("mask", mask[0], persistent=False)
+        self.null_class = net.null_class
+
+    def check_condition(self, y: Tensor) -> Tensor:
+        return self.net.check_condition(y)
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        null = (y == self.null_class.to(y.device)).all(1)
+        with torch.no_grad():
+            states, mask = self.net.text_encoder(y)
+        B = len(y)
+        states = torch.where(null[:, None, None], states, self.states.expand(B, -1, -1))
+        mask = torch.where(null[:, None], mask, self.mask.expand(B, -1))
+        return self.net.unet(x, t, context=states, context_mask=mask)
+
+
 # --- one entry point per method ---------------------------------------------------------------------
 
 

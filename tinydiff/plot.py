@@ -638,3 +638,31 @@ def superres_rows(low: Tensor, outputs: dict[str, Tensor], factor: int, fig: Fig
         image_grid(x, nrow=len(x), ax=ax)
         ax.text(-2, x.shape[-2] / 2, name, ha="right", va="center", fontsize=8)
     return fig
+
+
+def labelled_rows(rows: dict[str, Tensor], title: str = "", fig: FigureBase | None = None) -> FigureBase:
+    """One row of images per label: ``rows[label]`` [N, C, H, W] in [-1, 1], the label left of its row (e.g. a
+    prompt and what a model draws for it). Draws on ``fig`` (made with pyplot if None) and returns it."""
+    n = max(len(x) for x in rows.values())
+    if fig is None:
+        fig = plt.figure(figsize=(0.55 * n + 2.2, 0.62 * len(rows) + (0.3 if title else 0)))
+    axes = np.atleast_1d(fig.subplots(len(rows), 1))
+    for ax, (name, x) in zip(axes, rows.items()):
+        image_grid(x, nrow=n, ax=ax)
+        ax.text(-2, x.shape[-2] / 2, name, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def tradeoff_figure(points: dict[str, tuple[float, float]], xlabel: str, ylabel: str, title: str = "",
+                    ax: plt.Axes | None = None) -> plt.Axes:
+    """A labelled scatter of (x, y) per name -- e.g. each personalisation run's drift against its fidelity."""
+    if ax is None:
+        ax = plt.figure(figsize=(6.2, 4.2)).subplots()
+    for name, (x, y) in points.items():
+        ax.scatter([x], [y], s=36, zorder=3)
+        ax.annotate(name, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    return ax

@@ -24,6 +24,8 @@ kernel) shows exactly what the widget shows.
 - :func:`prompt_explorer`: digits for a typed prompt at a chosen guidance scale (:func:`tinydiff.demos.prompt_figure`).
 - :func:`superres_explorer`: several SR3 upscalings of a test digit, or of a coarse digit drawn on an 8 x 8 grid
   (:class:`PixelGrid`), at a chosen augmentation level (:func:`tinydiff.demos.superres_figure`).
+- :func:`prompt_edit_explorer`: a test digit edited from its caption to a typed one by SDEdit, inversion and
+  prompt-to-prompt, at a chosen strength (:func:`tinydiff.demos.prompt_edit_figure`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from .langevin import check_sigmas
 from .schedules import Schedule
 
 __all__ = ["Explorer", "PIXEL_RATIO", "adapter_explorer", "ddim_eta_explorer", "few_step_explorer", "figure_png",
-           "guidance_explorer", "langevin_explorer", "prompt_explorer", "schedule_explorer", "sdedit_explorer",
+           "guidance_explorer", "langevin_explorer", "prompt_edit_explorer", "prompt_explorer", "schedule_explorer", "sdedit_explorer",
            "show_figure", "superres_explorer"]
 
 
@@ -410,3 +412,32 @@ def superres_explorer(net: torch.nn.Module, schedule: Schedule, inputs: Tensor, 
                 {"level": on_release(W.SelectionSlider, level, "level s", options=list(levels))},
                 {"drawing": drawing}]
     return Explorer(draw, controls, figsize=(0.65 * (n + 2), 1.25), dpi=DIGITS_DPI)
+
+
+def prompt_edit_explorer(model, images: Tensor, captions: Sequence[str], target: str | None = None,
+                         strength: float = 0.6, steps: int = 20) -> Explorer:
+    """Pick a real digit (one of ``images`` [N, 1, 32, 32], each described by its true ``captions[i]``), type the
+    caption to edit it to, and set the strength: the digit redrawn by SDEdit, inversion and prompt-to-prompt
+    (:func:`tinydiff.demos.prompt_edit_figure`). The typed caption must read with the model's tokenizer and have as
+    many words as the source (prompt-to-prompt swaps words in place); otherwise the error shows instead.
+    ``model`` is the text-conditioned :class:`tinydiff.pretrained.DiffusionModel`. Returns the explorer."""
+    if len(images) != len(captions) or images.ndim != 4:
+        raise ValueError(f"give one caption per image [N, 1, 32, 32]: {len(captions)} captions, {list(images.shape)}")
+    tok = model.tokenizer
+    target = target if target is not None else captions[0]
+    options = [(f"{i}: {c}", i) for i, c in enumerate(captions)]
+
+    def check(choice: int, target: str, strength: float) -> None:
+        same = tok.padding_mask(tok.encode(captions[choice])).sum() == tok.padding_mask(tok.encode(target)).sum()
+        if not bool(same):
+            raise ValueError(f'"{target}" has another number of words than "{captions[choice]}": prompt-to-prompt '
+                             "swaps words in place, so keep the length (e.g. change thin to bold)")
+
+    def draw(choice: int, target: str, strength: float, fig: Figure) -> None:
+        demos.prompt_edit_figure(model, images[choice: choice + 1], captions[choice], target, strength, steps=steps,
+                                 fig=fig)
+
+    controls = [{"choice": W.Dropdown(options=options, value=0, description="digit")},
+                {"target": on_release(W.Text, target, "edit to", layout=W.Layout(width="360px")),
+                 "strength": on_release(W.FloatSlider, strength, "strength", min=0.2, max=1.0, step=0.1)}]
+    return Explorer(draw, controls, figsize=(4 * 0.9, 1.25), dpi=DIGITS_DPI, check=check)

@@ -87,7 +87,8 @@ class CrossAttention(nn.Module):
 
     With ``record = True`` the block keeps its last weights in ``last_weights`` [B, heads, H * W, L]:
     for each pixel, how much it read from each token. With ``enabled = False`` it returns h unchanged (an ablation:
-    the UNet with its reading switched off).
+    the UNet with its reading switched off). With ``attention_edit`` a function of the weights, the block uses
+    ``attention_edit(weights)`` in their place (prompt-to-prompt's control, :mod:`tinydiff.prompt_editing`).
     """
 
     def __init__(self, channels: int, context_dim: int, heads: int = 4) -> None:
@@ -103,6 +104,7 @@ class CrossAttention(nn.Module):
         self.record = False
         self.enabled = True
         self.last_weights: Tensor | None = None
+        self.attention_edit = None
 
     def forward(self, h: Tensor, context: Tensor, context_mask: Tensor | None = None) -> Tensor:
         B, C, H, W = h.shape
@@ -114,6 +116,9 @@ class CrossAttention(nn.Module):
         q = _split_heads(self.q(self.norm(h)).flatten(2).transpose(1, 2), self.heads)  # [B, heads, H*W, d]
         k, v = (_split_heads(z, self.heads) for z in self.kv(context).chunk(2, dim=-1))  # [B, heads, L, d]
         out, weights = masked_attention(q, k, v, context_mask)
+        if self.attention_edit is not None:  # Hertz et al. 2022, sec. 3.2: other maps, this prompt's values
+            weights = self.attention_edit(weights)
+            out = weights @ v
         if self.record:
             self.last_weights = weights.detach()
         return h + self.proj(_merge_heads(out).transpose(1, 2).reshape(B, C, H, W))
