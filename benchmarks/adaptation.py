@@ -5,7 +5,7 @@ Run from the repository root on an otherwise idle machine (notebook 12 reads wha
     OMP_WAIT_POLICY=PASSIVE python benchmarks/adaptation.py
 
 For each method (``scripts/adapt.py``: full and partial fine-tuning, LoRA of rank 1 / 4 / 16, a new label,
-full fine-tuning with replay of the base model's samples of the other digits -- ``dreambooth``), on the same base,
+full fine-tuning with replay of the base model's samples of the other digits -- ``replay``), on the same base,
 target set, budget of steps and seed, it reports:
 
 - **cost**: trainable parameters (count and % of the model), steps/s, wall time, the size of what must be saved;
@@ -43,7 +43,7 @@ from tinydiff.pretrained import load_diffusion_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = [("full", {}), ("partial", {}), ("lora", {"rank": 1}), ("lora", {"rank": 4}), ("lora", {"rank": 16}),
-        ("label", {}), ("dreambooth", {})]
+        ("label", {}), ("replay", {})]
 
 
 def load_adapt_script():

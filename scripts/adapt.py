@@ -14,17 +14,17 @@ few-shot setting, as DreamBooth's). Every method starts from the same base check
   convolutions of the middle and up paths, the base frozen;
 - ``label``: one new label learned with the whole network frozen (the idea of textual inversion, Gal et al.
   2022); the target images carry the new label instead of their digit's;
-- ``dreambooth`` (named after the loss it borrows; it is not DreamBooth): full fine-tuning with *replay* of the
+- ``replay``: full fine-tuning with *replay* of the
   base model's own samples of the *other* classes (``--n-prior``, drawn once before training), against forgetting.
   The data is a pool of the target set repeated ``n_prior // n_train`` times and the replayed samples (with the
   defaults 160 + 180 images), from which :func:`tinydiff.train.train` draws each batch with replacement: the
   loss has the form of DreamBooth's prior-preservation loss (Ruiz et al. 2023, eq. 2) with lambda = 180 / 160 in
   expectation, but DreamBooth binds a subject to a new identifier and replays samples of the subject's *own*
   class, to keep the class word's meaning; here the digits keep their labels and the replay protects the rest
-  (generative replay, Shin et al. 2017).
+  (generative replay, Shin et al. 2017). DreamBooth itself is notebook 16 (:mod:`tinydiff.personalise`).
 
 Writes the adapted weights' difference as an adapter file (``<out>.safetensors`` + ``<out>.json``; for ``full``,
-``partial`` and ``dreambooth`` the changed tensors themselves), with what the method cost in its JSON's ``extra``
+``partial`` and ``replay`` the changed tensors themselves), with what the method cost in its JSON's ``extra``
 (trainable parameters, steps/s, wall time); ``benchmarks/adaptation.py`` runs every method and measures what
 each one did.
 """
@@ -64,7 +64,7 @@ def heldout_style_set(digit: int, n: int = 400) -> torch.Tensor:
 
 
 def prior_samples(model, digit: int, n: int, guidance: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The base model's own samples of the classes other than ``digit`` (``dreambooth`` replays them): DDIM-25
+    """The base model's own samples of the classes other than ``digit`` (``replay`` replays them): DDIM-25
     (trailing) from the noise of ``seed``, images [n, 1, 32, 32] on the CPU and their labels [n]."""
     others = torch.tensor([c for c in range(model.net.num_classes) if c != digit])
     labels = others[torch.arange(n) % len(others)]
@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-train", type=int, default=32)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, help="default: 5e-5 for full / partial / dreambooth, 1e-3 for lora, 1e-2 for label")
-    p.add_argument("--n-prior", type=int, default=180, help="dreambooth: base samples of the other classes, replayed")
+    p.add_argument("--lr", type=float, help="default: 5e-5 for full / partial / replay, 1e-3 for lora, 1e-2 for label")
+    p.add_argument("--n-prior", type=int, default=180, help="replay: base samples of the other classes, replayed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="path without suffix for the adapter files")
     args = cli.parse_args(p, argv)
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     label = adapt.prepare(net, args.method, args.rank, args.alpha)
     labels = torch.full((len(images),), label if label is not None else args.digit)
     data, data_labels = images, labels
-    if args.method == "dreambooth":  # replay: a pool of the target set (repeated) and the base model's samples
+    if args.method == "replay":  # replay: a pool of the target set (repeated) and the base model's samples
         prior, prior_labels = prior_samples(model, args.digit, args.n_prior, model.recommended_guidance or 1.0,
                                             args.seed + 1)
         repeat = max(1, len(prior) // len(images))

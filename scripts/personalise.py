@@ -5,8 +5,8 @@
 trains, one after another, textual inversion, DreamBooth (with and without prior preservation), DreamBooth with the
 text encoder, LoRA on the cross-attention and a hypernetwork (:mod:`tinydiff.personalise`), each from the shipped
 ``data/checkpoints/mnist_text`` on the 32 hollow threes of :func:`tinydiff.personalise.subject_images`. Each run
-writes its file to ``--output-dir`` (``data/checkpoints/personalise/<run>.safetensors`` + ``.json``) and its
-numbers to ``benchmarks/results/personalise.json``:
+writes its file to ``--output-dir`` (``runs/personalise/<run>.safetensors`` + ``.json``; the ones notebook 16 loads
+are copied to ``data/checkpoints/personalise/``) and its numbers to ``benchmarks/results/personalise.json``:
 
 - fidelity: 100 samples of the training prompt ("a hollow three" / "a sks three"): judged hollow, the digit right,
   FD to 100 held-out hollow threes in the judge's features;
@@ -15,7 +15,13 @@ numbers to ``benchmarks/results/personalise.json``:
   the base model: digit accuracy (notebook 13's judge), thickness and slant accuracy, the share that turned hollow,
   and FD to the base model's own samples.
 
-``--methods textual_inversion lora`` runs some; ``--no-prior`` appears in the run names as ``dreambooth_noprior``.
+DreamBooth runs three ways: with the class prior (200 base-model samples of "a three"), without a prior
+(``dreambooth_noprior``), and with a *wide* prior (``dreambooth_wideprior``: 20 samples of each "a zero" ... "a
+nine"). LoRA and the hypernetwork train with DreamBooth's objective and class prior. Last, textual inversion's upper
+bound: the text states themselves learned (:class:`tinydiff.personalise.LearnedStates`, ``--bound-steps``).
+
+``--runs textual_inversion lora`` runs some (the others' numbers in the results file are kept); ``--steps``,
+``--lr`` and ``--tag`` make a variant of each run chosen (``--lr 3e-5 --tag _lr3e-5``).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ RUNS = {
     "dreambooth": ("dreambooth", 1.0, 400, 1e-4, "class"),
     "dreambooth_noprior": ("dreambooth", 0.0, 400, 1e-4, "class"),
     "dreambooth_wideprior": ("dreambooth", 1.0, 400, 1e-4, "wide"),
-    "dreambooth_text": ("dreambooth_text", 1.0, 400, 1e-4, "class"),
+    "dreambooth_text": ("dreambooth_text", 1.0, 400, 3e-5, "class"),  # at 1e-4 the three's shape was lost
     "lora": ("lora", 1.0, 400, 1e-3, "class"),
     "hypernetwork": ("hypernetwork", 1.0, 400, 1e-3, "class"),
 }
@@ -90,7 +96,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bound-steps", type=int, default=1500,
                    help="steps of textual inversion's upper bound, the text states learned (0: skip it)")
-    p.add_argument("--output-dir", default="data/checkpoints/personalise")
+    p.add_argument("--output-dir", default="runs/personalise", help="where each run's file goes (the shipped ones are "
+                   "copied to data/checkpoints/personalise/)")
     p.add_argument("--results", default="benchmarks/results/personalise.json")
     args = cli.parse_args(p)
 

@@ -242,7 +242,7 @@ def test_a_new_label_travels_in_an_adapter_file(tmp_path):
     assert (tmp_path / "label.safetensors").stat().st_size < 2_000  # one row of the embedding
 
 
-@pytest.mark.parametrize("method", ["full", "partial", "lora", "label", "dreambooth"])
+@pytest.mark.parametrize("method", ["full", "partial", "lora", "label", "replay"])
 def test_adapt_script_runs_each_method_and_trains_only_what_it_says(method, tmp_path, monkeypatch, load_script):
     import json
     from pathlib import Path
@@ -260,7 +260,7 @@ def test_adapt_script_runs_each_method_and_trains_only_what_it_says(method, tmp_
     extra = header["extra"]
     assert header["base_sha256"] == json.loads((tmp_path / "base.json").read_text())["sha256"]
     total = sum(p.numel() for p in base.parameters())
-    if method in ("full", "dreambooth"):
+    if method in ("full", "replay"):
         assert extra["trainable_parameters"] == total
     elif method == "label":
         assert extra["trainable_parameters"] == base.label_emb.embedding_dim and extra["label"] == 11

@@ -286,3 +286,36 @@ def test_sample_script_takes_a_prompt_for_a_text_model(tmp_path, load_script):
     save_checkpoint(labels, _tiny_net(), extra={"schedule": {"name": "cosine", "T": 50}, "train": {"prediction": "epsilon"}})
     with pytest.raises(SystemExit, match="not text-conditioned"):
         script.main(["--checkpoint", str(labels), "--prompt", "a seven", "--out", str(tmp_path / "x")])
+    # a personalisation (notebook 16): its new word reads in --prompt, and the samples are the adapted model's
+    from tinydiff import personalise
+
+    adapted = TextUNet(**net.config)
+    adapted.load_state_dict(net.state_dict())
+    words = personalise.prepare(adapted, tok, "textual_inversion")
+    with torch.no_grad():
+        adapted.text_encoder.token.new.normal_()
+    personalise.save_personalisation(tmp_path / "word", adapted, words, "textual_inversion", path)
+    script.main(["--checkpoint", str(path), "--personalisation", str(tmp_path / "word"), "--prompt", "a hollow seven",
+                 "--n", "2", "--guidance", "2", "--sampler", "ddim:2", "--out", str(tmp_path / "w")])
+    want = SamplerSpec.parse("ddim:2", 50)(classifier_free(adapted.eval(), words.encode(["a hollow seven"] * 2), 2.0),
+                                           schedules.cosine(50), (2, 1, 32, 32), generator=torch.Generator().manual_seed(0),
+                                           clip_x0=1.0, progress=False)
+    np.testing.assert_allclose(np.load(tmp_path / "w.npz")["samples"], want.clamp(-1, 1).numpy(), atol=1e-5)
+    with pytest.raises(SystemExit, match="--personalisation: .*SHA-256"):
+        script.main(["--checkpoint", str(_other_text(tmp_path, tok)), "--personalisation", str(tmp_path / "word"),
+                     "--prompt", "a hollow seven", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="needs a text-conditioned"):
+        script.main(["--checkpoint", str(labels), "--personalisation", str(tmp_path / "word"), "--out", str(tmp_path / "x")])
+
+
+def _other_text(tmp_path, tok):
+    """Another text checkpoint (other weights, so another SHA-256) with the same tokenizer."""
+    from tinydiff.models import TextUNet
+
+    torch.manual_seed(1)
+    net = TextUNet(unet=dict(in_channels=1, channels=8, mults=[1, 2]),
+                   text_encoder=dict(vocab_size=len(tok), max_length=tok.max_length, width=16, layers=1, heads=4))
+    path = tmp_path / "other_text"
+    save_checkpoint(path, net, extra={"schedule": {"name": "cosine", "T": 50}, "train": {"prediction": "epsilon"},
+                                      "tokenizer": tok.config})
+    return path

@@ -358,11 +358,11 @@ def partial_finetune_patterns(net: nn.Module) -> list[str]:
     return ["mid_attn.*", f"up.{len(net.up) - 1}.*", "norm_out.*", "conv_out.*"]
 
 
-METHODS = ("full", "partial", "lora", "label", "dreambooth")
-"""The adaptation methods of notebook 12. ``dreambooth`` (named after the loss it borrows) trains like ``full``:
-it is full fine-tuning with *replay* -- ``scripts/adapt.py`` mixes the base model's own samples of the other
-classes into the data, against forgetting. It is not DreamBooth (Ruiz et al. 2023), which binds a subject to a
-new identifier and replays samples of the subject's *own* class."""
+METHODS = ("full", "partial", "lora", "label", "replay")
+"""The adaptation methods of notebook 12. ``replay`` trains like ``full``: it is full fine-tuning with *replay* --
+``scripts/adapt.py`` mixes the base model's own samples of the other classes into the data, against forgetting. Its
+loss has the form of DreamBooth's prior preservation, but it is not DreamBooth (Ruiz et al. 2023), which binds a
+subject to a new identifier and replays samples of the subject's *own* class: :mod:`tinydiff.personalise`."""
 
 
 def prepare(net: nn.Module, method: str, rank: int = 4, alpha: float | None = None) -> int | None:
@@ -371,7 +371,7 @@ def prepare(net: nn.Module, method: str, rank: int = 4, alpha: float | None = No
     keep their own labels). Count what is left with :func:`trainable_parameters`."""
     if method not in METHODS:
         raise ValueError(f"unknown adaptation method {method!r}; choose one of {', '.join(METHODS)}")
-    if method in ("full", "dreambooth"):
+    if method in ("full", "replay"):
         net.requires_grad_(True)
     elif method == "partial":
         freeze(net, partial_finetune_patterns(net))
