@@ -127,12 +127,16 @@ def main() -> None:
     subject = base.codec.encode(P.subject_images().to(args.device))
 
     results_path = Path(args.results)
-    if results_path.is_file():
-        results["runs"] = json.loads(results_path.read_text()).get("runs", {})
+    if results_path.is_file():  # the runs not redone now, and the bound, keep their numbers
+        before = json.loads(results_path.read_text())
+        results["runs"] = before.get("runs", {})
+        if "text_states_bound" in before:
+            results["text_states_bound"] = before["text_states_bound"]
     for run in args.runs:
         method, weight, steps, lr, kind = RUNS[run]
         steps, lr, run = args.steps or steps, args.lr or lr, run + args.tag
         fresh = load_diffusion_model(args.base, device=args.device)
+        cli.seeded(args.seed)  # LoRA's A and the hypernetworks' first layers start from the same numbers in any order of runs
         model, tokenizer = fresh.net, P.prepare(fresh.net, fresh.tokenizer, method)
         word = P.new_word(method)
         ids = tokenizer.encode(P.subject_prompts(word, len(subject))).to(args.device)

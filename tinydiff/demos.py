@@ -26,6 +26,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Sequence
 
+import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import FigureBase
 from torch import Tensor
@@ -297,5 +298,8 @@ def prompt_edit_figure(
                                       guidance=guidance, steps=steps, inject=inject, prediction=model.prediction,
                                       generator=torch.Generator(device).manual_seed(seed))).clamp(-1, 1).cpu()
               for e in EDITORS]
-    return plot.captioned_row(torch.cat([image.cpu(), *edited]), [f'"{source}"', *(EDITOR_NAMES[e] for e in EDITORS)],
-                              f'to "{target}" at strength {strength:g} (t0 = {round(strength * (model.schedule.T - 1))})', fig)
+    if fig is None:
+        fig = plt.figure(figsize=(4.6, 1.5))
+    t0 = round(strength * (model.schedule.T - 1))
+    return plot.captioned_row(torch.cat([image.cpu(), *edited]), ["original", *(EDITOR_NAMES[e] for e in EDITORS)],
+                              f'"{source}" -> "{target}"\nstrength {strength:g} (t0 = {t0}), guidance {guidance:g}', fig)

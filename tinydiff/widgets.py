@@ -415,10 +415,10 @@ def superres_explorer(net: torch.nn.Module, schedule: Schedule, inputs: Tensor, 
 
 
 def prompt_edit_explorer(model, images: Tensor, captions: Sequence[str], target: str | None = None,
-                         strength: float = 0.6, steps: int = 20) -> Explorer:
+                         strength: float = 0.8, guidance: float = 6.0, steps: int = 20) -> Explorer:
     """Pick a real digit (one of ``images`` [N, 1, 32, 32], each described by its true ``captions[i]``), type the
     caption to edit it to, and set the strength: the digit redrawn by SDEdit, inversion and prompt-to-prompt
-    (:func:`tinydiff.demos.prompt_edit_figure`). The typed caption must read with the model's tokenizer and have as
+    (:func:`tinydiff.demos.prompt_edit_figure`) at classifier-free ``guidance``. The typed caption must read with the model's tokenizer and have as
     many words as the source (prompt-to-prompt swaps words in place); otherwise the error shows instead.
     ``model`` is the text-conditioned :class:`tinydiff.pretrained.DiffusionModel`. Returns the explorer."""
     if len(images) != len(captions) or images.ndim != 4:
@@ -434,10 +434,10 @@ def prompt_edit_explorer(model, images: Tensor, captions: Sequence[str], target:
                              "swaps words in place, so keep the length (e.g. change thin to bold)")
 
     def draw(choice: int, target: str, strength: float, fig: Figure) -> None:
-        demos.prompt_edit_figure(model, images[choice: choice + 1], captions[choice], target, strength, steps=steps,
-                                 fig=fig)
+        demos.prompt_edit_figure(model, images[choice: choice + 1], captions[choice], target, strength, guidance,
+                                 steps=steps, fig=fig)
 
     controls = [{"choice": W.Dropdown(options=options, value=0, description="digit")},
                 {"target": on_release(W.Text, target, "edit to", layout=W.Layout(width="360px")),
                  "strength": on_release(W.FloatSlider, strength, "strength", min=0.2, max=1.0, step=0.1)}]
-    return Explorer(draw, controls, figsize=(4 * 0.9, 1.25), dpi=DIGITS_DPI, check=check)
+    return Explorer(draw, controls, figsize=(4.6, 1.5), dpi=DIGITS_DPI, check=check)
