@@ -66,7 +66,11 @@ def test_prompt_to_prompt_with_the_same_prompt_reproduces_the_source_exactly(shi
     kw = dict(strength=0.6, guidance=3.0, prediction=base.prediction)
     p2p = E.edit(base.net, base.schedule, z0, ids, ids, editor="prompt_to_prompt", **kw)
     torch.testing.assert_close(p2p, E.edit(base.net, base.schedule, z0, ids, ids, editor="inversion", **kw))
-    bold = base.tokenizer.encode([C.caption(int(d), 2) for d in range(6)])
-    assert not torch.allclose(E.edit(base.net, base.schedule, z0, ids, bold, editor="prompt_to_prompt", **kw), p2p)
+    thin = base.tokenizer.encode([C.caption(d, 0) for d in range(6)])
+    bold = base.tokenizer.encode([C.caption(d, 2) for d in range(6)])   # "a thin k" -> "a bold k": a word swapped
+    swapped = E.edit(base.net, base.schedule, z0, thin, bold, editor="prompt_to_prompt", **kw)
+    assert not torch.allclose(swapped, E.edit(base.net, base.schedule, z0, thin, thin, editor="prompt_to_prompt", **kw))
+    with pytest.raises(ValueError, match="same number of words"):
+        E.edit(base.net, base.schedule, z0, ids, bold, editor="prompt_to_prompt", **kw)   # "a k" -> "a bold k"
     for block in base.net.cross_attention_blocks():
         assert block.attention_edit is None  # the control is removed after sampling

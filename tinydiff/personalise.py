@@ -14,7 +14,7 @@ method                 trained (the rest frozen)                            prom
 ``hypernetwork``       two small MLPs per cross-attention, on the text      "a sks three"      NovelAI 2022
 =====================  ===================================================  =================  ====================
 
-- ``sks`` is DreamBooth's *rare identifier* (sec. 4.1: a token with a weak prior). The tiny vocabulary has no
+- ``sks`` is DreamBooth's *rare identifier* (sec. 3.2: a token with a weak prior). The tiny vocabulary has no
   rare words, so it is a new word with a random, frozen embedding row: the model has never read it. It is trained
   only where the text encoder is (``dreambooth_text``).
 - LoRA and the hypernetwork train with DreamBooth's objective, prior preservation included, so that the table
