@@ -26,8 +26,9 @@ method                 trained (the rest frozen)                            prom
   the other three, and because it is what "hypernetwork" means in the tools a learner will meet.
 
 Read in this order: the concept data (:func:`subject_images`, :func:`judge`), :class:`PriorPreservation`,
-:class:`HyperKV` / :func:`add_hypernetwork`, :func:`prepare`, then the files (:func:`save_personalisation`,
-:func:`load_personalisation`).
+:class:`HyperKV` / :func:`add_hypernetwork`, :class:`LearnedStates` (textual inversion's upper bound: the text states
+themselves learned), :func:`prepare`, the files (:func:`save_personalisation`, :func:`load_personalisation`), then
+what is measured (:func:`subject_prompts`, :func:`composition_prompts`, :func:`concept_report`).
 """
 
 from __future__ import annotations
