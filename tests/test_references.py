@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NAME = r"[A-ZÀ-Þ][\w\-]+"
+NAME = r"[A-ZÀ-Þ](?:'[A-Z])?[\w\-]+"  # O'Shaughnessy too
 # "Ho et al. 2020", "Ho & Salimans (2022", "Song, Meng & Ermon 2021", "Vincent 2011"
 CITATION = re.compile(rf"\b({NAME}(?:(?:, {NAME})* & {NAME}| et al\.)?),? \(?((?:19|20)\d{{2}}[a-z]?)\b")
 KEY = re.compile(r"^- \*\*(.+?)\*\* — ", re.MULTILINE)
@@ -31,9 +31,10 @@ def reference_keys() -> set[str]:
 
 
 def test_the_citation_pattern_finds_what_we_write():
-    text = "as Ho et al. (2020) showed; Ho & Salimans 2022, eq. 6; Song, Meng &\nErmon 2021; Vincent 2011; Hyvärinen 2005"
+    text = ("as Ho et al. (2020) showed; Ho & Salimans 2022, eq. 6; Song, Meng &\nErmon 2021; Vincent 2011; Hyvärinen 2005; "
+            "O'Shaughnessy 1987")
     assert citations(text) == {"Ho et al. 2020", "Ho & Salimans 2022", "Song, Meng & Ermon 2021", "Vincent 2011",
-                               "Hyvärinen 2005"}
+                               "Hyvärinen 2005", "O'Shaughnessy 1987"}
 
 
 def test_every_citation_is_in_the_reference_list():

@@ -1,0 +1,144 @@
+"""Sound as an image: the short-time Fourier transform, the mel scale, log-mel spectrograms, and back to sound by
+Griffin-Lim (Part 15, notebook 17).
+
+A diffusion model for images works on sound once sound is an image. The course's route is the one AudioLDM and
+most speech models take:
+
+    waveform x [B, N]  --STFT-->  |X| [B, F, M]  --mel filterbank-->  mel power [B, n_mels, M]  --log-->  the image
+
+and back: undo the log, spread the mel power over the linear frequencies (least squares, :func:`mel_to_linear`),
+then find a phase by Griffin-Lim (:func:`griffin_lim`). What the image drops is the **phase** (the STFT's angle) and
+the fine frequency detail inside each mel band; Griffin-Lim finds *a* signal whose STFT magnitude matches, not the
+original one.
+
+- :func:`stft` / :func:`istft`: Hann window, hop n_fft / 4, centred frames (``torch.stft``); with that window and
+  hop the overlapping windows sum to a constant, so the inverse is exact (the least-squares overlap-add of Griffin & Lim 1984).
+- :func:`hz_to_mel` / :func:`mel_to_hz`: m = 2595 log10(1 + f / 700) (O'Shaughnessy 1987; the HTK formula).
+- :func:`mel_filterbank`: triangles equally spaced in mel, each 1 at its centre frequency.
+- :func:`log_mel` and :func:`inverse_log_mel`: the whole route, both ways.
+
+Shapes: a waveform is [B, N] (float, in [-1, 1]); a spectrogram [B, F, M] with F = n_fft / 2 + 1 frequencies and
+M = N / hop + 1 frames; a mel spectrogram [B, n_mels, M]. Every function works on the input's device and dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def _check_waveform(x: Tensor) -> Tensor:
+    if not isinstance(x, Tensor) or x.ndim != 2 or not x.is_floating_point():
+        got = f"{x.dtype} {list(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"a waveform must be a float tensor [B, N] (a batch of clips), got {got}")
+    return x
+
+
+def _check_n_fft(n_fft: int) -> int:
+    if isinstance(n_fft, bool) or not isinstance(n_fft, int) or n_fft < 8 or n_fft % 4:
+        raise ValueError(f"n_fft must be an int >= 8 divisible by 4 (the hop is n_fft / 4), got {n_fft!r}")
+    return n_fft
+
+
+def _window(n_fft: int, like: Tensor) -> Tensor:
+    """The periodic Hann window of n_fft samples, on ``like``'s device and dtype."""
+    return torch.hann_window(n_fft, periodic=True, device=like.device, dtype=like.dtype)
+
+
+def stft(x: Tensor, n_fft: int = 256) -> Tensor:
+    """The short-time Fourier transform of waveforms x [B, N]: complex [B, n_fft / 2 + 1, N / hop + 1], Hann window of
+    n_fft samples, hop n_fft / 4, frames centred on multiples of the hop (the signal reflected at its ends)."""
+    _check_waveform(x)
+    n_fft = _check_n_fft(n_fft)
+    if x.shape[1] < n_fft // 2 + 1:
+        raise ValueError(f"a clip of {x.shape[1]} samples is too short for n_fft = {n_fft} (at least {n_fft // 2 + 1})")
+    return torch.stft(x, n_fft, hop_length=n_fft // 4, window=_window(n_fft, x), center=True, return_complex=True)
+
+
+def istft(spec: Tensor, length: int, n_fft: int = 256) -> Tensor:
+    """The inverse of :func:`stft`: complex [B, n_fft / 2 + 1, M] -> waveforms [B, length]. Overlap-add of the
+    windowed inverse transforms, divided by the summed squared window (Griffin & Lim 1984's least-squares estimate), so
+    ``istft(stft(x), N) == x`` up to rounding."""
+    n_fft = _check_n_fft(n_fft)
+    if not isinstance(spec, Tensor) or not spec.is_complex() or spec.ndim != 3 or spec.shape[1] != n_fft // 2 + 1:
+        raise ValueError(f"spec must be a complex STFT [B, {n_fft // 2 + 1}, M] (n_fft = {n_fft}), got "
+                         f"{getattr(spec, 'dtype', type(spec).__name__)} {list(getattr(spec, 'shape', []))}")
+    window = _window(n_fft, spec.real)
+    return torch.istft(spec, n_fft, hop_length=n_fft // 4, window=window, center=True, length=length)
+
+
+def hz_to_mel(f: Tensor | float) -> Tensor:
+    """m = 2595 log10(1 + f / 700): equal steps in mel sound equally far apart (O'Shaughnessy 1987; 1000 Hz is
+    about 1000 mel). [any] -> same."""
+    return 2595.0 * torch.log10(1.0 + torch.as_tensor(f, dtype=torch.float64) / 700.0)
+
+
+def mel_to_hz(m: Tensor | float) -> Tensor:
+    """The inverse of :func:`hz_to_mel`: f = 700 (10^(m / 2595) - 1). [any] -> same."""
+    return 700.0 * (10.0 ** (torch.as_tensor(m, dtype=torch.float64) / 2595.0) - 1.0)
+
+
+def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None) -> Tensor:
+    """Triangular filters [n_mels, n_fft / 2 + 1], float64 on the CPU: filter j rises linearly from the centre
+    frequency of filter j - 1 to its own centre (where it is 1) and falls to the centre of filter j + 1; the n_mels + 2
+    edges are equally spaced in mel between f_min and f_max (default: the Nyquist frequency, sample_rate / 2)."""
+    n_fft = _check_n_fft(n_fft)
+    f_max = sample_rate / 2 if f_max is None else f_max
+    if not 0 <= f_min < f_max <= sample_rate / 2:
+        raise ValueError(f"need 0 <= f_min < f_max <= sample_rate / 2 = {sample_rate / 2}, got {f_min} and {f_max}")
+    if n_mels < 1:
+        raise ValueError(f"n_mels must be a positive int, got {n_mels}")
+    edges = mel_to_hz(torch.linspace(float(hz_to_mel(f_min)), float(hz_to_mel(f_max)), n_mels + 2, dtype=torch.float64))
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)  # the STFT's bin frequencies
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (freqs - lower) / (centre - lower)
+    falling = (upper - freqs) / (upper - centre)
+    return torch.clamp(torch.minimum(rising, falling), min=0.0)
+
+
+def log_mel(x: Tensor, sample_rate: int, n_fft: int = 256, n_mels: int = 32, eps: float = 1e-5) -> Tensor:
+    """The log-mel spectrogram of waveforms x [B, N]: log(eps + F |STFT(x)|^2) with F = :func:`mel_filterbank`,
+    [B, n_mels, N / hop + 1] in x's dtype. ``eps`` is the floor of silence (log 1e-5 = -11.5)."""
+    power = stft(x, n_fft).abs().pow(2)
+    bank = mel_filterbank(n_mels, n_fft, sample_rate).to(device=power.device, dtype=power.dtype)
+    return torch.log(eps + torch.einsum("mf,bft->bmt", bank, power))
+
+
+def mel_to_linear(mel_power: Tensor, sample_rate: int, n_fft: int = 256) -> Tensor:
+    """Spread mel power [B, n_mels, M] back over the n_fft / 2 + 1 linear frequencies: the least-squares solution of
+    F P = mel_power (the pseudo-inverse of the filterbank), clamped at 0 -- the fine detail inside each band is
+    gone, so this is an estimate. Returns power [B, n_fft / 2 + 1, M]."""
+    bank = mel_filterbank(mel_power.shape[1], n_fft, sample_rate)
+    inverse = torch.linalg.pinv(bank).to(device=mel_power.device, dtype=mel_power.dtype)  # [F, n_mels], on the CPU first
+    return torch.einsum("fm,bmt->bft", inverse, mel_power).clamp(min=0.0)
+
+
+def griffin_lim(magnitude: Tensor, length: int, n_fft: int = 256, n_iter: int = 32, momentum: float = 0.99,
+                generator: torch.Generator | None = None) -> Tensor:
+    """A waveform [B, length] whose STFT magnitude is close to ``magnitude`` [B, n_fft / 2 + 1, M] (Griffin & Lim
+    1984): start from random phases, then repeat X <- magnitude * exp(i angle(STFT(ISTFT(X)))). With ``momentum``
+    = 0 this is their algorithm, and no step increases the distance between |STFT(x)| and the target; with
+    ``momentum`` > 0 it is the "fast Griffin-Lim" of Perraudin et al. 2013, which extrapolates each update
+    (0.99, their recommended value, converges in far fewer steps)."""
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must lie in [0, 1) (0 = plain Griffin-Lim), got {momentum}")
+    gen_device = generator.device if generator is not None else magnitude.device
+    phase = torch.rand(magnitude.shape, generator=generator, device=gen_device, dtype=magnitude.dtype).to(magnitude.device)
+    angles = torch.polar(torch.ones_like(magnitude), 2 * math.pi * phase)
+    previous = torch.zeros_like(angles)
+    for _ in range(n_iter):
+        rebuilt = stft(istft(magnitude * angles, length, n_fft), n_fft)
+        accelerated = rebuilt - momentum / (1 + momentum) * previous if momentum else rebuilt
+        previous = rebuilt
+        angles = accelerated / accelerated.abs().clamp(min=1e-16)
+    return istft(magnitude * angles, length, n_fft)
+
+
+def inverse_log_mel(image: Tensor, length: int, sample_rate: int, n_fft: int = 256, n_iter: int = 32,
+                    eps: float = 1e-5, generator: torch.Generator | None = None) -> Tensor:
+    """Back from a log-mel spectrogram [B, n_mels, M] to waveforms [B, length]: exp - eps, :func:`mel_to_linear`,
+    the square root (power -> magnitude), then :func:`griffin_lim`."""
+    power = mel_to_linear((image.exp() - eps).clamp(min=0.0), sample_rate, n_fft)
+    return griffin_lim(power.sqrt(), length, n_fft, n_iter, generator=generator)
