@@ -94,3 +94,27 @@ def test_bad_input_says_what_is_wrong():
         audio.stft(torch.zeros(1, 4000), 250)
     with pytest.raises(ValueError, match="complex STFT"):
         audio.istft(torch.zeros(1, 129, 10), 4000, N_FFT)
+
+
+def test_mu_law_steps_are_fine_where_speech_is_quiet():
+    x = torch.linspace(-1, 1, 20001, dtype=torch.float64)
+    codes = audio.mu_law_encode(x)
+    assert codes.dtype == torch.uint8 and int(codes[0]) == 0 and int(codes[-1]) == 255
+    error = (audio.mu_law_decode(codes, torch.float64) - x).abs()
+    # half a code step in F = ln(1 + mu|x|) / ln(1 + mu) is 1 / 255; dx/dF = ln(1 + mu) (1 + mu|x|) / mu
+    bound = (1 / 255) * math.log(256) * (1 + 255 * x.abs()) / 255
+    assert bool((error <= bound * 1.02).all())  # the bound is linearised; the exact step is a little larger
+    assert float(error[x.abs() < 0.01].max()) < 0.0012 < 0.015 < float(error[x.abs() > 0.95].max())
+
+
+def test_the_shipped_spoken_digits():
+    x, y = audio.load_spoken_digits("train")
+    assert x.shape == (2000, audio.CLIP_SAMPLES) and x.dtype == torch.float32
+    assert torch.bincount(y, minlength=10).tolist() == [200] * 10
+    assert float(x.abs().max()) <= 1.0 and float(x.abs().amax(1).min()) > 0.8  # every clip peaks near 0.9
+    xt, yt = audio.load_spoken_digits("test")
+    assert xt.shape == (500, audio.CLIP_SAMPLES) and torch.bincount(yt, minlength=10).tolist() == [50] * 10
+    image = audio.log_mel(x[:4], audio.SAMPLE_RATE)
+    assert image.shape == (4, 32, 96)
+    with pytest.raises(ValueError, match="split"):
+        audio.load_spoken_digits("validation")

@@ -142,3 +142,44 @@ def inverse_log_mel(image: Tensor, length: int, sample_rate: int, n_fft: int = 2
     the square root (power -> magnitude), then :func:`griffin_lim`."""
     power = mel_to_linear((image.exp() - eps).clamp(min=0.0), sample_rate, n_fft)
     return griffin_lim(power.sqrt(), length, n_fft, n_iter, generator=generator)
+
+
+# --- storing speech in 8 bits, and the shipped spoken digits ----------------------------------------
+
+MU = 255
+
+
+def mu_law_encode(x: Tensor) -> Tensor:
+    """Waveforms in [-1, 1] -> 8-bit codes 0..255 (uint8), by the mu-law of telephone speech (ITU-T 1988, mu = 255,
+    in its continuous form): F(x) = sign(x) ln(1 + mu |x|) / ln(1 + mu), then 256 equal steps of F. Quiet samples
+    get finer steps than loud ones, as hearing wants. [any] -> same shape."""
+    f = torch.sign(x) * torch.log1p(MU * x.abs().clamp(max=1.0)) / math.log1p(MU)
+    return ((f + 1) / 2 * MU).round().to(torch.uint8)
+
+
+def mu_law_decode(codes: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """The inverse of :func:`mu_law_encode`: codes 0..255 -> waveforms in [-1, 1] of ``dtype``,
+    x = sign(f) ((1 + mu)^|f| - 1) / mu with f = 2 code / 255 - 1. [any] -> same shape."""
+    f = codes.to(dtype) / MU * 2 - 1
+    return torch.sign(f) * torch.expm1(f.abs() * math.log1p(MU)) / MU
+
+
+SAMPLE_RATE = 8000
+CLIP_SAMPLES = 6080
+"""Every shipped clip: 0.76 s at 8 kHz, so that :func:`log_mel` with n_fft 256 gives 96 frames."""
+
+
+def load_spoken_digits(split: str = "train", path=None) -> tuple[Tensor, Tensor]:
+    """The shipped spoken digits (``data/spoken_digits.npz``, made by ``scripts/make_spoken_digits.py``): waveforms
+    float32 [N, 6080] in [-1, 1] at 8 kHz (decoded from 8-bit mu-law) and the digits LongTensor [N]."""
+    import numpy as np
+
+    from .mnist import find_data_file
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    file = find_data_file("spoken_digits.npz", path, "the spoken digits",
+                          "python scripts/make_spoken_digits.py (needs espeak-ng: apt-get install espeak-ng)")
+    with np.load(file, allow_pickle=False) as data:
+        codes, labels = data[f"{split}_audio"], data[f"{split}_labels"]
+    return mu_law_decode(torch.from_numpy(codes)), torch.from_numpy(labels).long()
