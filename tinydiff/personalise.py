@@ -46,9 +46,7 @@ from .checkpoint import read_config
 from .data import captions as C
 from .data import load_mnist
 from .data.styles import hollow
-from .diffusion import q_sample, training_target
-from .losses import Objective, sample_timesteps
-from .metrics import classify
+from .losses import Objective, diffusion_loss, sample_timesteps
 from .schedules import Schedule
 from .tensors import randn
 from .tokenizer import Tokenizer
@@ -97,11 +95,6 @@ def judge(classifier: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
                          "load data/checkpoints/mnist_classifier_hollow")
     plain, hollow_ = probs[:, :10], probs[:, 10:]
     return (plain + hollow_).argmax(1), hollow_.sum(1) > 0.5
-
-
-def digits_of(classifier: nn.Module, images: Tensor) -> Tensor:
-    """The digit a 10-class classifier reads (for the base prompts), on the CPU: LongTensor [N]."""
-    return classify(classifier, images).cpu()
 
 
 # --- DreamBooth's objective ----------------------------------------------------------------------
@@ -157,11 +150,9 @@ class PriorPreservation(Objective):
         if self.prior.device != x0.device:
             raise ValueError(f"the prior images are on {self.prior.device} but the batch on {x0.device}: give "
                              "PriorPreservation its prior (and prior_ids) on the model's device")
-        x = torch.cat([x0, self.prior[pick].to(x0.dtype)])
-        t_all, eps = torch.cat([t, t_prior]), torch.cat([noise, noise_prior])
-        ids = torch.cat([y, self.prior_ids[pick]])
-        out = model(q_sample(self.schedule, x, t_all, eps), t_all, y=ids)
-        per_example = (out.float() - training_target(self.schedule, x, eps, t_all, self.prediction).float()).pow(2).flatten(1).mean(1)
+        x = torch.cat([x0, self.prior[pick].to(x0.dtype)])  # one batch, one forward pass: subject, then prior
+        per_example = diffusion_loss(model, self.schedule, x, t=torch.cat([t, t_prior]), noise=torch.cat([noise, noise_prior]),
+                                     prediction=self.prediction, reduction="none", y=torch.cat([y, self.prior_ids[pick]]))
         subject, prior = per_example[: len(x0)].mean(), per_example[len(x0):].mean()
         return subject + self.weight * prior, {"subject": subject.detach(), "prior": prior.detach()}
 
