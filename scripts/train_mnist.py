@@ -29,6 +29,21 @@ single-process run (to float round-off; :mod:`tinydiff.distributed`)::
 
 Only rank 0 prints, saves the training state and writes the checkpoint.
 
+The same script trains the sound and video models of notebook 17: a config's ``"data"`` section names other data,
+and nothing else changes -- the schedule, the loss, the loop and the EMA are the MNIST model's::
+
+    python scripts/train_mnist.py --config configs/spoken_digits.json   # UNet on log-mel images [1, 64, 96]
+    python scripts/train_mnist.py --config configs/moving_frames.json   # UNet on single frames of moving digits
+    python scripts/train_mnist.py --config configs/moving_digits.json   # VideoUNet on clips [12, 1, 32, 32]
+
+``{"name": "spoken_digits"}``: the 2,000 training clips of ``data/spoken_digits.npz`` as spectrogram images
+(:func:`tinydiff.data.audio.spectrogram_images`), labels their digits. ``{"name": "moving_digits", "frames": 12}``:
+fresh one-digit clips at every step (:func:`tinydiff.data.moving.clip_stream`, from the 4,000 training digits), the
+label the digit; ``"moving_frames"``: single frames of such clips, for the per-frame image model. A model section
+named ``"VideoUNet"`` builds :class:`tinydiff.models.VideoUNet`; with ``"init": <image checkpoint>`` its spatial
+layers start from that image model (:meth:`~tinydiff.models.VideoUNet.from_image_model`). The checkpoint's JSON
+records the data section under ``extra.data`` (what ``scripts/sample.py`` reads to write a WAV or a GIF).
+
 OMP_WAIT_POLICY=PASSIVE keeps idle OpenMP threads from spinning, which matters on a
 CPU shared with other work (measured here: 2 spinning threads were 2-3x slower
 than 1 thread when the cores were busy; passive threads were not).
@@ -46,14 +61,35 @@ from pathlib import Path
 import torch
 
 from tinydiff import distributed, schedules
-from tinydiff.checkpoint import read_config, save_checkpoint
+from tinydiff.checkpoint import build_model, load_checkpoint, read_config, save_checkpoint
 from tinydiff.data import load_mnist
+from tinydiff.data.audio import load_spoken_digits, spectrogram_images
+from tinydiff.data.moving import clip_stream
 from tinydiff.evaluation import machine
 from tinydiff.flow import FlowMatching
-from tinydiff.models import UNet
+from tinydiff.models import VideoUNet
 from tinydiff.pretrained import load_latent_codec
 from tinydiff.train import train
 from tinydiff.train_state import load_training_state, save_training_state
+
+
+def load_data(spec: dict):
+    """The config's ``data`` section -> (x_0 [N, *shape] or a stream ``data(batch_size, generator)``, labels [N] or
+    None (a stream returns its own), the shape of one example)."""
+    name = spec.get("name", "mnist")
+    if name == "mnist":
+        images, labels = load_mnist("train", pad_to_32=True)
+    elif name == "spoken_digits":
+        waveforms, labels = load_spoken_digits("train")
+        images = spectrogram_images(waveforms)
+    elif name in ("moving_digits", "moving_frames"):
+        digits, digit_labels = load_mnist("train", pad_to_32=False)
+        frames = spec.get("frames", 12) if name == "moving_digits" else None
+        stream = clip_stream(digits, digit_labels, frames=frames)
+        return stream, None, tuple(stream(1, generator=torch.Generator())[0].shape[1:])
+    else:
+        raise SystemExit(f"unknown data {name!r} in the config: mnist, spoken_digits, moving_digits or moving_frames")
+    return images, labels, tuple(images.shape[1:])
 
 
 def main() -> None:
@@ -79,7 +115,7 @@ def main() -> None:
     state_path = Path("runs") / f"{output.name}_state"
 
     generator = cli.seeded(cfg["seed"])
-    images, labels = load_mnist("train", pad_to_32=True)
+    images, labels, data_shape = load_data(cfg.get("data", {"name": "mnist"}))
     latent = None
     if "latent" in cfg:  # latent diffusion: encode the digits once, then train on the latents exactly as on pixels
         ae_path = Path(cfg["latent"]["autoencoder"])
@@ -89,6 +125,7 @@ def main() -> None:
             raise SystemExit(f"model.in_channels is {model_cfg['in_channels']} but the latents have {images.shape[1]} channels")
         latent = {"autoencoder": os.path.relpath(ae_path, output.parent),
                   "autoencoder_sha256": read_config(ae_path)["sha256"], "scale_factor": codec.scale_factor}
+        data_shape = tuple(images.shape[1:])
         log(f"training on latents {list(images.shape[1:])} of {ae_path} (scale factor {codec.scale_factor:.4f}; "
               f"std after scaling {float(images.std()):.3f})", flush=True)
     # "objective": "flow matching" in the config's train section trains a velocity model on the straight path
@@ -101,12 +138,20 @@ def main() -> None:
         model = resume.model
         elapsed_before = read_config(args.resume)["extra"]["wall_time_s"]
         log(f"resuming from step {resume.step} ({elapsed_before:.0f} s already trained)", flush=True)
+    elif "init" in cfg:  # a video model whose spatial layers start as a trained image model's
+        model = VideoUNet.from_image_model(load_checkpoint(cfg["init"]), model_cfg.get("temporal_kernel", 3))
+        if model.config != model_cfg:
+            raise SystemExit(f"--config {args.config}: the model section {model_cfg} is not the image model "
+                             f"{cfg['init']} made spatio-temporal ({model.config})")
+        model = model.to(device)
+        log(f"spatial layers from {cfg['init']}; temporal layers start at zero", flush=True)
     else:
-        model = UNet(**model_cfg).to(device)
+        model = build_model(cfg["model"].get("name", "UNet"), model_cfg).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"{n_params:,} parameters; {len(images)} training {'latents' if latent else 'images'}; {machine()}", flush=True)
+    size = f"{len(images)} training {'latents' if latent else 'images'}" if torch.is_tensor(images) else "fresh clips"
+    log(f"{n_params:,} parameters; {size} {list(data_shape)}; {machine()}", flush=True)
 
     start = time.time()
     limit = tc["max_minutes"] * 60 if tc["max_minutes"] else float("inf")
@@ -141,9 +186,13 @@ def main() -> None:
     extra = cli.training_facts(cfg, tc, step=state.step, steps_run=state.step - first_step,
                                wall_time_s=elapsed_before + elapsed, elapsed=elapsed, device=device,
                                processes=world.size, channels_last=args.channels_last, parameters=n_params,
-                               losses=losses, data_shape=images.shape[1:])
+                               losses=losses, data_shape=data_shape)
     if latent is not None:
         extra["latent"] = latent
+    if "data" in cfg:
+        extra["data"] = cfg["data"]
+    if "init" in cfg:
+        extra["init"] = {"image_model": cfg["init"], "image_model_sha256": read_config(cfg["init"])["sha256"]}
     if flow_matching:
         extra["sampler"] = tc.get("sampler", "flow-heun:10")
     path = save_checkpoint(output, state.ema if state.ema is not None else state.model, model_cfg, extra=extra)

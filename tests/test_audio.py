@@ -118,3 +118,26 @@ def test_the_shipped_spoken_digits():
     assert image.shape == (4, 32, 96)
     with pytest.raises(ValueError, match="split"):
         audio.load_spoken_digits("validation")
+
+
+def test_spectrogram_images_fill_the_unet_range_and_come_back():
+    clip = 0.5 * tone(440.0, seconds=audio.CLIP_SAMPLES / SR).float()  # A4, half scale
+    image = audio.spectrogram_images(clip)
+    assert image.shape == (1, 1, audio.N_MELS, 96) and float(image.min()) >= -1 and float(image.max()) <= 1
+    row = int(image[0, 0, :, 48].argmax())  # the band holding 440 Hz is the loudest
+    bank = audio.mel_filterbank(audio.N_MELS, 256, SR)
+    assert row == int(bank[:, round(440 * 256 / SR)].argmax())
+    silence = audio.spectrogram_images(torch.zeros(1, audio.CLIP_SAMPLES))
+    assert bool((silence == -1).all())  # log(eps) is the bottom of the range
+    back = audio.waveforms_from_images(image, generator=torch.Generator().manual_seed(0))
+    again = audio.spectrogram_images(back)
+    assert float((again - image)[..., 4:-4].abs().mean()) < 0.05  # the magnitude survives; the phase is new
+
+
+def test_clips_and_images_of_the_wrong_size_are_refused():
+    with pytest.raises(ValueError, match="6080 samples at 8000 Hz.*resample"):
+        audio.spectrogram_images(torch.zeros(2, 8000))
+    with pytest.raises(ValueError, match="got 6080 samples at 16000 Hz"):
+        audio.spectrogram_images(torch.zeros(2, audio.CLIP_SAMPLES), sample_rate=16000)
+    with pytest.raises(ValueError, match=r"\[B, 1, 64, 96\]"):
+        audio.waveforms_from_images(torch.zeros(2, 1, 32, 96))

@@ -76,6 +76,23 @@ def moving_digits(images: Tensor, labels: Tensor, n: int, *, frames: int = 12, s
     magnitude = speed[0] + (speed[1] - speed[0]) * torch.rand(n, digits, generator=generator, dtype=torch.float64)
     velocity = torch.stack([magnitude * torch.sin(angle), magnitude * torch.cos(angle)], -1)
     positions = bounce(start, velocity, frames, high)
-    small = shrink(images.cpu(), digit_size)[pick.flatten()].reshape(n, digits, 1, digit_size, digit_size)
+    small = shrink(images.cpu()[pick.flatten()], digit_size).reshape(n, digits, 1, digit_size, digit_size)
     clips = render(small, positions, size)
     return clips.to(images.dtype), labels.cpu()[pick], positions, velocity
+
+
+def clip_stream(images: Tensor, labels: Tensor, *, frames: int | None = 12, **kwargs):
+    """A data source for :func:`tinydiff.train.train`: ``data(batch_size, generator=g)`` returns fresh one-digit clips
+    (clips [B, frames, 1, 32, 32], their digits [B]) at every call, so a model never sees the same clip twice. With
+    ``frames=None`` it returns single frames [B, 1, 32, 32] instead (the first frame of each clip, where the digit
+    sits at a uniform position): the training data of a per-frame image model. ``kwargs`` go to
+    :func:`moving_digits`."""
+    if frames is not None and frames < 2:
+        raise ValueError(f"a clip needs at least 2 frames (frames=None for single frames), got {frames}")
+
+    def data(batch_size: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        clips, digit, _, _ = moving_digits(images, labels, batch_size, frames=frames or 2, digits=1,
+                                           generator=generator, **kwargs)
+        return (clips if frames else clips[:, 0]), digit[:, 0]
+
+    return data

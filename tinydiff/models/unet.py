@@ -30,6 +30,8 @@ unconditional, as classifier-free guidance needs (Ho & Salimans 2022, sec. 3.2).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -227,24 +229,35 @@ class UNet(nn.Module):
             if emb.shape != e.shape:
                 raise ValueError(f"emb must have the time embedding's shape {list(e.shape)}, got {list(emb.shape)}")
             e = e + emb
+        if context is None:
+            return self.trunk(x, e)
+        return self.trunk(x, e, lambda h, where: self.text_block(where)(h, context, context_mask))
+
+    def text_block(self, where: tuple[str, ...] | tuple[str, int, int]) -> CrossAttention:
+        """The cross-attention block at ``where``: ("down", i, j), ("mid",) or ("up", i, j) (see :meth:`trunk`)."""
+        if where[0] == "mid":
+            return self.mid_text
+        return (self.down_text if where[0] == "down" else self.up_text)[where[1]][where[2]]
+
+    def trunk(self, x: Tensor, e: Tensor, after: Callable[[Tensor, tuple], Tensor] | None = None) -> Tensor:
+        """The network proper: x [B, C, H, W] and the embedding e [B, E] -> prediction [B, C_out, H, W].
+
+        ``after(h, where)`` runs on the features after every ResBlock, ``where`` = ("down", level, block) or
+        ("up", level, block), and after the middle attention, ("mid",): the text blocks of a text-conditioned
+        UNet go there, and the temporal layers of :class:`tinydiff.models.VideoUNet`. None: nothing runs there."""
+        after = after or (lambda h, where: h)
         h = self.conv_in(x)
         skips = []
         for i, (blocks, downsample) in enumerate(zip(self.down, self.downsample)):
             for j, block in enumerate(blocks):
-                h = block(h, e)
-                if context is not None:
-                    h = self.down_text[i][j](h, context, context_mask)
+                h = after(block(h, e), ("down", i, j))
                 skips.append(h)
             h = downsample(h)
-        h = self.mid_attn(self.mid1(h, e))
-        if context is not None:
-            h = self.mid_text(h, context, context_mask)
+        h = after(self.mid_attn(self.mid1(h, e)), ("mid",))
         h = self.mid2(h, e)
         for i, (blocks, upsample) in enumerate(zip(self.up, self.upsample)):
             for j, block in enumerate(blocks):
-                h = block(torch.cat([h, skips.pop()], dim=1), e)
-                if context is not None:
-                    h = self.up_text[i][j](h, context, context_mask)
+                h = after(block(torch.cat([h, skips.pop()], dim=1), e), ("up", i, j))
             h = upsample(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
