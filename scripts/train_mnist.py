@@ -17,8 +17,8 @@ model (notebook 08): the training digits are encoded once by that autoencoder
 :func:`tinydiff.pretrained.load_diffusion_model` follows to decode samples. Training stops after ``steps`` steps or ``max_minutes``, whichever
 comes first. ``"objective": "flow matching"`` in ``train`` trains a velocity model on the straight path instead
 (notebook 11; ``prediction`` and ``schedule`` are then unused, and ``"sampler"``, default ``flow-heun:10``, is
-recorded for ``scripts/sample.py``). Rerun with ``--steps N --max-minutes 0`` (no time limit) to reproduce
-a run step for step. Every ``--save-every`` steps the full training state goes to
+recorded for ``scripts/sample.py``). Rerun with ``--stop-at N --max-minutes 0`` (no time limit) to reproduce
+a run that the time limit stopped at step N: the learning-rate schedule still spans ``steps``. Every ``--save-every`` steps the full training state goes to
 ``runs/<name>_state.safetensors``; ``--resume`` continues from it.
 
 On several GPUs (or processes), launch the same command with torchrun; the config's
@@ -40,8 +40,9 @@ and nothing else changes -- the schedule, the loss, the loop and the EMA are the
 (:func:`tinydiff.data.audio.spectrogram_images`), labels their digits. ``{"name": "moving_digits", "frames": 12}``:
 fresh one-digit clips at every step (:func:`tinydiff.data.moving.clip_stream`, from the 4,000 training digits), the
 label the digit; ``"moving_frames"``: single frames of such clips, for the per-frame image model. A model section
-named ``"VideoUNet"`` builds :class:`tinydiff.models.VideoUNet`; with ``"init": <image checkpoint>`` its spatial
-layers start from that image model (:meth:`~tinydiff.models.VideoUNet.from_image_model`). The checkpoint's JSON
+named ``"VideoUNet"`` builds :class:`tinydiff.models.VideoUNet`; with ``"init": <image checkpoint>`` (or ``--init``) its
+spatial layers start from that image model (:meth:`~tinydiff.models.VideoUNet.from_image_model`); ``--init`` with a
+checkpoint of the config's own model continues from its weights (a second stage: new optimiser, new schedule). The checkpoint's JSON
 records the data section under ``extra.data`` (what ``scripts/sample.py`` reads to write a WAV or a GIF).
 
 OMP_WAIT_POLICY=PASSIVE keeps idle OpenMP threads from spinning, which matters on a
@@ -61,7 +62,7 @@ from pathlib import Path
 import torch
 
 from tinydiff import distributed, schedules
-from tinydiff.checkpoint import build_model, load_checkpoint, read_config, save_checkpoint
+from tinydiff.checkpoint import build_model, load_checkpoint, load_state_strict, read_config, save_checkpoint
 from tinydiff.data import load_mnist
 from tinydiff.data.audio import load_spoken_digits, spectrogram_images
 from tinydiff.data.moving import clip_stream
@@ -97,6 +98,8 @@ def main() -> None:
     p.add_argument("--config", default="configs/mnist_ddpm.json")
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--max-minutes", type=float, help="override train.max_minutes (0 = no time limit)")
+    p.add_argument("--stop-at", type=int, help="stop after this step; the learning-rate schedule still spans steps")
+    p.add_argument("--init", help="start from this checkpoint's weights (override the config's init)")
     p.add_argument("--output", help="override output (path without suffix)")
     p.add_argument("--resume", help="a runs/*_state.safetensors written by this script")
     p.add_argument("--save-every", type=int, default=500)
@@ -138,15 +141,23 @@ def main() -> None:
         model = resume.model
         elapsed_before = read_config(args.resume)["extra"]["wall_time_s"]
         log(f"resuming from step {resume.step} ({elapsed_before:.0f} s already trained)", flush=True)
-    elif "init" in cfg:  # a video model whose spatial layers start as a trained image model's
-        model = VideoUNet.from_image_model(load_checkpoint(cfg["init"]), model_cfg.get("temporal_kernel", 3))
-        if model.config != model_cfg:
-            raise SystemExit(f"--config {args.config}: the model section {model_cfg} is not the image model "
-                             f"{cfg['init']} made spatio-temporal ({model.config})")
-        model = model.to(device)
-        log(f"spatial layers from {cfg['init']}; temporal layers start at zero", flush=True)
     else:
-        model = build_model(cfg["model"].get("name", "UNet"), model_cfg).to(device)
+        model = build_model(cfg["model"].get("name", "UNet"), model_cfg)
+        if args.init or "init" in cfg:
+            cfg["init"] = args.init or cfg["init"]
+            start_from = load_checkpoint(cfg["init"])
+            if isinstance(model, VideoUNet) and not isinstance(start_from, VideoUNet):
+                # a video model whose spatial layers start as a trained image model's
+                video = VideoUNet.from_image_model(start_from, model.config["temporal_kernel"])
+                if video.config != model.config:
+                    raise SystemExit(f"--config {args.config}: its model {model.config} is not the image model "
+                                     f"{cfg['init']} made spatio-temporal ({video.config})")
+                model = video
+                log(f"spatial layers from {cfg['init']}; temporal layers start at zero", flush=True)
+            else:  # the same model, trained on
+                load_state_strict(model, start_from.state_dict(), f"--init checkpoint {cfg['init']}")
+                log(f"starting from the weights of {cfg['init']}", flush=True)
+        model = model.to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     n_params = sum(p.numel() for p in model.parameters())
@@ -174,6 +185,9 @@ def main() -> None:
                   f"{rate:.2f} steps/s  {elapsed / 60:.1f} min", flush=True)
         if state.step % args.save_every == 0 and world.is_main:
             save_training_state(state_path, state, extra={"wall_time_s": elapsed_before + elapsed})
+        if args.stop_at is not None and state.step >= args.stop_at:
+            log(f"stopped at step {state.step} (--stop-at)", flush=True)
+            break
         if distributed.any_rank(elapsed > limit):  # every rank stops at the same step
             log(f"time budget of {tc['max_minutes']} min reached at step {state.step}", flush=True)
             break
@@ -192,7 +206,8 @@ def main() -> None:
     if "data" in cfg:
         extra["data"] = cfg["data"]
     if "init" in cfg:
-        extra["init"] = {"image_model": cfg["init"], "image_model_sha256": read_config(cfg["init"])["sha256"]}
+        extra["init"] = {"checkpoint": cfg["init"], "sha256": read_config(cfg["init"])["sha256"],
+                         "steps": read_config(cfg["init"])["extra"].get("steps")}
     if flow_matching:
         extra["sampler"] = tc.get("sampler", "flow-heun:10")
     path = save_checkpoint(output, state.ema if state.ema is not None else state.model, model_cfg, extra=extra)
