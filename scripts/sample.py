@@ -11,13 +11,25 @@
     python scripts/sample.py --checkpoint runs/emoji/model --n 16 --out emoji   # a model scripts/train.py wrote
     python scripts/sample.py --checkpoint data/checkpoints/mnist_base8 --upscaler data/checkpoints/mnist_sr --level 100
     python scripts/sample.py --checkpoint data/checkpoints/mnist_sr --upscale small.png --n 8 --out big  # nb 15
+    python scripts/sample.py --checkpoint data/checkpoints/spoken_digits_ddpm --n 10 --out spoken  # nb 17: + spoken.wav
+    python scripts/sample.py --checkpoint data/checkpoints/moving_digits_ddpm --n 10 --out moving  # nb 17: + moving.gif
 
 Writes ``<out>.png`` (a grid, one row per 10 images) and ``<out>.npz`` with arrays
 ``samples`` [N, C, H, W] (float32 in [-1, 1]; the PNG in colour for C = 3) and ``labels`` [N] (for a text model:
 ``prompts`` [N]; none for an unconditional model, whose images need no --digit).
 By default image i is digit i % 10 and the guidance scale is the one the checkpoint's JSON recommends
 (``extra.recommended_guidance``, measured by ``benchmarks/guidance.py``; 1 = none).
-The same seed gives the same digits. A checkpoint whose JSON names its sampler
+The same seed gives the same digits.
+
+Sound and video (notebook 17), told apart by the checkpoint's JSON: a spoken-digit model (``extra.data.name`` =
+``spoken_digits``) draws log-mel spectrograms [N, 1, 64, 96]; the PNG shows them with low frequencies at the bottom,
+the npz adds ``waveforms`` [N, 6080] (float32, by Griffin-Lim from phases seeded by ``--seed``), and ``<out>.wav``
+holds every clip in turn, 0.25 s of silence apart (16-bit mono at 8 kHz, each clip peak-normalised to 0.9; the
+script prints which digit starts when). A video model (samples [N, T, C, H, W], e.g. ``moving_digits``: T = 12) keeps
+its clips in ``samples``; the PNG has one row per clip, its T frames, and ``<out>.gif`` is the animation (all clips
+side by side, 10 per row, 8 frames per second, looping).
+
+A checkpoint whose JSON names its sampler
 (``extra.sampler``: a distilled student's ``ddim:4:trailing``, a flow-matching model's ``flow-heun:10``)
 is sampled with it unless ``--sampler`` says otherwise. A latent diffusion checkpoint (notebook 08) samples
 latents and decodes them with the autoencoder its JSON names: the output is images all the same.
@@ -61,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eta", type=float, help="DDIM's eta (0 = deterministic, 1 = DDPM-like)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--out", default="samples", help="output path without suffix: writes <out>.png and <out>.npz")
+    p.add_argument("--out", default="samples", help="output path without suffix: writes <out>.png and <out>.npz "
+                   "(and <out>.wav for a spoken-digit model, <out>.gif for a video model)")
     p.add_argument("--adapter", help="an adapter written by scripts/adapt.py (LoRA or a new label) for --checkpoint")
     p.add_argument("--personalisation", help="a file of scripts/personalise.py (a learned word, DreamBooth, LoRA or a "
                    "hypernetwork) for the text-conditioned --checkpoint; its new word may then appear in --prompt")
@@ -113,16 +126,103 @@ def read_picture(path: str, channels: int, side: int) -> torch.Tensor:
     return x.view(1, side, side, channels).permute(0, 3, 1, 2)
 
 
-def save(x: torch.Tensor, out: Path, arrays: dict) -> None:
-    """``<out>.npz`` (samples and the given arrays) and ``<out>.png`` (a grid, 10 per row)."""
+def output_kind(model) -> str:
+    """What the samples of ``model`` are: "sound" (spectrograms of spoken digits, ``extra.data.name`` =
+    ``spoken_digits``), "clips" (a video model: sample_shape (T, C, H, W)) or "images"."""
+    if (model.extra.get("data") or {}).get("name") == "spoken_digits":
+        return "sound"
+    return "clips" if len(model.sample_shape) == 4 else "images"
+
+
+def write_png(grid: np.ndarray, path: Path) -> None:
+    """A grid in [0, 1] from :func:`make_grid` as a PNG: [H, W] in gray, [H, W, 3] in colour."""
     from matplotlib.image import imsave
 
+    imsave(path, grid, vmin=0.0, vmax=1.0, **({"cmap": "gray"} if grid.ndim == 2 else {}))
+
+
+def save(x: torch.Tensor, out: Path, arrays: dict) -> None:
+    """``<out>.npz`` (samples [N, C, H, W] and the given arrays) and ``<out>.png`` (a grid, 10 per row)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out.with_name(out.name + ".npz"), samples=x.numpy().astype(np.float32), **arrays)
-    grid = make_grid(x, nrow=min(10, len(x)))
-    # [H, W] for one channel (drawn in gray), [H, W, 3] for three (saved as RGB)
-    imsave(out.with_name(out.name + ".png"), grid, vmin=0.0, vmax=1.0, **({"cmap": "gray"} if grid.ndim == 2 else {}))
+    write_png(make_grid(x, nrow=min(10, len(x))), out.with_name(out.name + ".png"))
     print(f"wrote {out}.png and {out}.npz", file=sys.stderr)
+
+
+WAV_GAP_S = 0.25
+"""Seconds of silence between two clips in ``<out>.wav``."""
+WAV_PEAK = 0.9
+"""Each clip's largest |sample| in ``<out>.wav`` (Griffin-Lim may overshoot 1; this keeps every clip unclipped)."""
+
+
+def waveforms_of(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Spectrogram images [N, 1, 64, 96] -> waveforms [N, 6080] float32 at 8 kHz, by Griffin-Lim from random phases
+    drawn by a CPU generator seeded with ``seed``; exits with a message if the images have another shape."""
+    from tinydiff.data.audio import waveforms_from_images
+
+    try:
+        return waveforms_from_images(x.float(), generator=torch.Generator().manual_seed(seed)).float()
+    except ValueError as err:
+        sys.exit(f"a spoken-digit checkpoint (extra.data.name = spoken_digits) must draw spectrograms: {err}")
+
+
+def write_wav(waveforms: np.ndarray, path: Path, sample_rate: int) -> list[float]:
+    """Waveforms [N, S] -> one 16-bit mono WAV (:func:`tinydiff.data.audio.wav_bytes`: every clip peak-normalised to
+    :data:`WAV_PEAK`, clips :data:`WAV_GAP_S` s of silence apart, N * S + (N - 1) * gap frames in all). Returns each
+    clip's start in seconds."""
+    from tinydiff.data.audio import wav_bytes
+
+    path.write_bytes(wav_bytes(torch.from_numpy(waveforms), sample_rate, gap=WAV_GAP_S, peak=WAV_PEAK))
+    gap = round(WAV_GAP_S * sample_rate)
+    return [i * (waveforms.shape[1] + gap) / sample_rate for i in range(len(waveforms))]
+
+
+def save_sound(x: torch.Tensor, out: Path, arrays: dict, seed: int, names: tuple[str, ...] | None) -> None:
+    """Spectrograms x [N, 1, 64, 96]: ``<out>.npz`` (samples, ``waveforms`` [N, 6080] float32 and the given arrays),
+    ``<out>.png`` (a grid, 10 per row, low frequencies at the bottom) and ``<out>.wav`` (:func:`write_wav`); prints
+    where each clip starts and, for a class-conditional model, which digit it says (``names[label]``)."""
+    from tinydiff.data.audio import SAMPLE_RATE
+
+    waveforms = waveforms_of(x, seed).numpy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out.with_name(out.name + ".npz"), samples=x.numpy().astype(np.float32), waveforms=waveforms, **arrays)
+    write_png(make_grid(x.flip(-2), nrow=min(10, len(x))), out.with_name(out.name + ".png"))  # row 0 = lowest band
+    starts = write_wav(waveforms, out.with_name(out.name + ".wav"), SAMPLE_RATE)
+    labels = arrays.get("labels")
+    print(f"wrote {out}.png, {out}.npz and {out}.wav ({len(starts)} clips):", file=sys.stderr)
+    for i, start in enumerate(starts):
+        what = "" if labels is None else f": {names[labels[i]] if names and labels[i] < len(names) else labels[i]}"
+        print(f"  {start:6.2f} s  clip {i}{what}", file=sys.stderr)
+
+
+def clip_frames(x: torch.Tensor) -> list[np.ndarray]:
+    """Clips [N, T, C, H, W] in [-1, 1] -> T grids uint8 ([H', W'] for C = 1, [H', W', 3] for C = 3): grid k shows
+    every clip's k-th frame, 10 clips per row."""
+    grids = [make_grid(x[:, k], nrow=min(10, len(x))) for k in range(x.shape[1])]
+    return [np.round(g * 255).astype(np.uint8) for g in grids]
+
+
+def write_gif(frames: list[np.ndarray], path: Path, duration_ms: int = 125) -> None:
+    """Grids uint8 [H, W] or [H, W, 3] -> an animated GIF, ``duration_ms`` per frame (125: 8 frames per second;
+    the file stores hundredths of a second, so 120 ms), looping. Pillow merges consecutive identical frames into one
+    longer frame."""
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+
+
+def save_clips(x: torch.Tensor, out: Path, arrays: dict) -> None:
+    """Clips x [N, T, C, H, W]: ``<out>.npz`` (samples [N, T, C, H, W] and the given arrays), ``<out>.png`` (one row
+    per clip, its T frames left to right) and ``<out>.gif`` (:func:`clip_frames`, 8 frames per second)."""
+    if x.ndim != 5:
+        sys.exit(f"a video model's samples must be clips [N, T, C, H, W], got {list(x.shape)}")
+    n, frames = x.shape[:2]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out.with_name(out.name + ".npz"), samples=x.numpy().astype(np.float32), **arrays)
+    write_png(make_grid(x.reshape(n * frames, *x.shape[2:]), nrow=frames), out.with_name(out.name + ".png"))
+    write_gif(clip_frames(x), out.with_name(out.name + ".gif"))
+    print(f"wrote {out}.png, {out}.npz and {out}.gif ({n} clips of {frames} frames)", file=sys.stderr)
 
 
 def upscale_file(args: argparse.Namespace, model) -> None:
@@ -157,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
                      f"{model.sample_shape[-1]} x {model.sample_shape[-1]} ones")
     elif args.level is not None:
         sys.exit("--level goes with --upscaler or --upscale")
+    kind = output_kind(model)
+    if upscaler is not None and kind != "images":
+        sys.exit(f"--upscaler upscales images; {args.checkpoint} draws {'spectrograms' if kind == 'sound' else kind}")
     # channels-last: the same samples up to float rounding (5e-5), 1.2-1.3x faster convolutions (benchmarks/speed.py)
     model.net = model.net.to(memory_format=torch.channels_last)
     tokenizer = model.tokenizer
@@ -206,7 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     if classes:
         labels = torch.full((args.n,), args.digit) if args.digit is not None else balanced_labels(args.n, classes)
 
-    what = f"images of {args.prompt!r}" if tokenizer else "images" if "classes" in model.extra else "digits"
+    what = (f"images of {args.prompt!r}" if tokenizer else "spoken digits" if kind == "sound" else kind
+            if kind == "clips" else "images" if "classes" in model.extra else "digits")
     print(f"{args.n} {what} from {args.checkpoint} with {sampler.name}, guidance scale {scale:g}, seed {args.seed}",
           file=sys.stderr)
     precision = contextlib.nullcontext()
@@ -233,7 +337,12 @@ def main(argv: list[str] | None = None) -> None:
         arrays["prompts"] = np.array([args.prompt] * args.n)
     elif classes:
         arrays["labels"] = labels.numpy()
-    save(x, Path(args.out), arrays)
+    if kind == "sound":
+        save_sound(x, Path(args.out), arrays, args.seed, model.classes)
+    elif kind == "clips":
+        save_clips(x, Path(args.out), arrays)
+    else:
+        save(x, Path(args.out), arrays)
 
 
 if __name__ == "__main__":

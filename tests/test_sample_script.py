@@ -117,9 +117,83 @@ def test_sample_script_writes_grid_and_arrays(tiny_checkpoint, tmp_path, monkeyp
     assert data["samples"].min() >= -1 and data["samples"].max() <= 1
     assert data["labels"].tolist() == [i % 10 for i in range(12)]
     assert out.with_suffix(".png").stat().st_size > 0
+    assert not out.with_suffix(".wav").exists() and not out.with_suffix(".gif").exists()  # images: no sound, no video
     script.main(["--checkpoint", str(tiny_checkpoint), "--n", "3", "--digit", "7", "--sampler", "ddim:2",
                  "--out", str(tmp_path / "sevens")])
     assert np.load(tmp_path / "sevens.npz")["labels"].tolist() == [7, 7, 7]
+
+
+def _perturbed(net):
+    """``net`` with every parameter nudged (seed 0): a random, non-zero output (and, in a VideoUNet, non-zero
+    temporal layers), so samples depend on the label, the noise and the frame."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
+def test_sample_script_writes_a_wav_for_a_spoken_digit_model(tmp_path, capsys, load_script):
+    """A spoken-digit checkpoint (notebook 17): the spectrograms go to the npz and PNG as images do, their sound by
+    Griffin-Lim (seeded by --seed) to ``waveforms`` and to one 16-bit 8 kHz WAV, clips 0.25 s of silence apart,
+    each peak-normalised to 0.9."""
+    import wave
+
+    from tinydiff.data.audio import CLIP_SAMPLES, SAMPLE_RATE, waveforms_from_images
+
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    net = _perturbed(UNet(in_channels=1, channels=8, mults=(1, 2), n_res=1, num_classes=10))
+    path = tmp_path / "spoken"
+    save_checkpoint(path, net, extra={"schedule": {"name": "cosine", "T": 50}, "train": {"prediction": "v"},
+                                      "data_shape": [1, 64, 96], "data": {"name": "spoken_digits"}, "classes": names})
+    out = tmp_path / "sound"
+    load_script("sample").main(["--checkpoint", str(path), "--n", "3", "--sampler", "ddim:2", "--seed", "5",
+                                "--out", str(out)])
+    data = np.load(out.with_suffix(".npz"))
+    assert data["samples"].shape == (3, 1, 64, 96) and data["labels"].tolist() == [0, 1, 2]
+    assert data["waveforms"].shape == (3, CLIP_SAMPLES) and data["waveforms"].dtype == np.float32
+    want = waveforms_from_images(torch.from_numpy(data["samples"]), generator=torch.Generator().manual_seed(5))
+    np.testing.assert_allclose(data["waveforms"], want.numpy(), atol=1e-6)  # Griffin-Lim's phases from --seed
+    assert out.with_suffix(".png").stat().st_size > 0
+    with wave.open(str(out.with_suffix(".wav")), "rb") as f:
+        assert (f.getnchannels(), f.getframerate(), f.getsampwidth()) == (1, SAMPLE_RATE, 2)
+        gap = SAMPLE_RATE // 4
+        assert f.getnframes() == 3 * CLIP_SAMPLES + 2 * gap
+        pcm = np.frombuffer(f.readframes(f.getnframes()), dtype="<i2")
+    for i in range(3):
+        start = i * (CLIP_SAMPLES + gap)
+        clip = pcm[start : start + CLIP_SAMPLES]
+        assert abs(np.abs(clip).max() - 0.9 * 32767) <= 1  # peak-normalised: nothing clips
+        if i:
+            assert not pcm[start - gap : start].any()  # silence between clips
+    said = capsys.readouterr().err
+    assert "0.00 s  clip 0: zero" in said and "1.01 s  clip 1: one" in said and "2.02 s  clip 2: two" in said
+
+
+def test_sample_script_writes_a_gif_for_a_video_model(tmp_path, load_script):
+    """A VideoUNet checkpoint (moving digits, notebook 17) draws clips [N, T, 1, 32, 32]: the npz keeps them, the PNG
+    has one row per clip, and the GIF has T frames, frame k showing every clip's k-th frame side by side."""
+    from PIL import Image
+
+    from tinydiff.models import VideoUNet
+
+    net = _perturbed(VideoUNet(channels=8, mults=(1, 2), n_res=1, num_classes=10))
+    path = tmp_path / "video"
+    save_checkpoint(path, net, extra={"schedule": {"name": "cosine", "T": 50}, "train": {"prediction": "v"},
+                                      "data_shape": [4, 1, 32, 32], "data": {"name": "moving_digits", "frames": 4}})
+    out = tmp_path / "clips"
+    script = load_script("sample")
+    script.main(["--checkpoint", str(path), "--n", "3", "--sampler", "ddim:2", "--out", str(out)])
+    samples = np.load(out.with_suffix(".npz"))["samples"]
+    assert samples.shape == (3, 4, 1, 32, 32) and samples.dtype == np.float32
+    assert Image.open(out.with_suffix(".png")).size == (4 * 33 + 1, 3 * 33 + 1)  # 3 rows of 4 frames
+    with Image.open(out.with_suffix(".gif")) as gif:
+        assert gif.n_frames == 4 and gif.size == (3 * 33 + 1, 33 + 1) and gif.info["loop"] == 0
+        assert gif.info["duration"] in (120, 130)  # 125 ms asked; a GIF stores hundredths of a second
+        for k in range(4):
+            gif.seek(k)
+            want = script.clip_frames(torch.from_numpy(samples))[k]
+            assert np.array_equal(np.asarray(gif.convert("L")), want)  # frame k: every clip's k-th frame
 
 
 @pytest.mark.parametrize(

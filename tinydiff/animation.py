@@ -1,4 +1,4 @@
-"""Animate 2-D sampler trajectories: watch noise turn into data.
+"""Animate 2-D sampler trajectories (watch noise turn into data), and play video clips.
 
 :func:`animate_trajectory` turns the states a sampler visited, [S, B, 2], into a
 matplotlib ``FuncAnimation`` of about 50 frames. In a notebook, show it with
@@ -93,6 +93,37 @@ def animate_trajectory(
         return [*dots, heading]
 
     anim = FuncAnimation(fig, draw, frames=frames, interval=interval, blit=False)
+    plt.close(fig)
+    return anim
+
+
+def animate_clips(clips: dict[str, Tensor], *, interval: int = 125, scale: float = 0.55, dpi: int = 80) -> FuncAnimation:
+    """Play clips: ``clips[name]`` [B, T, 1, H, W] in [-1, 1] (the same T for every name), one row per name, the B
+    clips of a row side by side, frame k of every clip shown at once. ``interval`` ms per frame (125: 8 frames a
+    second). The figure is closed; show the animation with :func:`to_html`."""
+    rows = {name: x.detach().to("cpu", torch.float32) for name, x in clips.items()}
+    frames = {x.shape[1] for x in rows.values()}
+    if not rows or any(x.ndim != 5 or x.shape[2] != 1 for x in rows.values()) or len(frames) != 1:
+        raise ValueError("give clips [B, T, 1, H, W] with the same number of frames T under every name, got "
+                         + ", ".join(f"{k}: {list(x.shape)}" for k, x in rows.items()))
+    n = max(len(x) for x in rows.values())
+    with mpl.rc_context({"figure.constrained_layout.use": False}):
+        fig, axes = plt.subplots(len(rows), 1, figsize=(scale * n + 1.6, scale * len(rows) + 0.35), dpi=dpi,
+                                 squeeze=False)
+    fig.subplots_adjust(left=0.2 if n < 6 else 0.12, right=0.99, bottom=0.01, top=0.9, hspace=0.15)
+    shown = []
+    for ax, (name, x) in zip(axes[:, 0], rows.items()):
+        shown.append(plot.image_grid(x[:, 0], nrow=n, ax=ax))
+        ax.text(-2, x.shape[-2] / 2, name, ha="right", va="center", fontsize=8)
+    heading = fig.suptitle("", fontsize=9)
+
+    def draw(k: int) -> list:
+        for image, x in zip(shown, rows.values()):
+            image.set_data(plot.make_grid(x[:, k], nrow=n))
+        heading.set_text(f"frame {k + 1} / {frames.copy().pop()}")
+        return [*shown, heading]
+
+    anim = FuncAnimation(fig, draw, frames=frames.pop(), interval=interval, blit=False)
     plt.close(fig)
     return anim
 

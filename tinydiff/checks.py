@@ -966,3 +966,45 @@ def check_attention_share(fn: Callable[[Tensor, int], Tensor]) -> Verdict:
         "the wrong way round: the source rows took the edited rows' maps": backwards,
     }
     return compare("prompt-to-prompt's shared maps", lambda: fn(w.clone(), 2), expected, mistakes)
+
+
+def check_hz_to_mel(fn: Callable[[Tensor], Tensor]) -> Verdict:
+    """Grade ``fn(f)`` -> the mel scale m = 2595 log10(1 + f / 700) (O'Shaughnessy 1987), as
+    :func:`tinydiff.data.audio.hz_to_mel`. Shapes: [N] -> [N]."""
+    from .data.audio import hz_to_mel
+
+    f = torch.tensor([0.0, 100.0, 700.0, 1000.0, 4000.0], dtype=torch.float64)
+    mistakes = {"log10(f / 700) without the 1 +: 0 Hz must be 0 mel, not minus infinity": 2595 * torch.log10(f / 700),
+                "the natural logarithm with 2595: with ln the factor is 1127": 2595 * torch.log1p(f / 700)}
+    return compare("the mel scale", lambda: fn(f.clone()), hz_to_mel(f), mistakes)
+
+
+def check_griffin_lim_step(fn: Callable[[Tensor, Tensor, int], Tensor]) -> Verdict:
+    """Grade ``fn(magnitude, X, length)`` -> one Griffin-Lim update (Griffin & Lim 1984): the target magnitude with
+    the phase of STFT(ISTFT(X)), using :func:`tinydiff.data.audio.stft` / ``istft`` (n_fft 256). Shapes: magnitude
+    [B, 129, M] real, X [B, 129, M] complex -> [B, 129, M] complex."""
+    from .data.audio import istft, stft
+
+    g = torch.Generator().manual_seed(46)
+    length = 1024
+    X = stft(torch.randn(2, length, generator=g, dtype=torch.float64))
+    magnitude = stft(torch.randn(2, length, generator=g, dtype=torch.float64)).abs()
+    rebuilt = stft(istft(X, length))
+    expected = magnitude * torch.exp(1j * rebuilt.angle())
+    mistakes = {"kept X's own phase: the update takes the phase of STFT(ISTFT(X)), which is consistent": magnitude * torch.exp(1j * X.angle()),
+                "returned STFT(ISTFT(X)) itself: the magnitude must be set back to the target": rebuilt}
+    return compare("a Griffin-Lim step", lambda: fn(magnitude.clone(), X.clone(), length), expected, mistakes)
+
+
+def check_time_fold(fn: Callable[[Tensor, int], Tensor]) -> Verdict:
+    """Grade ``fn(h, frames)`` -> the features of every frame [B * T, C, H, W] as one time sequence per clip and
+    pixel, [B * H * W, C, T], as :func:`tinydiff.models.time_fold` (what :class:`~tinydiff.models.TemporalConv`
+    convolves)."""
+    from .models import time_fold
+
+    g = torch.Generator().manual_seed(47)
+    h = torch.randn(2 * 5, 3, 4, 6, generator=g, dtype=torch.float64)  # B = 2 clips of T = 5 frames
+    mistakes = {"a reshape without a permute: it cuts the memory into pieces of T numbers that are not one "
+                "pixel's frames": h.reshape(-1, 3, 5),
+                "time and channels swapped: Conv1d reads [batch, channels, length]": time_fold(h, 5).transpose(1, 2)}
+    return compare("folding frames into time sequences", lambda: fn(h.clone(), 5), time_fold(h, 5), mistakes)

@@ -14,6 +14,7 @@ device, and the same controls always give the same picture.
 - :func:`adapter_figure`     digits from an adapted network at one adapter scale (the network is left as it was)
 - :func:`prompt_figure`      digits for one prompt from a text-conditioned model
 - :func:`superres_figure`    several SR3 upscalings of one small image, beside the input and bicubic
+- :func:`spoken_digits`      spoken digits from the sound model, as spectrogram images and as sound
 - :func:`prompt_edit_figure` one real digit edited from its caption to another by SDEdit, inversion and
   prompt-to-prompt, at one strength
 
@@ -33,6 +34,7 @@ from torch import Tensor
 
 from . import plot, samplers
 from .adapt import lora_layers, set_adapter_scale
+from .data.audio import waveforms_from_images
 from .data.styles import ink
 from .data.toy import GaussianMixture
 from .guidance import guided_digits
@@ -303,3 +305,15 @@ def prompt_edit_figure(
     t0 = round(strength * (model.schedule.T - 1))
     return plot.captioned_row(torch.cat([image.cpu(), *edited]), ["original", *(EDITOR_NAMES[e] for e in EDITORS)],
                               f'"{source}" -> "{target}"\nstrength {strength:g} (t0 = {t0}), guidance {guidance:g}', fig)
+
+
+def spoken_digits(model, digit: int, guidance: float, n: int = 3, steps: int = 20,
+                  seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``n`` spoken ``digit``s from the class-conditional sound model (``spoken_digits_ddpm``, a
+    :class:`tinydiff.pretrained.DiffusionModel` on spectrogram images [1, 64, 96]): DDIM with ``steps`` steps under
+    classifier-free ``guidance`` from fixed noise, then Griffin-Lim (64 iterations, phases from the same seed).
+    Returns (images [n, 1, 64, 96], waveforms [n, 6080] at 8 kHz) on the CPU; :func:`tinydiff.plot.spectrogram_row`
+    draws the first, :func:`tinydiff.data.audio.wav_bytes` plays the second."""
+    images = guided_digits(model.net, model.schedule, int(digit), guidance, n=n, steps=steps, seed=seed,
+                           prediction=model.prediction, shape=model.sample_shape).cpu()
+    return images, waveforms_from_images(images, generator=torch.Generator().manual_seed(seed))

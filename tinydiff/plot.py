@@ -666,3 +666,42 @@ def tradeoff_figure(points: dict[str, tuple[float, float]], xlabel: str, ylabel:
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     return ax
+
+
+def spectrogram_row(images: Tensor, titles: Sequence[str], fig: FigureBase | None = None) -> FigureBase:
+    """Spectrogram images [N, 1, F, M] in [-1, 1] (:func:`tinydiff.data.audio.spectrogram_images`) side by side,
+    low frequencies at the bottom, time in seconds along the bottom (hop 64 samples at 8 kHz = 8 ms per column).
+    Draws on ``fig`` (made with pyplot if None) and returns it."""
+    if images.ndim != 4 or images.shape[1] != 1 or len(titles) != len(images):
+        raise ValueError(f"give spectrogram images [N, 1, F, M] and one title each, got {list(images.shape)} and "
+                         f"{len(titles)} titles")
+    if fig is None:
+        fig = plt.figure(figsize=(2.1 * len(images), 1.9))
+    axes = np.atleast_1d(fig.subplots(1, len(images), sharey=True))
+    seconds = images.shape[-1] * 64 / 8000
+    for i, (ax, x, title) in enumerate(zip(axes, images.detach().cpu().float(), titles)):
+        ax.imshow(x[0].numpy(), origin="lower", aspect="auto", cmap="magma", vmin=-1, vmax=1,
+                  extent=(0, seconds, 0, images.shape[-2]), interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("time (s)", fontsize=8)
+        if i == 0:
+            ax.set_ylabel("mel band", fontsize=8)
+        ax.tick_params(labelsize=7)
+    return fig
+
+
+def trajectories_figure(paths: dict[str, Tensor], size: int = 32, fig: FigureBase | None = None) -> FigureBase:
+    """The centre of the ink of each clip, frame by frame: ``paths[name]`` [B, T, 2] (row, column; from
+    :func:`tinydiff.video.centres`), one panel per name, one line per clip, a dot at every frame and a cross at
+    the first. Straight segments with sharp turns at the walls are a bouncing digit."""
+    if fig is None:
+        fig = plt.figure(figsize=(2.7 * len(paths), 2.9))
+    axes = np.atleast_1d(fig.subplots(1, len(paths)))
+    for ax, (name, path) in zip(axes, paths.items()):
+        for i, clip in enumerate(path.detach().cpu().float()):
+            line = ax.plot(clip[:, 1], clip[:, 0], "-o", ms=2.2, lw=1.0, color=f"C{i % 10}")[0]
+            ax.plot(clip[0, 1], clip[0, 0], "x", ms=6, color=line.get_color())
+        ax.set(xlim=(0, size), ylim=(size, 0), aspect="equal", title=name)
+        ax.title.set_fontsize(9)
+        ax.tick_params(labelsize=7)
+    return fig

@@ -9,6 +9,9 @@ here on clips [B, T, 1, H, W] in [-1, 1]:
   every frame is read as the requested digit.
 - :func:`ink`: the ink of each frame, sum of (x + 1) / 2, [B, T]; its spread over a clip (std / mean) is 0 for a
   real clip, whose digit is always whole and never changes.
+- :func:`identity_drift`: how far the classifier's features move from one frame to the next, as a fraction of how
+  far apart two *different* clips of the same digit are: 0 if every frame were the same picture, about 1 if each
+  frame were a fresh drawing of the digit. (Real clips are not at 0: the features change a little as a digit moves.)
 - :func:`centres`: the centre of the ink, [B, T, 2] (row, column); :func:`acceleration` its second difference
   c_{k+1} - 2 c_k + c_{k-1}, [B, T - 2, 2]. In a real clip it is zero, up to the pixel rounding of the drawing
   (at most 1 px per axis), except at a bounce.
@@ -74,6 +77,23 @@ def acceleration(centre: Tensor) -> Tensor:
     return centre[:, 2:] - 2 * centre[:, 1:-1] + centre[:, :-2]
 
 
+def identity_drift(features: Tensor, labels: Tensor) -> float:
+    """Mean frame-to-frame feature change over the mean distance between different clips of the same label at the
+    same frame: features [B, T, F] (a classifier's, of every frame), labels [B] -> a number (0: one picture
+    throughout; about 1: a new instance of the digit every frame). Needs two clips of some label."""
+    step = (features[:, 1:] - features[:, :-1]).norm(dim=-1).mean()
+    apart = []
+    for label in labels.unique():
+        group = features[labels == label]  # [n, T, F]
+        if len(group) > 1:
+            d = torch.cdist(group.transpose(0, 1), group.transpose(0, 1))  # [T, n, n]
+            n = len(group)
+            apart.append(d.sum((-2, -1)) / (n * (n - 1)))  # the mean over pairs i != j, per frame
+    if not apart:
+        raise ValueError("identity_drift needs at least two clips of one label to compare")
+    return float(step / torch.cat(apart).mean())
+
+
 def temporal_report(classifier: nn.Module, clips: Tensor, labels: Tensor, reference_features: Tensor) -> dict[str, float]:
     """How consistent clips [B, T, 1, H, W] asking for ``labels`` [B] are over time, and how good their frames are:
 
@@ -81,6 +101,7 @@ def temporal_report(classifier: nn.Module, clips: Tensor, labels: Tensor, refere
     - ``class_kept``: clips whose *every* frame is read as the requested digit;
     - ``one_digit``: clips whose every frame is read as the same digit, whichever;
     - ``ink_spread``: the mean over clips of std / mean of the ink over the frames (0 for real clips);
+    - ``identity_drift``: :func:`identity_drift` of the classifier's features;
     - ``smooth_steps``: interior frames where the centre's acceleration is at most :data:`SMOOTH_PX` per axis;
     - ``median_acceleration``: the median of its size (largest axis), in pixels;
     - ``frame_fd``: FD of the frames' features against ``reference_features`` (real frames').
@@ -94,6 +115,7 @@ def temporal_report(classifier: nn.Module, clips: Tensor, labels: Tensor, refere
         "frame_accuracy": float((read == labels[:, None]).float().mean()),
         "class_kept": float((read == labels[:, None]).all(1).float().mean()),
         "one_digit": float((read == read[:, :1]).all(1).float().mean()),
+        "identity_drift": identity_drift(feats.reshape(*clips.shape[:2], -1).cpu(), labels),
         "ink_spread": float((amount.std(1) / amount.mean(1).clamp(min=1e-6)).mean()),
         "smooth_steps": float((accel <= SMOOTH_PX).float().mean()),
         "median_acceleration": float(accel.median()),

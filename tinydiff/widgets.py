@@ -24,6 +24,8 @@ kernel) shows exactly what the widget shows.
 - :func:`prompt_explorer`: digits for a typed prompt at a chosen guidance scale (:func:`tinydiff.demos.prompt_figure`).
 - :func:`superres_explorer`: several SR3 upscalings of a test digit, or of a coarse digit drawn on an 8 x 8 grid
   (:class:`PixelGrid`), at a chosen augmentation level (:func:`tinydiff.demos.superres_figure`).
+- :func:`spoken_digit_explorer`: pick a digit and a guidance scale, see the spectrograms the sound model draws and
+  hear them (:func:`tinydiff.demos.spoken_digits`, :func:`tinydiff.plot.spectrogram_row`).
 - :func:`prompt_edit_explorer`: a test digit edited from its caption to a typed one by SDEdit, inversion and
   prompt-to-prompt, at a chosen strength (:func:`tinydiff.demos.prompt_edit_figure`).
 """
@@ -43,13 +45,14 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from . import demos, plot, samplers, schedules
+from .data.audio import wav_bytes
 from .data.toy import GaussianMixture, two_gaussians, two_moons
 from .langevin import check_sigmas
 from .schedules import Schedule
 
 __all__ = ["Explorer", "PIXEL_RATIO", "adapter_explorer", "ddim_eta_explorer", "few_step_explorer", "figure_png",
            "guidance_explorer", "langevin_explorer", "prompt_edit_explorer", "prompt_explorer", "schedule_explorer", "sdedit_explorer",
-           "show_figure", "superres_explorer"]
+           "show_figure", "spoken_digit_explorer", "superres_explorer"]
 
 
 def figure_png(fig: Figure, dpi: float | None = None) -> bytes:
@@ -441,3 +444,27 @@ def prompt_edit_explorer(model, images: Tensor, captions: Sequence[str], target:
                 {"target": on_release(W.Text, target, "edit to", layout=W.Layout(width="360px")),
                  "strength": on_release(W.FloatSlider, strength, "strength", min=0.2, max=1.0, step=0.1)}]
     return Explorer(draw, controls, figsize=(4.6, 1.5), dpi=DIGITS_DPI, check=check)
+
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def spoken_digit_explorer(model, digit: int = 3, guidance: float = 2.0, n: int = 3, steps: int = 20) -> Explorer:
+    """Pick a digit and a guidance scale: ``n`` spoken digits from the sound model (a
+    :class:`tinydiff.pretrained.DiffusionModel` on spectrogram images), drawn as spectrograms and played one after
+    another by the audio player under the figure (:func:`tinydiff.demos.spoken_digits`; fixed noise, so only the
+    controls change what you hear). Returns the explorer; ``explorer.audio.value`` holds the WAV bytes."""
+    player = W.Audio(format="wav", autoplay=False, loop=False)
+
+    def draw(digit: int, guidance: float, fig: Figure) -> None:
+        images, waves = demos.spoken_digits(model, digit, guidance, n=n, steps=steps)
+        plot.spectrogram_row(images, [f'"{DIGIT_WORDS[digit]}", guidance {guidance:g}'] * n, fig)
+        player.value = wav_bytes(waves)
+
+    controls = [{"guidance": on_release(W.FloatSlider, guidance, "guidance", min=0.0, max=6.0, step=0.5),
+                 "digit": W.Dropdown(options=[(w, i) for i, w in enumerate(DIGIT_WORDS)], value=digit,
+                                     description="digit")}]
+    explorer = Explorer(draw, controls, figsize=(2.0 * n, 2.1), dpi=DIGITS_DPI)
+    explorer.audio = player
+    explorer.children = (*explorer.children, player)
+    return explorer

@@ -207,7 +207,7 @@ def _check_clips(x: Tensor, sample_rate: int) -> Tensor:
 def spectrogram_images(x: Tensor, sample_rate: int = SAMPLE_RATE) -> Tensor:
     """Clips [B, 6080] at 8 kHz -> images [B, 1, 64, 96] in [-1, 1]: :func:`log_mel` with 64 mel bands, mapped
     linearly from :data:`LOG_MEL_RANGE` to [-1, 1] (silence is -1). Row 0 is the lowest band, column k the k-th frame
-    (every 4 ms)."""
+    (every 8 ms)."""
     low, high = LOG_MEL_RANGE
     image = (log_mel(_check_clips(x, sample_rate), sample_rate, n_mels=N_MELS) - low) / (high - low) * 2 - 1
     return image[:, None]
@@ -223,3 +223,27 @@ def waveforms_from_images(images: Tensor, n_iter: int = 64, generator: torch.Gen
     low, high = LOG_MEL_RANGE
     log_power = (images[:, 0].clamp(-1, 1) + 1) / 2 * (high - low) + low
     return inverse_log_mel(log_power, CLIP_SAMPLES, SAMPLE_RATE, n_iter=n_iter, generator=generator)
+
+
+def wav_bytes(waveforms: Tensor, sample_rate: int = SAMPLE_RATE, gap: float = 0.25, peak: float = 0.9) -> bytes:
+    """Clips [B, N] (or one clip [N]) as one WAV file in memory: 16-bit PCM, mono, each clip scaled so its loudest
+    sample is ``peak`` (nothing clips, quiet clips are heard), the clips one after another with ``gap`` seconds of
+    silence between them. For ``IPython.display.Audio(data=...)``, an ``ipywidgets.Audio`` or a ``.wav`` file."""
+    import io
+    import wave
+
+    clips = waveforms[None] if waveforms.ndim == 1 else waveforms
+    _check_waveform(clips)
+    silence = torch.zeros(round(gap * sample_rate))
+    parts = []
+    for i, clip in enumerate(clips.detach().to("cpu", torch.float64)):
+        parts += [silence] if i else []
+        parts.append(clip * (peak / clip.abs().max().clamp(min=1e-12)))
+    samples = (torch.cat(parts) * 32767).round().clamp(-32768, 32767).to(torch.int16)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(samples.numpy().tobytes())
+    return buffer.getvalue()

@@ -10,7 +10,7 @@ from .autoencoder import Autoencoder
 from .clip import TextEncoder, TinyCLIP
 from .text_unet import TextUNet
 from .superres_unet import SuperResUNet
-from .video_unet import TemporalConv, VideoUNet
+from .video_unet import TemporalConv, VideoUNet, time_fold, time_unfold
 
 __all__ = ["Autoencoder", "Classifier", "MLP", "SuperResUNet", "TextEncoder", "TextUNet", "TemporalConv", "TimeEmbedding", "TinyCLIP", "UNet", "VideoUNet",
-           "sinusoidal_embedding"]
+           "sinusoidal_embedding", "time_fold", "time_unfold"]

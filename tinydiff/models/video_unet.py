@@ -24,11 +24,23 @@ Two consequences a learner can check (``tests/test_video.py``):
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .unet import UNet, _groups
+
+
+def time_fold(h: Tensor, frames: int) -> Tensor:
+    """Features of every frame of B clips, [B * T, C, H, W] (frame k of clip b at b * T + k), -> one sequence over
+    time per clip and pixel, [B * H * W, C, T]: what a 1-D convolution over time reads."""
+    BT, C, H, W = h.shape
+    return h.reshape(BT // frames, frames, C, H, W).permute(0, 3, 4, 2, 1).reshape(-1, C, frames)
+
+
+def time_unfold(z: Tensor, frames: int, height: int, width: int) -> Tensor:
+    """The inverse of :func:`time_fold`: [B * H * W, C, T] -> [B * T, C, H, W]."""
+    C = z.shape[1]
+    return z.reshape(-1, height, width, C, frames).permute(0, 4, 3, 1, 2).reshape(-1, C, height, width)
 
 
 class TemporalConv(nn.Module):
@@ -46,11 +58,8 @@ class TemporalConv(nn.Module):
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, h: Tensor, frames: int) -> Tensor:
-        BT, C, H, W = h.shape
-        B = BT // frames
-        z = F.silu(self.norm(h)).reshape(B, frames, C, H, W).permute(0, 3, 4, 2, 1).reshape(B * H * W, C, frames)
-        z = self.conv(z).reshape(B, H, W, C, frames).permute(0, 4, 3, 1, 2).reshape(BT, C, H, W)
-        return h + z
+        z = self.conv(time_fold(F.silu(self.norm(h)), frames))  # [B * H * W, C, T]
+        return h + time_unfold(z, frames, *h.shape[-2:])
 
 
 class VideoUNet(UNet):

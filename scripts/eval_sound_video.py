@@ -1,0 +1,114 @@
+"""Measure the sound and video models of notebook 17 beside real data: benchmarks/results/sound_video.json.
+
+    OMP_WAIT_POLICY=PASSIVE python scripts/eval_sound_video.py
+
+Sound (``data/checkpoints/spoken_digits_ddpm``, judged by ``spoken_digits_classifier``): ``--n`` generated clips
+(the digits in turn) at each guidance scale of ``--audio-scales``, sampled as spectrogram images by DDIM; the judge's
+accuracy on them against its accuracy on the 500 held-out real clips, and FD in its features against the held-out
+clips' beside the floor (as many training clips against the same held-out clips).
+
+Video (``moving_digits_ddpm``, the per-frame baseline ``moving_frames_ddpm``, judged frame by frame by
+``moving_frames_classifier``): ``--n`` clips of 12 frames from each at each scale of ``--video-scales``, and as many
+real clips of test digits; :func:`tinydiff.video.temporal_report` of each (class kept in every frame, identity drift,
+ink spread, smooth steps, frame FD against 2,000 real test frames).
+
+Every number is a property of the seeds (seed 0 for the samples); the JSON records the command, machine and load.
+"""
+
+from __future__ import annotations
+
+from tinydiff import cli  # first: OMP_WAIT_POLICY before torch starts OpenMP
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from tinydiff import video
+from tinydiff.checkpoint import load_checkpoint
+from tinydiff.data import load_mnist
+from tinydiff.data.audio import load_spoken_digits, spectrogram_images
+from tinydiff.data.moving import clip_stream
+from tinydiff.evaluation import balanced_labels, digit_report, sample_digits
+from tinydiff.metrics import classifier_features
+from tinydiff.pretrained import load_diffusion_model
+from tinydiff.registry import SamplerSpec
+
+CHECKPOINTS = Path("data/checkpoints")
+
+
+def real_video(n: int, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` real clips of 12 frames from the test digits, and their digits."""
+    return clip_stream(*load_mnist("test"), frames=12)(n, generator=torch.Generator().manual_seed(seed))
+
+
+def real_frames(n: int = 2000, seed: int = 2) -> torch.Tensor:
+    """The reference frames of the video judge: ``n`` frames from the test digits (as its training script tests on)."""
+    return clip_stream(*load_mnist("test"), frames=None)(n, generator=torch.Generator().manual_seed(seed))[0]
+
+
+def rounded(report: dict) -> dict:
+    return {k: round(v, 4) for k, v in report.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=100, help="generated (and real) clips per row")
+    p.add_argument("--sampler", default="ddim:25")
+    p.add_argument("--audio-scales", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    p.add_argument("--video-scales", type=float, nargs="+", default=[1.0, 3.0])
+    p.add_argument("--output", default="benchmarks/results/sound_video.json")
+    args = cli.parse_args(p, device=None, threads=True)
+    load = cli.load_average()
+    sampler = SamplerSpec.parse(args.sampler, 1000)
+    labels = balanced_labels(args.n)
+    start = time.time()
+    result = {"n": args.n,
+              "sampler": args.sampler, "seed": 0}
+
+    # --- sound
+    judge = load_checkpoint(CHECKPOINTS / "spoken_digits_classifier")
+    heldout_audio, heldout_digits = load_spoken_digits("test")
+    heldout = spectrogram_images(heldout_audio)
+    reference = classifier_features(judge, heldout)
+    train_images = spectrogram_images(load_spoken_digits("train")[0][: args.n])
+    floor = digit_report(judge, heldout, heldout_digits, reference)
+    floor["fd"] = digit_report(judge, train_images, load_spoken_digits("train")[1][: args.n], reference)["fd"]
+    sound = {"real": {"label_accuracy": round(floor["label_accuracy"], 4), "fd_floor": round(floor["fd"], 4),
+                      "what": f"accuracy on the 500 held-out clips; FD of {args.n} training clips vs the held-out"}}
+    model = load_diffusion_model(CHECKPOINTS / "spoken_digits_ddpm")
+    for scale in args.audio_scales:
+        images = sample_digits(model, labels, sampler=sampler, guidance=scale, progress=False)
+        report = rounded(digit_report(judge, images, labels, reference))
+        report["accuracy_ratio"] = round(report["label_accuracy"] / floor["label_accuracy"], 4)
+        sound[f"guidance {scale:g}"] = report
+        print(f"sound, guidance {scale:g}: {report}  ({time.time() - start:.0f} s)", flush=True)
+    result["sound"] = sound
+
+    # --- video
+    judge = load_checkpoint(CHECKPOINTS / "moving_frames_classifier")
+    reference = classifier_features(judge, real_frames())
+    clips, digits = real_video(args.n)
+    result_video = {"real": rounded(video.temporal_report(judge, clips, digits, reference))}
+    print(f"video, real clips: {result_video['real']}", flush=True)
+    video_model = load_diffusion_model(CHECKPOINTS / "moving_digits_ddpm")
+    frame_model = load_diffusion_model(CHECKPOINTS / "moving_frames_ddpm")
+    for scale in args.video_scales:
+        clips = sample_digits(video_model, labels, sampler=sampler, guidance=scale, progress=False, batch_size=25)
+        result_video[f"video model, guidance {scale:g}"] = rounded(video.temporal_report(judge, clips, labels, reference))
+        baseline = video.frame_by_frame(frame_model, labels, 12, sampler=sampler, guidance=scale)
+        result_video[f"per-frame baseline, guidance {scale:g}"] = rounded(
+            video.temporal_report(judge, baseline, labels, reference))
+        for key in (f"video model, guidance {scale:g}", f"per-frame baseline, guidance {scale:g}"):
+            print(f"{key}: {result_video[key]}  ({time.time() - start:.0f} s)", flush=True)
+    result["video"] = result_video
+    result["wall_time_s"] = round(time.time() - start, 1)
+    result["provenance"] = cli.provenance(load)
+    Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.output} in {result['wall_time_s']:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
