@@ -5,14 +5,16 @@
 Sound (``data/checkpoints/spoken_digits_ddpm``, judged by ``spoken_digits_classifier``): ``--n`` generated clips
 (the digits in turn) at each guidance scale of ``--audio-scales``, sampled as spectrogram images by DDIM; the judge's
 accuracy on them against its accuracy on the 500 held-out real clips, and FD in its features against the held-out
-clips' beside the floor (as many training clips against the same held-out clips).
+clips' beside the floor (as many training clips, as many of each digit, against the same held-out clips).
 
 Video (``moving_digits_ddpm``, the per-frame baseline ``moving_frames_ddpm``, judged frame by frame by
 ``moving_frames_classifier``): ``--n`` clips of 12 frames from each at each scale of ``--video-scales``, and as many
 real clips of test digits; :func:`tinydiff.video.temporal_report` of each (class kept in every frame, identity drift,
 ink spread, smooth steps, frame FD against 2,000 real test frames).
 
-Every number is a property of the seeds (seed 0 for the samples); the JSON records the command, machine and load.
+Every number is a property of the seeds (seed 0 for the samples); the JSON records, for each part, the command,
+machine, load and wall time (``sound_run``, ``video_run``). ``--parts video`` measures one part again and keeps the
+other; generated samples are cached in ``--cache`` and reused by a rerun.
 """
 
 from __future__ import annotations
@@ -40,13 +42,23 @@ CHECKPOINTS = Path("data/checkpoints")
 
 
 def real_video(n: int, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` real clips of 12 frames from the test digits, and their digits."""
-    return clip_stream(*load_mnist("test"), frames=12)(n, generator=torch.Generator().manual_seed(seed))
+    """``n`` real clips of 12 frames from the test digits, n / 10 of each digit (as the generated rows have), and
+    their digits."""
+    clips, digits = clip_stream(*load_mnist("test"), frames=12)(20 * n, generator=torch.Generator().manual_seed(seed))
+    pick = balanced_subset(digits, n)
+    return clips[pick], digits[pick]
 
 
 def real_frames(n: int = 2000, seed: int = 2) -> torch.Tensor:
     """The reference frames of the video judge: ``n`` frames from the test digits (as its training script tests on)."""
     return clip_stream(*load_mnist("test"), frames=None)(n, generator=torch.Generator().manual_seed(seed))[0]
+
+
+def balanced_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``n`` examples, n / 10 of each of the 10 labels, drawn at random with ``seed``: the real clips a
+    floor compares, in the proportions the generated ones have (the file's first n clips are not balanced)."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    return torch.cat([order[labels[order] == d][: n // 10] for d in range(10)])
 
 
 def rounded(report: dict) -> dict:
@@ -60,34 +72,51 @@ def main() -> None:
     p.add_argument("--audio-scales", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     p.add_argument("--video-scales", type=float, nargs="+", default=[1.0, 3.0])
     p.add_argument("--output", default="benchmarks/results/sound_video.json")
+    p.add_argument("--parts", nargs="+", choices=("sound", "video"), default=["sound", "video"],
+                   help="measure only these (the other part of an existing --output is kept)")
+    p.add_argument("--cache", default="runs/eval_sound_video", help="generated samples are kept here and reused")
     args = cli.parse_args(p, device=None, threads=True)
-    load = cli.load_average()
     sampler = SamplerSpec.parse(args.sampler, 1000)
     labels = balanced_labels(args.n)
     start = time.time()
-    result = {"n": args.n,
-              "sampler": args.sampler, "seed": 0}
+    output = Path(args.output)
+    result = json.loads(output.read_text()) if output.is_file() else {}
+    result.update({"n": args.n, "sampler": args.sampler, "seed": 0})
+    for part in args.parts:  # each part records the run that measured it
+        began, load = time.time(), cli.load_average()
+        result[part] = (sound_part if part == "sound" else video_part)(args, sampler, labels, start)
+        result[f"{part}_run"] = {**cli.provenance(load), "wall_time_s": round(time.time() - began, 1)}
+    output.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {output} in {time.time() - start:.0f} s", flush=True)
 
-    # --- sound
+
+def sound_part(args, sampler, labels, start) -> dict:
+    """The sound model's rows: the real floor, then each guidance scale."""
     judge = load_checkpoint(CHECKPOINTS / "spoken_digits_classifier")
     heldout_audio, heldout_digits = load_spoken_digits("test")
     heldout = spectrogram_images(heldout_audio)
     reference = classifier_features(judge, heldout)
-    train_images = spectrogram_images(load_spoken_digits("train")[0][: args.n])
+    train_waves, train_digits = load_spoken_digits("train")
+    pick = balanced_subset(train_digits, args.n)
     floor = digit_report(judge, heldout, heldout_digits, reference)
-    floor["fd"] = digit_report(judge, train_images, load_spoken_digits("train")[1][: args.n], reference)["fd"]
-    sound = {"real": {"label_accuracy": round(floor["label_accuracy"], 4), "fd_floor": round(floor["fd"], 4),
-                      "what": f"accuracy on the 500 held-out clips; FD of {args.n} training clips vs the held-out"}}
+    as_generated = digit_report(judge, spectrogram_images(train_waves[pick]), train_digits[pick], reference)
+    sound = {"real": {"label_accuracy": round(floor["label_accuracy"], 4), "fd_floor": round(as_generated["fd"], 4),
+                      "diversity": round(as_generated["diversity"], 4),
+                      "what": f"accuracy on the 500 held-out clips; FD and diversity of {args.n} training clips, "
+                              "as many of each digit, drawn at random (seed 0), vs the held-out"}}
     model = load_diffusion_model(CHECKPOINTS / "spoken_digits_ddpm")
     for scale in args.audio_scales:
-        images = sample_digits(model, labels, sampler=sampler, guidance=scale, progress=False)
+        images = sample_digits(model, labels, sampler=sampler, guidance=scale, progress=False,
+                               cache_dir=Path(args.cache) / "sound")
         report = rounded(digit_report(judge, images, labels, reference))
         report["accuracy_ratio"] = round(report["label_accuracy"] / floor["label_accuracy"], 4)
         sound[f"guidance {scale:g}"] = report
         print(f"sound, guidance {scale:g}: {report}  ({time.time() - start:.0f} s)", flush=True)
-    result["sound"] = sound
+    return sound
 
-    # --- video
+
+def video_part(args, sampler, labels, start) -> dict:
+    """Real clips, then the video model and the per-frame baseline at each guidance scale."""
     judge = load_checkpoint(CHECKPOINTS / "moving_frames_classifier")
     reference = classifier_features(judge, real_frames())
     clips, digits = real_video(args.n)
@@ -96,18 +125,16 @@ def main() -> None:
     video_model = load_diffusion_model(CHECKPOINTS / "moving_digits_ddpm")
     frame_model = load_diffusion_model(CHECKPOINTS / "moving_frames_ddpm")
     for scale in args.video_scales:
-        clips = sample_digits(video_model, labels, sampler=sampler, guidance=scale, progress=False, batch_size=25)
+        clips = sample_digits(video_model, labels, sampler=sampler, guidance=scale, progress=False, batch_size=25,
+                              cache_dir=Path(args.cache) / "video")
         result_video[f"video model, guidance {scale:g}"] = rounded(video.temporal_report(judge, clips, labels, reference))
-        baseline = video.frame_by_frame(frame_model, labels, 12, sampler=sampler, guidance=scale)
+        baseline = video.frame_by_frame(frame_model, labels, 12, sampler=sampler, guidance=scale,
+                                        cache_dir=Path(args.cache) / "frames")
         result_video[f"per-frame baseline, guidance {scale:g}"] = rounded(
             video.temporal_report(judge, baseline, labels, reference))
         for key in (f"video model, guidance {scale:g}", f"per-frame baseline, guidance {scale:g}"):
             print(f"{key}: {result_video[key]}  ({time.time() - start:.0f} s)", flush=True)
-    result["video"] = result_video
-    result["wall_time_s"] = round(time.time() - start, 1)
-    result["provenance"] = cli.provenance(load)
-    Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.output} in {result['wall_time_s']:.0f} s", flush=True)
+    return result_video
 
 
 if __name__ == "__main__":

@@ -270,7 +270,7 @@ def test_classroom_demo_page(demo_page, browser, page_problems, request):
     problems = page_problems(page, demo_page)
     page.goto(demo_page, timeout=180_000)
     names = ["schedule", "langevin", "ddim-eta", "guidance", "sdedit", "few-steps", "adapters", "prompts", "emoji",
-             "superres", "prompt-edit"]
+             "superres", "prompt-edit", "spoken-digits"]
     page.wait_for_function(f"document.querySelectorAll('.widget-image').length >= {len(names)}", timeout=180_000,
                            polling=500)
     text = page.evaluate("document.body.innerText")

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("methods built on the core", {"solvers", "flow", "likelihood", "guidance", "editing", "distill", "adapt",
                                    "text_to_image", "superres", "personalise", "prompt_editing", "train_state",
                                    "train"}),
-    ("samplers by name and evaluation", {"registry", "evaluation"}),
+    ("samplers by name and evaluation", {"registry", "evaluation", "video"}),
     ("figures: drawing only", {"plot", "animation"}),
     ("demos: the widgets' pictures, sampled and then drawn", {"demos"}),
     ("widgets, exercise checks and the scripts' command line", {"widgets", "checks", "cli"}),

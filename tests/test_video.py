@@ -1,10 +1,13 @@
 """The spatio-temporal UNet (notebook 17): a fresh one is the image UNet on every frame; it is equivariant to shifting
-the clip in time away from its ends; it runs end to end (loss, guidance, sampler) on meta tensors; bad input is refused."""
+the clip in time away from its ends; it runs end to end (loss, guidance, sampler) on meta tensors; bad input is refused.
+And the measures of temporal consistency (tinydiff.video) against closed forms."""
 
 import pytest
 import torch
 
-from tinydiff import schedules
+from tinydiff import schedules, video
+from tinydiff.data import load_mnist
+from tinydiff.data.moving import moving_digits
 from tinydiff.guidance import classifier_free
 from tinydiff.losses import diffusion_loss
 from tinydiff.models import TemporalConv, UNet, VideoUNet
@@ -94,3 +97,43 @@ def test_bad_input_gets_a_clear_error():
         VideoUNet.from_image_model(UNet(channels=8, mults=(1, 2), context_dim=16))
     with pytest.raises(ValueError, match="odd"):
         TemporalConv(4, kernel=2)
+
+
+# ---- the measures of tinydiff.video, against closed forms ----
+
+
+
+def test_centres_ink_and_acceleration_of_a_moving_dot():
+    # one white pixel moving on a straight line, then reflected: centres are its pixels, acceleration only at the bounce
+    path = [(2, 3), (4, 4), (6, 5), (4, 6), (2, 7)]
+    clips = torch.full((1, len(path), 1, 10, 10), -1.0)
+    for k, (r, c) in enumerate(path):
+        clips[0, k, 0, r, c] = 1.0
+    torch.testing.assert_close(video.centres(clips)[0], torch.tensor(path, dtype=torch.float32))
+    torch.testing.assert_close(video.ink(clips), torch.ones(1, len(path)))
+    a = video.acceleration(video.centres(clips))[0]
+    torch.testing.assert_close(a, torch.tensor([[0.0, 0.0], [-4.0, 0.0], [0.0, 0.0]]))
+
+
+def test_real_moving_clips_keep_their_ink_and_move_in_straight_lines_between_bounces():
+    images, labels = load_mnist("test")
+    clips, _, positions, _ = moving_digits(images[:20], labels[:20], 20, generator=torch.Generator().manual_seed(0))
+    assert float(video.ink(clips).std(1).max()) < 1e-3                       # the whole digit in every frame
+    exact = video.acceleration(positions[:, 0]).abs().amax(-1)               # [B, T - 2] from the physics
+    measured = video.acceleration(video.centres(clips)).abs().amax(-1)
+    straight = exact < 1e-9
+    assert float(measured[straight].max()) <= 2.0                             # rounding to whole pixels, per frame
+    assert float(straight.float().mean()) > 0.5
+
+
+def test_identity_drift_is_zero_for_a_still_picture_and_about_one_for_independent_frames():
+    g = torch.Generator().manual_seed(0)
+    still = torch.randn(6, 1, 16, generator=g).expand(6, 12, 16)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert video.identity_drift(still, labels) == 0.0
+    fresh = torch.randn(600, 12, 16, generator=g)  # every frame an independent draw, as between clips
+    assert abs(video.identity_drift(fresh, torch.arange(600) % 2) - 1.0) < 0.05
+    with pytest.raises(ValueError, match="two clips of one label"):
+        video.identity_drift(fresh[:2], torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"clips must be \[B, T, 1, H, W\]"):
+        video.centres(torch.zeros(2, 1, 8, 8))

@@ -102,11 +102,11 @@ def animate_clips(clips: dict[str, Tensor], *, interval: int = 125, scale: float
     clips of a row side by side, frame k of every clip shown at once. ``interval`` ms per frame (125: 8 frames a
     second). The figure is closed; show the animation with :func:`to_html`."""
     rows = {name: x.detach().to("cpu", torch.float32) for name, x in clips.items()}
-    frames = {x.shape[1] for x in rows.values()}
-    if not rows or any(x.ndim != 5 or x.shape[2] != 1 for x in rows.values()) or len(frames) != 1:
+    lengths = {x.shape[1] for x in rows.values()}
+    if not rows or any(x.ndim != 5 or x.shape[2] != 1 for x in rows.values()) or len(lengths) != 1:
         raise ValueError("give clips [B, T, 1, H, W] with the same number of frames T under every name, got "
                          + ", ".join(f"{k}: {list(x.shape)}" for k, x in rows.items()))
-    n = max(len(x) for x in rows.values())
+    n, frames = max(len(x) for x in rows.values()), lengths.pop()
     with mpl.rc_context({"figure.constrained_layout.use": False}):
         fig, axes = plt.subplots(len(rows), 1, figsize=(scale * n + 1.6, scale * len(rows) + 0.35), dpi=dpi,
                                  squeeze=False)
@@ -120,10 +120,10 @@ def animate_clips(clips: dict[str, Tensor], *, interval: int = 125, scale: float
     def draw(k: int) -> list:
         for image, x in zip(shown, rows.values()):
             image.set_data(plot.make_grid(x[:, k], nrow=n))
-        heading.set_text(f"frame {k + 1} / {frames.copy().pop()}")
+        heading.set_text(f"frame {k + 1} / {frames}")
         return [*shown, heading]
 
-    anim = FuncAnimation(fig, draw, frames=frames.pop(), interval=interval, blit=False)
+    anim = FuncAnimation(fig, draw, frames=frames, interval=interval, blit=False)
     plt.close(fig)
     return anim
 

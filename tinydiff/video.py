@@ -43,11 +43,12 @@ def _check_clips(clips: Tensor) -> Tensor:
 
 
 def frame_by_frame(image_model: DiffusionModel, labels: Tensor, frames: int, *, sampler: SamplerSpec,
-                   guidance: float = 1.0, seed: int = 0, progress: bool = False) -> Tensor:
+                   guidance: float = 1.0, seed: int = 0, progress: bool = False, cache_dir=None) -> Tensor:
     """The naive video: the image model samples each of ``frames`` frames of clip i on its own, all asking for
-    ``labels[i]``, from independent noise. labels [B] -> clips [B, frames, C, H, W]."""
+    ``labels[i]``, from independent noise. labels [B] -> clips [B, frames, C, H, W]. ``cache_dir``: as
+    :func:`tinydiff.evaluation.sample_digits`."""
     images = sample_digits(image_model, labels.repeat_interleave(frames), sampler=sampler, guidance=guidance,
-                           seed=seed, progress=progress)
+                           seed=seed, progress=progress, cache_dir=cache_dir)
     return images.reshape(len(labels), frames, *images.shape[1:])
 
 
@@ -104,7 +105,9 @@ def temporal_report(classifier: nn.Module, clips: Tensor, labels: Tensor, refere
     - ``identity_drift``: :func:`identity_drift` of the classifier's features;
     - ``smooth_steps``: interior frames where the centre's acceleration is at most :data:`SMOOTH_PX` per axis;
     - ``median_acceleration``: the median of its size (largest axis), in pixels;
-    - ``frame_fd``: FD of the frames' features against ``reference_features`` (real frames').
+    - ``frame_fd``: FD against ``reference_features`` (real frames') of frame k of every clip, averaged over k: each
+      FD compares B independent frames, as an image FD would (pooling all frames would count a clip's frames,
+      which are alike by design, as independent samples).
     """
     read = frame_labels(classifier, clips).cpu()
     labels = labels.cpu()
@@ -119,5 +122,6 @@ def temporal_report(classifier: nn.Module, clips: Tensor, labels: Tensor, refere
         "ink_spread": float((amount.std(1) / amount.mean(1).clamp(min=1e-6)).mean()),
         "smooth_steps": float((accel <= SMOOTH_PX).float().mean()),
         "median_acceleration": float(accel.median()),
-        "frame_fd": frechet_distance(feats, reference_features),
+        "frame_fd": sum(frechet_distance(f, reference_features) for f in feats.reshape(*clips.shape[:2], -1).unbind(1))
+        / clips.shape[1],
     }

@@ -3,7 +3,7 @@
 Video diffusion (Ho et al. 2022b, sec. 3) keeps the image UNet and *factorises* space and time: every layer of
 the image network runs on each frame alone -- the frames are folded into the batch, [B, T, C, H, W] ->
 [B * T, C, H, W] -- and new layers mix information *across* frames, each at one pixel. Ours is the 1-D convolution
-over time of Make-A-Video's pseudo-3-D convolution (Singer et al. 2022, sec. 3.2), placed after every ResBlock and
+over time of Make-A-Video's pseudo-3-D convolution (Singer et al. 2022, sec. 3), placed after every ResBlock and
 after the middle attention (where a text UNet puts its cross-attention; :meth:`tinydiff.models.UNet.trunk`)::
 
     h [B*T, c, H, W] -> h + Conv1d_time(SiLU(GroupNorm(h)))        kernel 3 over the T frames, at every pixel
@@ -44,7 +44,7 @@ def time_unfold(z: Tensor, frames: int, height: int, width: int) -> Tensor:
 
 
 class TemporalConv(nn.Module):
-    """A residual 1-D convolution across frames at every pixel (Singer et al. 2022, sec. 3.2): h [B * T, c, H, W] ->
+    """A residual 1-D convolution across frames at every pixel (Singer et al. 2022, sec. 3): h [B * T, c, H, W] ->
     same, h + Conv1d(SiLU(GroupNorm(h))) along T with zero padding. The convolution starts at zero, so the layer
     starts as the identity. ``frames`` = T tells it how the batch folds."""
 
@@ -111,3 +111,9 @@ class VideoUNet(UNet):
         e = self.embed(t, y).repeat_interleave(T, dim=0)  # [B * T, E]: every frame at the clip's t and y
         out = self.trunk(x.reshape(B * T, *x.shape[2:]), e, lambda h, where: self.time_block(where)(h, T))
         return out.reshape(B, T, *out.shape[1:])
+
+    def summary(self, image_size: int = 32) -> None:
+        """The image UNet's summary (:meth:`UNet.summary`; its stages run on every frame), then the temporal layers."""
+        super().summary(image_size)
+        added = sum(p.numel() for m in (self.down_time, self.mid_time, self.up_time) for p in m.parameters())
+        print(f"  {'temporal layers (1-D convolutions over the frames)':<51} {added:>9,}")
