@@ -132,7 +132,7 @@ def griffin_lim(magnitude: Tensor, length: int, n_fft: int = 256, n_iter: int = 
         rebuilt = stft(istft(magnitude * angles, length, n_fft), n_fft)
         accelerated = rebuilt - momentum / (1 + momentum) * previous if momentum else rebuilt
         previous = rebuilt
-        angles = accelerated / accelerated.abs().clamp(min=1e-16)
+        angles = torch.sgn(accelerated)  # the unit complex number of each phase, z / |z| (0 where z = 0)
     return istft(magnitude * angles, length, n_fft)
 
 
