@@ -48,3 +48,20 @@ def test_bad_input_raises_clear_errors():
         animate_trajectory([torch.zeros(5, 3, 2), torch.zeros(4, 3, 2)])
     with pytest.raises(ValueError, match="one label per state"):
         animate_trajectory(torch.zeros(5, 3, 2), frame_labels=["a"])
+
+
+def test_animate_clips_shows_frame_k_of_every_clip_and_refuses_unequal_lengths():
+    import numpy as np
+
+    from tinydiff import plot
+    from tinydiff.animation import animate_clips
+
+    clips = torch.rand(3, 5, 1, 8, 8) * 2 - 1
+    anim = animate_clips({"a": clips, "b": -clips[:2]})
+    assert len(list(anim.new_frame_seq())) == 5
+    anim._func(2)  # draw frame 3: each row's picture is that row's clips at frame index 2
+    rows = anim._fig.axes
+    np.testing.assert_allclose(rows[0].images[0].get_array(), plot.make_grid(clips[:, 2], nrow=3))
+    assert anim._fig._suptitle.get_text() == "frame 3 / 5"
+    with pytest.raises(ValueError, match="same number of frames"):
+        animate_clips({"a": clips, "b": clips[:, :4]})

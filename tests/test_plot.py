@@ -240,3 +240,19 @@ def test_memorisation_curve_draws_each_length_against_size_above_the_floor():
     with pytest.raises(ValueError, match="criterion must be one of"):
         plot.memorisation_curve(results, criterion="ratio")
     plt.close("all")
+
+
+def test_spectrogram_row_and_trajectories_draw_what_they_are_given():
+    images = torch.rand(2, 1, 64, 96) * 2 - 1
+    fig = plot.spectrogram_row(images, ["a", "b"])
+    axes = fig.axes
+    np.testing.assert_allclose(axes[1].images[0].get_array(), images[1, 0].numpy())
+    assert axes[0].images[0].get_extent()[1] == pytest.approx(96 * 64 / 8000)  # seconds: 96 hops of 8 ms
+    with pytest.raises(ValueError, match="one title each"):
+        plot.spectrogram_row(images, ["a"])
+    path = torch.tensor([[[2.0, 3.0], [4.0, 5.0], [6.0, 7.0]]])
+    fig = plot.trajectories_figure({"clip": path})
+    x, y = fig.axes[0].lines[0].get_data()
+    np.testing.assert_allclose(x, [3, 5, 7])  # columns across, rows down
+    np.testing.assert_allclose(y, [2, 4, 6])
+    plt.close("all")

@@ -555,3 +555,26 @@ def test_prompt_edit_explorer_redraws_and_refuses_a_caption_of_another_length():
     assert widget.message.value == "" and bytes(widget.image.value) == first
     with pytest.raises(ValueError, match="one caption per image"):
         widgets.prompt_edit_explorer(model, test.images[:2], captions[:1])
+
+
+def test_spoken_digit_explorer_redraws_and_plays_what_it_draws():
+    from pathlib import Path
+
+    from tinydiff.data.audio import wav_bytes
+    from tinydiff.pretrained import load_diffusion_model
+
+    checkpoints = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
+    model = load_diffusion_model(checkpoints / "spoken_digits_ddpm")
+    widget = widgets.spoken_digit_explorer(model, digit=3, guidance=1.0, n=1, steps=2)
+    first, sound = bytes(widget.image.value), bytes(widget.audio.value)
+    assert first.startswith(b"\x89PNG") and sound.startswith(b"RIFF") and sound[8:12] == b"WAVE"
+    images, waves = demos.spoken_digits(model, 3, 1.0, n=1, steps=2)
+    assert images.shape == (1, 1, 64, 96) and waves.shape == (1, 6080) and sound == wav_bytes(waves)
+    widget.guidance.value = 4.0
+    assert bytes(widget.image.value) != first and bytes(widget.audio.value) != sound
+    widget.digit.value = 7
+    assert widget.digit.options[7] == ("seven", 7)
+    widget.digit.value, widget.guidance.value = 3, 1.0  # fixed noise: back to the first picture and sound
+    assert bytes(widget.image.value) == first and bytes(widget.audio.value) == sound
+    with pytest.raises(ValueError, match="spectrogram images"):
+        widgets.spoken_digit_explorer(load_diffusion_model(checkpoints / "mnist_ddpm"))

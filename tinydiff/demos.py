@@ -314,6 +314,9 @@ def spoken_digits(model, digit: int, guidance: float, n: int = 3, steps: int = 2
     classifier-free ``guidance`` from fixed noise, then Griffin-Lim (64 iterations, phases from the same seed).
     Returns (images [n, 1, 64, 96], waveforms [n, 6080] at 8 kHz) on the CPU; :func:`tinydiff.plot.spectrogram_row`
     draws the first, :func:`tinydiff.data.audio.wav_bytes` plays the second."""
+    if tuple(model.sample_shape) != (1, 64, 96):
+        raise ValueError(f"spoken_digits needs the sound model (spoken_digits_ddpm), whose samples are spectrogram "
+                         f"images [1, 64, 96]; this model draws {list(model.sample_shape)}")
     images = guided_digits(model.net, model.schedule, int(digit), guidance, n=n, steps=steps, seed=seed,
                            prediction=model.prediction, shape=model.sample_shape).cpu()
     return images, waveforms_from_images(images, generator=torch.Generator().manual_seed(seed))
