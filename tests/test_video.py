@@ -137,3 +137,61 @@ def test_identity_drift_is_zero_for_a_still_picture_and_about_one_for_independen
         video.identity_drift(fresh[:2], torch.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"clips must be \[B, T, 1, H, W\]"):
         video.centres(torch.zeros(2, 1, 8, 8))
+
+
+# ---- scripts/train_mnist.py trains the sound and video models from their configs' data sections ----
+
+def tiny_config(tmp_path, name, data, model_name="UNet", steps=3, **more):
+    import json
+
+    config = {
+        "data": data,
+        "model": {"name": model_name, "in_channels": 1, "channels": 8, "mults": [1, 2], "n_res": 1, "num_classes": 10,
+                  "dropout": 0.0, "heads": 4, **({"temporal_kernel": 3} if model_name == "VideoUNet" else {})},
+        "schedule": {"name": "cosine", "T": 50},
+        "train": {"steps": steps, "max_minutes": 0, "batch_size": 2, "lr": 1e-3, "warmup_steps": 1, "weight_decay": 0.0,
+                  "ema_decay": 0.9, "grad_clip": 1.0, "p_uncond": 0.1, "prediction": "v", "lr_schedule": "cosine"},
+        "seed": 0,
+        "output": str(tmp_path / "out" / name),
+        **more,
+    }
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_train_mnist_trains_sound_frames_and_a_video_model_from_the_image_model(tmp_path, monkeypatch, load_script):
+    import sys
+
+    from tinydiff.checkpoint import load_checkpoint, read_config
+
+    script = load_script("train_mnist")
+    monkeypatch.chdir(tmp_path)
+
+    def run(config, *more):
+        monkeypatch.setattr(sys, "argv", ["train_mnist.py", "--config", str(config), "--device", "cpu", *more])
+        script.main()
+
+    run(tiny_config(tmp_path, "sound", {"name": "spoken_digits"}, steps=1))
+    sound = read_config(tmp_path / "out" / "sound")["extra"]
+    assert sound["data_shape"] == [1, 64, 96] and sound["data"] == {"name": "spoken_digits"}
+
+    run(tiny_config(tmp_path, "frames", {"name": "moving_frames"}))
+    frames = load_checkpoint(tmp_path / "out" / "frames")
+    run(tiny_config(tmp_path, "video", {"name": "moving_digits", "frames": 4}, "VideoUNet",
+                    init=str(tmp_path / "out" / "frames")), "--stop-at", "2")
+    header = read_config(tmp_path / "out" / "video")
+    extra = header["extra"]
+    assert header["model"] == "VideoUNet" and extra["data_shape"] == [4, 1, 32, 32] and extra["steps"] == 2
+    assert extra["init"]["sha256"] == read_config(tmp_path / "out" / "frames")["sha256"]
+    assert extra["train"]["steps"] == 3  # --stop-at stops the run, not the learning-rate schedule
+    video = load_checkpoint(tmp_path / "out" / "video")
+    # the spatial layers moved on from the image model's in training, but they started there
+    assert set(frames.state_dict()) < set(video.state_dict())
+
+    # --init with a checkpoint of the config's own model: a second stage from its weights
+    run(tiny_config(tmp_path, "video2", {"name": "moving_digits", "frames": 4}, "VideoUNet", steps=1),
+        "--init", str(tmp_path / "out" / "video"))
+    assert read_config(tmp_path / "out" / "video2")["extra"]["init"]["steps"] == 2
+    with pytest.raises(SystemExit, match="unknown data 'sound'"):
+        run(tiny_config(tmp_path, "bad", {"name": "sound"}))
