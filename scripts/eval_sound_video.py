@@ -10,7 +10,7 @@ clips' beside the floor (as many training clips, as many of each digit, against 
 Video (``moving_digits_ddpm``, the per-frame baseline ``moving_frames_ddpm``, judged frame by frame by
 ``moving_frames_classifier``): ``--n`` clips of 12 frames from each at each scale of ``--video-scales``, and as many
 real clips of test digits; :func:`tinydiff.video.temporal_report` of each (class kept in every frame, identity drift,
-ink spread, smooth steps, frame FD against 2,000 real test frames).
+ink spread, smooth steps, frame FD: frame k of every clip against 2,000 real test frames, averaged over k).
 
 Every number is a property of the seeds (seed 0 for the samples); the JSON records, for each part, the command,
 machine, load and wall time (``sound_run``, ``video_run``). ``--parts video`` measures one part again and keeps the
